@@ -1,0 +1,203 @@
+"""The `archc` command line: run, dump, check.
+
+User errors print `file:line:col: error: ...` with the source line and a caret, and exit 2;
+no traceback unless --debug. `check` and `dump` import no Numba and compile nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+from .dsl.errors import ArchError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERNAL = 3
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="the .arch file")
+    p.add_argument("--model", dest="model_name", metavar="NAME",
+                   help="which model, when the file defines several")
+    p.add_argument("--debug", action="store_true", help="show Python tracebacks")
+
+
+def _inputs_arg(p: argparse.ArgumentParser, help_text: str) -> None:
+    p.add_argument("--input", "-i", action="append", default=[], metavar="[NAME=]FILE",
+                   help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="archc", description="Compile, inspect and run transformer architectures "
+                                  "written in .arch files.")
+    parser.add_argument("--version", action="version", version="archc 0.1.0")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    run = sub.add_parser("run", help="run a model on .npy inputs")
+    _common(run)
+    _inputs_arg(run, "an input array (.npy, or .npz holding several by name); "
+                     "NAME=FILE when the model has several inputs; repeatable")
+    run.add_argument("--weights", "-w", metavar="FILE", help="a .safetensors checkpoint")
+    run.add_argument("--allow-missing", action="store_true",
+                     help="initialise parameters missing from --weights randomly")
+    run.add_argument("--seed", type=int, default=0,
+                     help="seed for random initialisation of parameters without weights")
+    run.add_argument("--output", "-o", metavar="FILE",
+                     help="write outputs (.npy for one output, .npz for several)")
+    run.add_argument("--full", action="store_true", help="print every value, unabbreviated")
+
+    dump = sub.add_parser("dump", help="show the graph grouped by layer")
+    _common(dump)
+    dump.add_argument("--format", "-f", choices=("text", "dot", "json"), default="text")
+    dump.add_argument("--expand", action="store_true",
+                      help="show every iteration of a repeat stack")
+    dump.add_argument("--layer", metavar="NAME", help="show one layer in full, e.g. layers.3")
+    dump.add_argument("--dim", action="append", default=[], metavar="NAME=N",
+                      help="give a symbolic size a value for FLOP counts, e.g. --dim T=128")
+    _inputs_arg(dump, "take symbolic sizes from these input arrays")
+    dump.add_argument("--output", "-o", metavar="FILE", help="write the dump to a file")
+
+    check = sub.add_parser("check", help="parse, build and infer shapes")
+    _common(check)
+    return parser
+
+
+def parse_named_files(items: Sequence[str]) -> list[tuple[str | None, str]]:
+    out = []
+    for item in items:
+        name, sep, path = item.partition("=")
+        if sep and name.isidentifier():
+            out.append((name, path))
+        else:
+            out.append((None, item))
+    return out
+
+
+def read_inputs(graph, items: Sequence[str]) -> dict:
+    from .runtime.inputs import read_array
+    names = [graph.node(n).attrs["name"] for n in graph.inputs]
+    arrays: dict = {}
+    for name, path in parse_named_files(items):
+        data = read_array(path, what=f"input {name}" if name else "input")
+        if isinstance(data, dict):
+            if name is not None:
+                raise ArchError(f"{path} is an .npz archive; pass it without a name",
+                                hint="its arrays are matched to inputs by their names")
+            arrays.update(data)
+        elif name is None:
+            if len(names) != 1:
+                raise ArchError(f"the model has {len(names)} inputs ({', '.join(names)}); say "
+                                f"which one {path} is", hint=f"--input {names[0]}={path}"
+                                if names else None)
+            arrays[names[0]] = data
+        else:
+            arrays[name] = data
+    return arrays
+
+
+def parse_dims(items: Sequence[str]) -> dict[str, int]:
+    dims = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.isidentifier() or not value.strip().isdigit():
+            raise ArchError(f"--dim {item}: expected NAME=N with N a whole number, e.g. T=128")
+        dims[name] = int(value)
+    return dims
+
+
+def cmd_run(args) -> int:
+    import numpy as np
+    from .api import load
+    from .runtime.inputs import bind_inputs
+    from .runtime.io import save_outputs
+    model = load(args.model, weights=args.weights, seed=args.seed, model=args.model_name,
+                 allow_missing=args.allow_missing)
+    for w in model.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    arrays = read_inputs(model.graph, args.input)
+    _, _, warnings = bind_inputs(model.graph, arrays)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    outputs = model.run(arrays)
+    if args.output:
+        save_outputs(args.output, outputs)
+    opts = dict(precision=8, suppress_small=False, max_line_width=100)
+    if not args.full:
+        opts.update(threshold=200, edgeitems=3)
+    else:
+        opts.update(threshold=sys.maxsize)
+    for name, arr in outputs.items():
+        short = {"float32": "float", "int64": "int"}.get(str(arr.dtype), str(arr.dtype))
+        print(f"{name}: {short}[{', '.join(str(d) for d in arr.shape)}]")
+        print(np.array2string(arr, **opts))
+    if args.output:
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_dump(args) -> int:
+    from .compiler import dump
+    from .dsl.lower import lower
+    graph = lower(args.model, args.model_name)
+    bindings = parse_dims(args.dim)
+    if args.input:
+        from .runtime.inputs import bind_inputs
+        _, found, _ = bind_inputs(graph, read_inputs(graph, args.input))
+        bindings = {**found, **bindings}
+    if args.format == "text":
+        text = dump.dump_text(graph, expand=args.expand, layer=args.layer, bindings=bindings)
+    elif args.format == "json":
+        text = dump.dump_json(graph, layer=args.layer, bindings=bindings)
+    else:
+        text = dump.dump_dot(graph, expand=args.expand, layer=args.layer)
+    if args.output:
+        from .runtime.io import write_atomic
+        write_atomic(args.output, lambda f: f.write(text.encode()))
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_check(args) -> int:
+    from .compiler.dump import layer_groups, totals
+    from .dsl.lower import lower
+    graph = lower(args.model, args.model_name)
+    tot = totals(graph, layer_groups(graph))
+    ins = ", ".join(f"{graph.node(n).attrs['name']}: {graph.node(n).type_str}"
+                    for n in graph.inputs)
+    print(f"{args.model}: ok: model {graph.name}({ins}), {tot['layers']} layers, "
+          f"{tot['params']:,} parameters, {len(graph)} nodes")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "dump": cmd_dump, "check": cmd_check}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ArchError as e:
+        if args.debug:
+            raise
+        print(e.render(), file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as e:  # a bug in archc: say so plainly, traceback only on request
+        if args.debug:
+            raise
+        print(f"internal error: {type(e).__name__}: {e}\n"
+              "this is a bug in archc; rerun with --debug for the traceback", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

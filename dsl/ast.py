@@ -1,0 +1,205 @@
+"""The AST of an .arch file. Every node carries the `Span` it came from."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+from .errors import Span
+
+
+# ---- expressions ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Num:
+    value: int | float
+    span: Span
+
+
+@dataclass(frozen=True)
+class Str:
+    value: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class Bool:
+    value: bool
+    span: Span
+
+
+@dataclass(frozen=True)
+class NoneLit:
+    span: Span
+
+
+@dataclass(frozen=True)
+class Name:
+    id: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class ListLit:
+    items: tuple["Expr", ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class BinOp:
+    op: str                      # "+", "-", "*", "/", "//", "@", "**"
+    left: "Expr"
+    right: "Expr"
+    span: Span
+
+
+@dataclass(frozen=True)
+class Neg:
+    operand: "Expr"
+    span: Span
+
+
+@dataclass(frozen=True)
+class KwArg:
+    name: str
+    value: "Expr"
+    span: Span                   # the keyword's own span, for "unexpected keyword" errors
+
+
+@dataclass(frozen=True)
+class Call:
+    func: str
+    args: tuple["Expr", ...]
+    kwargs: tuple[KwArg, ...]
+    as_name: str | None          # `Attention(x) as attn` names the layer scope
+    span: Span
+    func_span: Span
+
+
+@dataclass(frozen=True)
+class SliceSub:
+    start: "Expr | None"
+    stop: "Expr | None"
+    span: Span
+
+
+@dataclass(frozen=True)
+class Index:
+    value: "Expr"
+    subs: tuple["Expr | SliceSub", ...]
+    span: Span
+
+
+Expr = Union[Num, Str, Bool, NoneLit, Name, ListLit, BinOp, Neg, Call, Index]
+
+
+# ---- types ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TensorType:
+    dtype: str                   # "float" | "int" | "bool"
+    dims: tuple[Expr, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class ScalarType:
+    dtype: str
+    span: Span
+
+
+TypeExpr = Union[TensorType, ScalarType]
+
+
+# ---- statements -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Assign:
+    targets: tuple[str, ...]
+    value: Expr
+    span: Span
+
+
+@dataclass(frozen=True)
+class ReturnItem:
+    name: str | None
+    value: Expr
+    span: Span
+
+
+@dataclass(frozen=True)
+class Return:
+    items: tuple[ReturnItem, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class ParamDecl:
+    name: str
+    type: TypeExpr | None
+    value: Expr | None
+    span: Span
+
+
+@dataclass(frozen=True)
+class LayerScope:
+    name: str
+    body: tuple["Stmt", ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class Repeat:
+    count: Expr
+    name: str
+    body: tuple["Stmt", ...]
+    span: Span
+
+
+Stmt = Union[Assign, Return, ParamDecl, LayerScope, Repeat]
+
+
+# ---- top level --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Formal:
+    name: str
+    type: TypeExpr | None
+    default: Expr | None
+    span: Span
+
+
+@dataclass(frozen=True)
+class Include:
+    path: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class ConstDef:
+    name: str
+    value: Expr
+    span: Span
+
+
+@dataclass(frozen=True)
+class Config:
+    defs: tuple[ConstDef, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class Block:
+    name: str
+    formals: tuple[Formal, ...]
+    body: tuple[Stmt, ...]
+    span: Span
+    is_model: bool = False
+
+
+Item = Union[Include, Config, Block]
+
+
+@dataclass
+class Program:
+    path: str
+    items: list[Item] = field(default_factory=list)

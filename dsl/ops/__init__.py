@@ -1,0 +1,177 @@
+"""The op registry: what each graph op takes, the shape/dtype it makes, and what it costs.
+
+An op is declared once, in the file for its family:
+
+    @op("relu", inputs=("x",))
+    def relu(x: TT) -> TT:            # shape inference: input types in, output type out
+        return x
+
+    @op("layernorm", inputs=("x", "weight", "bias?"), attrs={"eps": 1e-5}, flops=...)
+
+`inputs` names the tensor arguments (`name?` optional and trailing, `*name` variadic);
+`attrs` maps each compile-time attribute to its default (`REQUIRED` for none). The
+inference function raises `ShapeError` for bad operands; the lowering attaches the source
+span. The NumPy reference of op `name` is `ref_<name>` in `runtime/kernels/`, called as
+`ref_<name>(*tensor_args, **attrs)`.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, NamedTuple
+
+from ..dims import DimLike, dim_add, dim_mul, numel, shape_str
+
+
+class TT(NamedTuple):
+    """A tensor type: shape (ints and symbolic Dims) and dtype."""
+    shape: tuple[DimLike, ...]
+    dtype: str
+
+    def __str__(self) -> str:
+        short = {"float32": "float", "int64": "int"}.get(self.dtype, self.dtype)
+        return f"{short}{shape_str(self.shape)}"
+
+
+class ShapeError(Exception):
+    """Raised by shape inference; `arg` is the index of the operand to blame, if one is."""
+
+    def __init__(self, message: str, arg: int | None = None, hint: str | None = None):
+        super().__init__(message)
+        self.message, self.arg, self.hint = message, arg, hint
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED: Any = _Required()
+
+
+def no_flops(*_types, **_attrs) -> DimLike:
+    return 0
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    name: str
+    inputs: tuple[str, ...]
+    attrs: Mapping[str, Any]
+    infer: Callable[..., Any]          # (*TT, **attrs) -> TT | tuple[TT, ...]
+    flops: Callable[..., DimLike]      # (out: TT, *TT, **attrs) -> DimLike
+    doc: str = ""
+    family: str = ""
+    kinds: frozenset = field(default_factory=frozenset)   # e.g. {"elementwise", "unary"}
+
+    @property
+    def variadic(self) -> bool:
+        return any(i.startswith("*") for i in self.inputs)
+
+    @property
+    def min_inputs(self) -> int:
+        return sum(1 for i in self.inputs if not i.endswith("?") and not i.startswith("*"))
+
+
+OPS: dict[str, OpSpec] = {}
+
+
+def op(name: str, inputs: tuple[str, ...], attrs: Mapping[str, Any] | None = None,
+       flops: Callable[..., DimLike] = no_flops, kinds: tuple[str, ...] = ()):
+    def register(infer):
+        if name in OPS:
+            raise RuntimeError(f"op {name!r} registered twice")
+        OPS[name] = OpSpec(name, tuple(inputs), dict(attrs or {}), infer, flops,
+                           (infer.__doc__ or "").strip(), infer.__module__.rsplit(".", 1)[-1],
+                           frozenset(kinds))
+        return infer
+    return register
+
+
+def get_op(name: str) -> OpSpec | None:
+    return OPS.get(name)
+
+
+def infer(name: str, types: list[TT], attrs: Mapping[str, Any]):
+    spec = OPS[name]
+    full = {**{k: v for k, v in spec.attrs.items() if v is not REQUIRED}, **attrs}
+    return spec.infer(*types, **full)
+
+
+def count_flops(name: str, out, types: list[TT], attrs: Mapping[str, Any]) -> DimLike:
+    spec = OPS[name]
+    full = {**{k: v for k, v in spec.attrs.items() if v is not REQUIRED}, **attrs}
+    return spec.flops(out, *types, **full)
+
+
+# ---- helpers shared by the op families ---------------------------------------------------
+
+def elementwise_flops(out: TT, *_types, **_attrs) -> DimLike:
+    return numel(out.shape)
+
+
+def scaled_flops(k: int):
+    """FLOPs = k per output element (norms, softmax, gelu: a handful of ops each)."""
+    def flops(out: TT, *_types, **_attrs) -> DimLike:
+        return dim_mul(k, numel(out.shape))
+    return flops
+
+
+def is_float(dtype: str) -> bool:
+    return dtype in ("float32", "float64")
+
+
+def promote(*dtypes: str) -> str:
+    if "float64" in dtypes:
+        return "float64"
+    if "float32" in dtypes:
+        return "float32"
+    if "int64" in dtypes:
+        return "int64"
+    return dtypes[0]
+
+
+def broadcast(*shapes: tuple[DimLike, ...]) -> tuple[DimLike, ...]:
+    """NumPy broadcasting over symbolic dims; raises ShapeError naming the operand."""
+    rank = max(len(s) for s in shapes)
+    out: list[DimLike] = []
+    for axis in range(rank):
+        dim: DimLike = 1
+        for i, s in enumerate(shapes):
+            k = axis - (rank - len(s))
+            if k < 0:
+                continue
+            d = s[k]
+            if d == 1:
+                continue
+            if dim == 1:
+                dim = d
+            elif d != dim:
+                raise ShapeError(
+                    f"shapes {' and '.join(shape_str(x) for x in shapes)} do not broadcast: "
+                    f"dimension {axis - rank} is {dim} in one and {d} in the other", arg=i)
+        out.append(dim)
+    return tuple(out)
+
+
+def norm_axis(axis: int, rank: int, arg: int = 0) -> int:
+    if not -rank <= axis < rank:
+        raise ShapeError(f"axis {axis} is out of range for a rank-{rank} tensor", arg=arg)
+    return axis % rank
+
+
+def dim_sum(dims) -> DimLike:
+    total: DimLike = 0
+    for d in dims:
+        total = dim_add(total, d)
+    return total
+
+
+def load_all() -> None:
+    """Import every family file in this package: adding an op family is adding a file."""
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        importlib.import_module(f"{__name__}.{info.name}")
+
+
+load_all()

@@ -1,0 +1,282 @@
+"""Parse .arch text into the AST: Lark parses (grammar.lark), `ToAst` transforms.
+
+Parsing and transforming are separate steps so that Lark's `meta` (line/column) reaches
+every AST node as a `Span`. Syntax errors become `ArchError`s; the LALR parser resumes
+after an error at the next statement so independent mistakes are reported together.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from . import ast
+from .errors import ArchError, ArchErrors, Span
+
+GRAMMAR = Path(__file__).with_name("grammar.lark")
+
+# What a person would call each terminal, for "expected ..." messages.
+TOKEN_NAMES = {
+    "NAME": "a name", "NUMBER": "a number", "INT": "an integer", "STRING": "a string",
+    "DTYPE": "a type (float, int, bool)", "LPAR": "`(`", "RPAR": "`)`", "LSQB": "`[`",
+    "RSQB": "`]`", "LBRACE": "`{`", "RBRACE": "`}`", "COMMA": "`,`", "COLON": "`:`",
+    "EQUAL": "`=`", "PLUS": "`+`", "MINUS": "`-`", "STAR": "`*`", "SLASH": "`/`",
+    "AT": "`@`", "$END": "end of file",
+}
+
+
+@lru_cache(maxsize=1)
+def _lark() -> Lark:
+    return Lark(GRAMMAR.read_text(), parser="lalr", propagate_positions=True,
+                maybe_placeholders=True)
+
+
+def _span(file: str, meta) -> Span:
+    return Span(file, meta.line, meta.column, meta.end_line, meta.end_column)
+
+
+def _tok_span(file: str, tok: Token) -> Span:
+    return Span(file, tok.line, tok.column, tok.end_line, tok.end_column)
+
+
+def _number(text: str) -> int | float:
+    return float(text) if any(c in text for c in ".eE") else int(text)
+
+
+def _unquote(text: str) -> str:
+    body = text[1:-1]
+    return body.encode("utf-8").decode("unicode_escape") if "\\" in body else body
+
+
+@v_args(meta=True)
+class ToAst(Transformer):
+    """One method per grammar alias; each returns the AST node of that kind."""
+
+    def __init__(self, file: str):
+        super().__init__()
+        self.file = file
+
+    def s(self, meta) -> Span:
+        return _span(self.file, meta)
+
+    # top level
+    def start(self, meta, items):
+        return list(items)
+
+    def include(self, meta, c):
+        return ast.Include(_unquote(c[0]), self.s(meta))
+
+    def config(self, meta, defs):
+        return ast.Config(tuple(defs), self.s(meta))
+
+    def const_def(self, meta, c):
+        return ast.ConstDef(str(c[0]), c[1], self.s(meta))
+
+    def block(self, meta, c):
+        return ast.Block(str(c[0]), tuple(c[1] or ()), tuple(c[2]), self.s(meta))
+
+    def model(self, meta, c):
+        return ast.Block(str(c[0]), tuple(c[1] or ()), tuple(c[2]), self.s(meta), is_model=True)
+
+    def formals(self, meta, c):
+        return list(c)
+
+    def formal(self, meta, c):
+        return ast.Formal(str(c[0]), c[1], c[2], self.s(meta))
+
+    def tensor_type(self, meta, c):
+        return ast.TensorType(str(c[0]), tuple(x for x in c[1:] if x is not None), self.s(meta))
+
+    def scalar_type(self, meta, c):
+        return ast.ScalarType(str(c[0]), self.s(meta))
+
+    def body(self, meta, stmts):
+        return list(stmts)
+
+    # statements
+    def assign(self, meta, c):
+        return ast.Assign(tuple(c[0]), c[1], self.s(meta))
+
+    def targets(self, meta, names):
+        return [str(n) for n in names]
+
+    def return_stmt(self, meta, items):
+        return ast.Return(tuple(items), self.s(meta))
+
+    def named_return(self, meta, c):
+        return ast.ReturnItem(str(c[0]), c[1], self.s(meta))
+
+    def plain_return(self, meta, c):
+        name = c[0].id if isinstance(c[0], ast.Name) else None
+        return ast.ReturnItem(name, c[0], self.s(meta))
+
+    def param_decl(self, meta, c):
+        return ast.ParamDecl(str(c[0]), c[1], c[2], self.s(meta))
+
+    def layer_scope(self, meta, c):
+        return ast.LayerScope(str(c[0]), tuple(c[1]), self.s(meta))
+
+    def repeat(self, meta, c):
+        return ast.Repeat(c[0], str(c[1]), tuple(c[2]), self.s(meta))
+
+    # expressions
+    def _binop(self, op, meta, c):
+        return ast.BinOp(op, c[0], c[1], self.s(meta))
+
+    def add(self, meta, c):
+        return self._binop("+", meta, c)
+
+    def sub(self, meta, c):
+        return self._binop("-", meta, c)
+
+    def mul(self, meta, c):
+        return self._binop("*", meta, c)
+
+    def div(self, meta, c):
+        return self._binop("/", meta, c)
+
+    def floordiv(self, meta, c):
+        return self._binop("//", meta, c)
+
+    def matmul(self, meta, c):
+        return self._binop("@", meta, c)
+
+    def pow(self, meta, c):
+        return self._binop("**", meta, c)
+
+    def neg(self, meta, c):
+        return ast.Neg(c[0], self.s(meta))
+
+    def number(self, meta, c):
+        return ast.Num(_number(str(c[0])), self.s(meta))
+
+    def string(self, meta, c):
+        return ast.Str(_unquote(str(c[0])), self.s(meta))
+
+    def true(self, meta, c):
+        return ast.Bool(True, self.s(meta))
+
+    def false(self, meta, c):
+        return ast.Bool(False, self.s(meta))
+
+    def none(self, meta, c):
+        return ast.NoneLit(self.s(meta))
+
+    def name(self, meta, c):
+        return ast.Name(str(c[0]), self.s(meta))
+
+    def list(self, meta, c):
+        return ast.ListLit(tuple(x for x in c if x is not None), self.s(meta))
+
+    def call(self, meta, c):
+        func, args, as_name = c
+        pos = tuple(a for a in (args or ()) if not isinstance(a, ast.KwArg))
+        kws = tuple(a for a in (args or ()) if isinstance(a, ast.KwArg))
+        return ast.Call(str(func), pos, kws, None if as_name is None else str(as_name),
+                        self.s(meta), _tok_span(self.file, func))
+
+    def args(self, meta, c):
+        return list(c)
+
+    def kwarg(self, meta, c):
+        return ast.KwArg(str(c[0]), c[1], _tok_span(self.file, c[0]))
+
+    def posarg(self, meta, c):
+        return c[0]
+
+    def index(self, meta, c):
+        return ast.Index(c[0], tuple(c[1:]), self.s(meta))
+
+    def sub_index(self, meta, c):
+        return c[0]
+
+    def sub_slice(self, meta, c):
+        return ast.SliceSub(c[0], c[1], self.s(meta))
+
+
+def _describe(tok: Token) -> str:
+    if tok.type == "$END":
+        return "end of file"
+    return f"`{tok}`"
+
+
+def _expected(expected) -> str:
+    names = sorted({TOKEN_NAMES.get(e, f"`{e.lower()}`" if e.isupper() else e) for e in expected
+                    if not e.startswith("__")})
+    if len(names) > 6:
+        return ""
+    return "expected " + (", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1
+                          else names[0])
+
+
+def _syntax_error(e: UnexpectedInput, file: str) -> ArchError:
+    if isinstance(e, UnexpectedCharacters):
+        ch = e.char
+        span = Span(file, e.line, e.column, e.line, e.column + 1)
+        hint = None
+        if ch == ";":
+            hint = "statements need no `;`: put each on its own line"
+        elif ch == "'":
+            hint = "strings use double quotes"
+        return ArchError(f"unexpected character `{ch}`", span, hint)
+    if isinstance(e, UnexpectedToken):
+        tok = e.token
+        if tok.type == "$END":
+            span = Span(file, max(1, e.line or 1), max(1, e.column or 1))
+        else:
+            span = _tok_span(file, tok)
+        exp = _expected(e.expected)
+        hint = None
+        if tok.type == "NAME" and "EQUAL" in e.expected:
+            hint = "a statement is `name = expression`"
+        if tok in ("layer", "param", "repeat", "return", "model", "block", "config", "include",
+                   "as"):
+            hint = f"`{tok}` is a keyword and cannot be used as a name"
+        msg = f"unexpected {_describe(tok)}" + (f"; {exp}" if exp else "")
+        return ArchError(msg, span, hint)
+    if isinstance(e, UnexpectedEOF):
+        return ArchError("unexpected end of file", Span(file, 1, 1))
+    return ArchError(str(e), Span(file, getattr(e, "line", 1), getattr(e, "column", 1)))
+
+
+def parse(text: str, file: str = "<string>") -> list:
+    """Parse source text into a list of AST items; raises ArchError / ArchErrors."""
+    errors: list[ArchError] = []
+
+    def on_error(e: UnexpectedInput) -> bool:
+        errors.append(_syntax_error(e, file))
+        if len(errors) >= 20 or not isinstance(e, UnexpectedToken):
+            return False
+        # resume: drop tokens up to the next closing brace or line start keyword
+        return e.token.type != "$END" and _skip_to_statement(e)
+
+    try:
+        tree = _lark().parse(text, on_error=on_error)
+    except UnexpectedInput as e:
+        err = _syntax_error(e, file)
+        if not errors or errors[-1].span != err.span:
+            errors.append(err)
+        raise (errors[0] if len(errors) == 1 else ArchErrors(errors)) from None
+    if errors:
+        raise errors[0] if len(errors) == 1 else ArchErrors(errors)
+    return ToAst(file).transform(tree)
+
+
+def _skip_to_statement(e: UnexpectedToken) -> bool:
+    """Error recovery: feed nothing and let the parser drop the bad token (Lark's default)."""
+    return True
+
+
+def parse_file(path: str | Path) -> list:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ArchError(f"no such file: {p}") from None
+    except UnicodeDecodeError as e:
+        raise ArchError(f"{p} is not UTF-8 text (byte {e.start}); an .arch file is plain text")
+    except OSError as e:
+        raise ArchError(f"cannot read {p}: {e.strerror}") from None
+    return parse(text, str(path))

@@ -1,0 +1,134 @@
+"""Model inputs: read .npy/.npz files safely and check them against the declared types.
+
+Nothing from an input file is ever executed: arrays are read with `allow_pickle=False`,
+so a pickled object array is refused, never unpickled.
+"""
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from ..dsl.dims import Dim, evaluate, shape_str
+from ..dsl.errors import ArchError, did_you_mean
+from ..dsl.graph import Graph
+
+DTYPE_NAMES = {"float32": "float", "int64": "int", "bool": "bool"}
+
+
+def read_array(path: str | os.PathLike, what: str = "input") -> np.ndarray | dict[str, np.ndarray]:
+    """One array from a .npy file, or a name -> array dict from an .npz file."""
+    p = Path(path)
+    if not p.exists():
+        raise ArchError(f"{what} file not found: {p}")
+    if p.is_dir():
+        raise ArchError(f"{what} {p} is a directory, not a .npy file")
+    try:
+        with open(p, "rb") as f:
+            magic = f.read(6)
+    except OSError as e:
+        raise ArchError(f"cannot read {what} {p}: {e.strerror}") from None
+    if magic[:4] == b"PK\x03\x04":
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                return {k: _checked(z[k], f"{p}[{k}]") for k in z.files}
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+            raise ArchError(f"{what} {p} is not a readable .npz archive: {_reason(e)}") from None
+    if magic != b"\x93NUMPY":
+        raise ArchError(f"{what} {p} is not a .npy file (it does not start with the NumPy "
+                        "magic bytes)", hint="save arrays with numpy.save(path, array)")
+    try:
+        return _checked(np.load(p, allow_pickle=False), str(p))
+    except ValueError as e:
+        if "allow_pickle" in str(e) or "Object arrays" in str(e):
+            raise ArchError(f"{what} {p} holds pickled Python objects; archc never unpickles "
+                            "files", hint="save a plain numeric array (not dtype=object)") from None
+        raise ArchError(f"{what} {p} is not a valid .npy file: {_reason(e)}") from None
+    except (OSError, EOFError) as e:
+        raise ArchError(f"{what} {p} is truncated or unreadable: {_reason(e)}") from None
+
+
+def _reason(e: Exception) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def _checked(arr: np.ndarray, label: str) -> np.ndarray:
+    if arr.dtype.kind not in "biuf":
+        raise ArchError(f"{label} has dtype {arr.dtype}; expected numbers (float or int)")
+    return arr
+
+
+def bind_inputs(g: Graph, arrays: dict[str, np.ndarray]):
+    """Check inputs against their declared types; returns (converted arrays, size bindings,
+    warnings). Symbolic sizes are bound from the first input that shows them."""
+    declared = {g.node(n).attrs["name"]: g.node(n) for n in g.inputs}
+    for name in arrays:
+        if name not in declared:
+            raise ArchError(f"the model has no input named `{name}`",
+                            hint=did_you_mean(name, declared) or
+                            "inputs: " + ", ".join(f"{k}: {v.type_str}" for k, v in declared.items()))
+    missing = [n for n in declared if n not in arrays]
+    if missing:
+        raise ArchError(f"missing input{'s' if len(missing) > 1 else ''}: " +
+                        ", ".join(f"`{n}` ({declared[n].type_str})" for n in missing),
+                        hint="pass each as --input NAME=file.npy")
+    bindings: dict[str, int] = {}
+    where: dict[str, str] = {}
+    out: dict[str, np.ndarray] = {}
+    warnings: list[str] = []
+    for name, node in declared.items():
+        arr = np.asarray(arrays[name])
+        want = f"{DTYPE_NAMES.get(node.dtype, node.dtype)}{shape_str(node.shape)}"
+        if arr.ndim != len(node.shape):
+            raise ArchError(f"input `{name}` has shape {shape_str(arr.shape)} ({arr.ndim}-D) but "
+                            f"the model declares {want}", node.span)
+        for axis, (d, actual) in enumerate(zip(node.shape, arr.shape)):
+            if isinstance(d, Dim) and len(d.terms) == 1 and d.terms[0][1] == 1 \
+                    and len(d.terms[0][0]) == 1:
+                sym = d.terms[0][0][0]
+                if sym in bindings and bindings[sym] != actual:
+                    raise ArchError(f"input `{name}` has {sym} = {actual} (axis {axis}) but "
+                                    f"`{where[sym]}` has {sym} = {bindings[sym]}", node.span,
+                                    f"every input must agree on {sym}")
+                bindings.setdefault(sym, actual)
+                where.setdefault(sym, name)
+        for axis, (d, actual) in enumerate(zip(node.shape, arr.shape)):
+            try:
+                expected = evaluate(d, bindings)
+            except KeyError:
+                continue
+            if expected != actual:
+                raise ArchError(f"input `{name}` has shape {shape_str(arr.shape)} but the model "
+                                f"declares {want}: axis {axis} should be {d} = {expected}",
+                                node.span)
+        out[name] = _convert(name, arr, node.dtype, want, node.span, warnings)
+    for name, arr in out.items():
+        if arr.dtype.kind == "f":
+            bad = int(np.count_nonzero(~np.isfinite(arr)))
+            if bad:
+                warnings.append(f"input `{name}` contains {bad} NaN/Inf value"
+                                f"{'s' if bad > 1 else ''}")
+    return out, bindings, warnings
+
+
+def _convert(name, arr, dtype, want, span, warnings) -> np.ndarray:
+    kind = arr.dtype.kind
+    if dtype in ("float32", "float64"):
+        if kind not in "fiub":
+            raise ArchError(f"input `{name}` has dtype {arr.dtype}; expected {want}", span)
+        if kind != "f":
+            warnings.append(f"input `{name}` has dtype {arr.dtype}; converted to {dtype}")
+        return np.ascontiguousarray(arr, dtype=dtype)
+    if dtype == "int64":
+        if kind not in "iu":
+            raise ArchError(f"input `{name}` has dtype {arr.dtype}; expected {want} "
+                            "(integer token ids)", span,
+                            "save ids with an integer dtype, e.g. np.int64")
+        return np.ascontiguousarray(arr, dtype=np.int64)
+    if dtype == "bool":
+        if kind not in "biu":
+            raise ArchError(f"input `{name}` has dtype {arr.dtype}; expected {want}", span)
+        return np.ascontiguousarray(arr != 0)
+    return arr

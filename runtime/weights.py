@@ -1,0 +1,105 @@
+"""Parameters: deterministic random initialisation and safetensors checkpoints.
+
+Every parameter's random values depend only on (seed, its name), so adding a layer does
+not change the values of the others.
+"""
+from __future__ import annotations
+
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from ..dsl.dims import shape_str
+from ..dsl.errors import ArchError
+from ..dsl.graph import Graph
+
+
+def init_param(node, seed: int) -> np.ndarray:
+    attrs = node.attrs
+    shape = tuple(node.shape)
+    if "value" in attrs:
+        return np.asarray(attrs["value"], dtype=node.dtype)
+    if attrs.get("init") == "ones":
+        return np.ones(shape, dtype=node.dtype)
+    if attrs.get("init") == "zeros":
+        return np.zeros(shape, dtype=node.dtype)
+    rng = np.random.default_rng([seed, zlib.crc32(attrs["name"].encode())])
+    return (rng.standard_normal(shape) * attrs.get("std", 0.02)).astype(node.dtype)
+
+
+def init_params(g: Graph, seed: int = 0) -> dict[str, np.ndarray]:
+    return {n.attrs["name"]: init_param(n, seed) for n in g.params()}
+
+
+def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """All tensors of a .safetensors file; clear errors for anything else."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+    p = Path(path)
+    if not p.is_file():
+        raise ArchError(f"weights file not found: {p}")
+    with open(p, "rb") as f:
+        head = f.read(8)
+    if len(head) < 8:
+        raise ArchError(f"weights {p} is not a safetensors file (only {len(head)} bytes)")
+    header_len = int.from_bytes(head, "little")
+    if header_len > p.stat().st_size - 8 or header_len > 100_000_000:
+        raise ArchError(f"weights {p} is not a safetensors file, or it is truncated "
+                        f"(its header claims {header_len} bytes)",
+                        hint="save weights with safetensors.numpy.save_file or "
+                             "save_pretrained(safe_serialization=True)")
+    try:
+        tensors = load_file(str(p))
+    except (SafetensorError, ValueError, OSError) as e:
+        raise ArchError(f"weights {p} is corrupted or truncated: {str(e).splitlines()[0]}") \
+            from None
+    return tensors
+
+
+def apply_weights(g: Graph, tensors: dict[str, np.ndarray], seed: int = 0,
+                  allow_missing: bool = False, source: str = "weights"):
+    """Match checkpoint tensors to parameters by name. Every missing, unexpected or
+    mis-shaped tensor is listed in one error. Returns (params, warnings)."""
+    params: dict[str, np.ndarray] = {}
+    problems: list[str] = []
+    warnings: list[str] = []
+    expected = {n.attrs["name"]: n for n in g.params()}
+    for name, node in expected.items():
+        if name not in tensors:
+            if "value" in node.attrs or allow_missing:
+                params[name] = init_param(node, seed)
+            else:
+                problems.append(f"missing: {name} {node.type_str}")
+            continue
+        arr = tensors[name]
+        if tuple(arr.shape) != tuple(node.shape):
+            problems.append(f"mis-shaped: {name} is {shape_str(arr.shape)} in the file, the "
+                            f"model expects {shape_str(node.shape)}")
+            continue
+        params[name] = _convert(name, arr, node.dtype, warnings)
+    for name in tensors:
+        if name not in expected:
+            problems.append(f"unexpected: {name} {shape_str(tensors[name].shape)}")
+    if problems:
+        raise ArchError(f"{source} do not match the model ({len(problems)} problem"
+                        f"{'s' if len(problems) > 1 else ''}):\n  " + "\n  ".join(problems),
+                        hint="use --allow-missing to initialise missing parameters randomly"
+                        if any(p.startswith("missing") for p in problems) else None)
+    return params, warnings
+
+
+def _convert(name: str, arr: np.ndarray, dtype: str, warnings: list[str]) -> np.ndarray:
+    if arr.dtype == np.dtype(dtype):
+        return arr
+    converted = arr.astype(dtype)
+    if arr.dtype.kind == "f" and np.dtype(dtype).kind == "f" and \
+            np.dtype(dtype).itemsize < arr.dtype.itemsize:
+        lost = np.max(np.abs(converted.astype(arr.dtype) - arr)) if arr.size else 0.0
+        if lost > 0:
+            warnings.append(f"weight {name}: {arr.dtype} -> {dtype} loses precision "
+                            f"(max change {float(lost):.3g})")
+    elif arr.dtype.kind != np.dtype(dtype).kind:
+        warnings.append(f"weight {name}: converted {arr.dtype} -> {dtype}")
+    return converted
