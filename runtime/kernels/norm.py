@@ -27,3 +27,14 @@ def ref_softmax(x, axis=-1):
     e = np.exp(x64 - m)
     s = e.sum(axis=axis, keepdims=True)
     return np.divide(e, s, out=np.zeros_like(e), where=s > 0).astype(x.dtype)
+
+
+def ref_add_layernorm(x, residual, weight, bias=None, eps=1e-5):
+    # fused residual + norm: returns (s, layernorm(s)) with s = x + residual
+    s = x + residual
+    return s, ref_layernorm(s, weight, bias, eps)
+
+
+def ref_add_rmsnorm(x, residual, weight, eps=1e-6):
+    s = x + residual
+    return s, ref_rmsnorm(s, weight, eps)

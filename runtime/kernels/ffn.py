@@ -1,0 +1,30 @@
+"""Feed-forward kernels: linear + activation, gated linear units, whole FFN blocks
+(NumPy references of the fused ops in dsl/ops/fused.py)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .elementwise import ref_gelu, ref_gelu_tanh, ref_relu, ref_sigmoid, ref_silu, ref_tanh
+from .linalg import ref_linear
+
+ACT = {"relu": ref_relu, "gelu": ref_gelu, "gelu_tanh": ref_gelu_tanh, "silu": ref_silu,
+       "sigmoid": ref_sigmoid, "tanh": ref_tanh}
+
+
+def ref_linear_act(x, weight, bias=None, act="relu"):
+    # x: (..., in), weight: (in, out) -> (..., out)
+    return ACT[act](ref_linear(x, weight, bias))
+
+
+def ref_linear_glu(x, weight, bias=None, act="silu"):
+    # weight: (in, 2F) = [gate | up]; out (..., F) = act(gate) * up
+    h = ref_linear(x, weight, bias)
+    f = weight.shape[1] // 2
+    return ACT[act](h[..., :f]) * h[..., f:]
+
+
+def ref_ffn(x, w1, w2, *biases, act="relu", glu=False, bias1=False, bias2=False):
+    b1 = biases[0] if bias1 else None
+    b2 = biases[-1] if bias2 else None
+    h = ref_linear_glu(x, w1, b1, act) if glu else ref_linear_act(x, w1, b1, act)
+    return ref_linear(h, w2, b2)
