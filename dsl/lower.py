@@ -385,6 +385,12 @@ class Lowerer:
         """A size in a type: an int expression; unknown names are symbols where allowed."""
         if symbolic and isinstance(expr, ast.Name) and expr.id not in env \
                 and expr.id not in self.consts:
+            # a new symbolic size; one spelled almost like a constant is far likelier a typo
+            near = did_you_mean(expr.id, self.consts)
+            if near and len(expr.id) > 2:
+                raise ArchError(f"unknown size `{expr.id}`", expr.span,
+                                f"{near} (to declare a new symbolic size, choose a name that "
+                                "does not look like a config constant)")
             d = Dim.sym(expr.id)
             env[expr.id] = d
             return d
@@ -744,6 +750,11 @@ class LayerContext:
     @property
     def consts(self) -> dict:
         return self._l.consts
+
+    @property
+    def scope(self) -> str:
+        """The layer's full scope name, e.g. `layers.3.attn`."""
+        return self._l.scope_name
 
     def param(self, name: str, shape, init: str = "normal", std: float = 0.02,
               dtype: str = "float32") -> Tensor:

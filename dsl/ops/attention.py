@@ -1,0 +1,105 @@
+"""Attention: the scaled dot-product core (after the q/k/v projections) and ALiBi biases.
+
+    attention(q, k, v, mask?, bias?)   q: (B, T, H*D)  k, v: (B, S, Hkv*D)  -> (B, T, H*D)
+
+Query head h reads key/value head h // (H / Hkv): Hkv = H is multi-head, Hkv = 1 is
+multi-query, anything between is grouped-query. With T < S (decoding with a cache) query i
+sits at absolute position S - T + i, so `causal` and `window` stay right. Leading dims
+other than B are allowed: every dim before the last two is a batch dim.
+"""
+from __future__ import annotations
+
+from ..dims import DimLike, dim_add, dim_div, dim_mul, numel, shape_str
+from . import TT, ShapeError, broadcast, is_float, op
+
+
+def _heads(name: str, value, arg_what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ShapeError(f"attention: `{name}` must be a positive whole number, got {value!r}"
+                         f" ({arg_what})")
+    return value
+
+
+def _attention_flops(out: TT, q: TT, k: TT, *rest, heads=1, **_attrs) -> DimLike:
+    # QK^T and PV are 2*T*S*D MACs per head each; softmax ~5 per score
+    S = k.shape[-2]
+    scores = dim_mul(dim_div(numel(out.shape), q.shape[-1]) or 1, dim_mul(S, heads))
+    return dim_add(dim_mul(4, dim_mul(numel(out.shape), S)), dim_mul(5, scores))
+
+
+@op("attention", inputs=("q", "k", "v", "mask?", "bias?"),
+    attrs={"heads": 1, "kv_heads": None, "causal": False, "window": None, "scale": None,
+           "cache": False, "layer": None},
+    flops=_attention_flops, kinds=("attention",))
+def attention(q: TT, k: TT, v: TT, mask: TT | None = None, bias: TT | None = None,
+              heads: int = 1, kv_heads: int | None = None, causal: bool = False,
+              window: int | None = None, scale: float | None = None, cache: bool = False,
+              layer: int | None = None) -> TT:
+    """attention(q, k, v, mask?, bias?, heads, kv_heads=heads, causal=false, window=none,
+    scale=1/sqrt(D)): softmax(q k^T * scale + bias, masked) v per head. `mask` (B, S) is
+    true/1 where a key may be attended; `bias` broadcasts to (B, H, T, S). A query row with
+    every key masked gets zeros (softmax over an empty set is defined as 0, not NaN).
+    `cache`/`layer` only declare a KV cache for the compiler to plan."""
+    H = _heads("heads", heads, "the number of query heads")
+    Hkv = H if kv_heads is None else _heads("kv_heads", kv_heads, "the number of K/V heads")
+    if H % Hkv:
+        raise ShapeError(f"attention: heads={H} is not a multiple of kv_heads={Hkv}",
+                         hint="each K/V head serves an equal group of query heads")
+    for i, (t, what) in enumerate(((q, "q"), (k, "k"), (v, "v"))):
+        if len(t.shape) < 2 or not is_float(t.dtype):
+            raise ShapeError(f"attention: {what} must be a float tensor (B, T, heads*D), "
+                             f"got {t}", arg=i)
+    D = dim_div(q.shape[-1], H)
+    if D is None:
+        raise ShapeError(f"attention: q has {q.shape[-1]} features, not divisible into "
+                         f"heads={H}", arg=0)
+    if k.shape[-1] != dim_mul(Hkv, D):
+        raise ShapeError(f"attention: k {shape_str(k.shape)} should have kv_heads*D = {Hkv}*{D}"
+                         f" = {dim_mul(Hkv, D)} features (q is {shape_str(q.shape)}, "
+                         f"heads={H})", arg=1)
+    if tuple(v.shape) != tuple(k.shape):
+        raise ShapeError(f"attention: v {shape_str(v.shape)} must have the shape of k "
+                         f"{shape_str(k.shape)}", arg=2)
+    if len(k.shape) != len(q.shape) or tuple(k.shape[:-2]) != tuple(q.shape[:-2]):
+        raise ShapeError(f"attention: batch dims of q {shape_str(q.shape)} and k "
+                         f"{shape_str(k.shape)} differ", arg=1)
+    if window is not None and (isinstance(window, bool) or not isinstance(window, int)
+                               or window <= 0):
+        raise ShapeError(f"attention: window must be a positive whole number or none, "
+                         f"got {window!r}")
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))):
+        raise ShapeError(f"attention: scale must be a number or none, got {scale!r}")
+    S = k.shape[-2]
+    if mask is not None:
+        want = tuple(q.shape[:-2]) + (S,)
+        if mask.dtype not in ("bool", "int64") or tuple(mask.shape) != want:
+            raise ShapeError(f"attention: mask must be bool or int of shape {shape_str(want)} "
+                             f"(batch, keys), got {mask}", arg=3)
+    if bias is not None:
+        full = tuple(q.shape[:-2]) + (H, q.shape[-2], S)
+        if not is_float(bias.dtype) or len(bias.shape) > len(full):
+            raise ShapeError(f"attention: bias must be a float tensor broadcastable to "
+                             f"{shape_str(full)}, got {bias}", arg=4)
+        try:
+            got = broadcast(bias.shape, full)
+        except ShapeError:
+            got = None
+        if got != full:
+            raise ShapeError(f"attention: bias {shape_str(bias.shape)} does not broadcast to "
+                             f"the scores {shape_str(full)} (batch, heads, queries, keys)", arg=4)
+    return TT(tuple(q.shape), q.dtype)
+
+
+@op("alibi", inputs=("x",), attrs={"heads": 1, "symmetric": False}, kinds=("position",))
+def alibi(x: TT, heads: int = 1, symmetric: bool = False) -> TT:
+    """alibi(x, heads, symmetric=false): ALiBi score bias for keys x (B, S, C). Causal form
+    (1, heads, 1, S): -slope_h * (S-1-j), which equals the paper's -slope_h * (i - j) up to
+    a per-row constant that softmax ignores. symmetric=true: (1, heads, S, S) with
+    -slope_h * |i - j| (bidirectional self-attention). Slopes: 2^(-8 h / heads), h = 1..
+    (the paper's interpolation for heads not a power of two)."""
+    if isinstance(heads, bool) or not isinstance(heads, int) or heads <= 0:
+        raise ShapeError(f"alibi: heads must be a positive whole number, got {heads!r}")
+    if len(x.shape) < 2:
+        raise ShapeError(f"alibi: x must be (B, S, C) to give the key length, got {x}", arg=0)
+    S = x.shape[-2]
+    return TT((1, heads, S if symmetric else 1, S), "float32")
