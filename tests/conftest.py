@@ -1,0 +1,20 @@
+"""Shared test helpers."""
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+
+
+@pytest.fixture
+def arch_file(tmp_path):
+    """Write .arch source (dedented) to a temp file and return its path."""
+    def write(source: str, name: str = "model.arch") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(source).lstrip("\n"))
+        return path
+    return write
