@@ -135,3 +135,18 @@ def take(x: TT, index: int = 0, axis: int = 0) -> TT:
     if isinstance(dim, int) and not -dim <= index < dim:
         raise ShapeError(f"take: index {index} is out of range for dimension {dim}", arg=0)
     return TT(tuple(d for k, d in enumerate(x.shape) if k != ax), x.dtype)
+
+
+@op("stack", inputs=("*xs",), attrs={"axis": 0}, kinds=("shape",))
+def stack(*xs, axis: int = 0) -> TT:
+    """stack(a, b, ..., axis=0): join equal-shaped tensors along a new axis"""
+    if not xs:
+        raise ShapeError("stack needs at least one tensor")
+    ax = norm_axis(axis, len(xs[0].shape) + 1)
+    for i, t in enumerate(xs[1:], 1):
+        if tuple(t.shape) != tuple(xs[0].shape) or t.dtype != xs[0].dtype:
+            raise ShapeError(f"stack: {t} differs from {xs[0]}; stacked tensors must match",
+                             arg=i)
+    shape = list(xs[0].shape)
+    shape.insert(ax, len(xs))
+    return TT(tuple(shape), xs[0].dtype)

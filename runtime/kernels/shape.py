@@ -37,3 +37,7 @@ def ref_slice(x, axis=0, start=0, stop=None, step=1):
 
 def ref_take(x, index=0, axis=0):
     return np.take(x, index, axis=axis)
+
+
+def ref_stack(*xs, axis=0):
+    return np.stack(xs, axis=axis)
