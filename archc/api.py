@@ -32,11 +32,13 @@ class Model:
         return {self.graph.node(n).attrs["name"]: self.graph.node(n).type_str
                 for n in self.graph.inputs}
 
-    def run(self, inputs: Mapping[str, np.ndarray] | None = None,
-            **named: np.ndarray) -> dict[str, np.ndarray]:
-        """Run the model on named inputs; returns {output name: array}."""
+    def run(self, inputs: Mapping[str, np.ndarray] | None = None, *, train: bool = False,
+            seed: int = 0, **named: np.ndarray) -> dict[str, np.ndarray]:
+        """Run the model on named inputs; returns {output name: array}. `train` applies
+        dropout, deterministically from `seed`."""
         from .runtime.reference import run_reference
-        return run_reference(self.graph, {**(inputs or {}), **named}, self.params)
+        return run_reference(self.graph, {**(inputs or {}), **named}, self.params,
+                             train=train, seed=seed)
 
     def dump(self, format: str = "text", **options) -> str:
         from .compiler import dump
@@ -45,18 +47,36 @@ class Model:
 
 
 def load(path: str | os.PathLike, weights: str | os.PathLike | None = None, seed: int = 0,
-         model: str | None = None, allow_missing: bool = False) -> Model:
-    """Parse, check and build a model; parameters come from `weights` (safetensors), inline
-    values, or deterministic random initialisation from `seed`."""
-    from .runtime.weights import apply_weights, init_params, read_safetensors
-    graph = lower(path, model)
+         model: str | None = None, allow_missing: bool = False,
+         config: Mapping[str, object] | None = None, weights_map: str | None = None) -> Model:
+    """Parse, check and build a model; parameters come from `weights` (a .safetensors file
+    or a Hugging Face folder), inline values, or deterministic random initialisation from
+    `seed`. `config` sets config constants (`{"n_layer": 2}`); a Hugging Face folder's
+    config.json sets those its `weights` section maps, unless `config` sets them too.
+    Checkpoint names go through the model's `weights` section (`weights_map` chooses one)
+    unless they already are the parameter names."""
+    from .dsl.lower import load_program
+    from .runtime.checkpoint import choose_section, config_overrides, read_checkpoint
+    from .runtime.weights import apply_weights, init_params
     warnings: list[str] = []
-    if weights is None:
-        params = init_params(graph, seed)
-    else:
-        params, warnings = apply_weights(graph, read_safetensors(weights), seed, allow_missing,
-                                         source=f"weights {weights}")
-    return Model(graph, params, warnings)
+    ckpt = None if weights is None else read_checkpoint(weights)
+    overrides: dict = {}
+    if ckpt is not None and ckpt.config is not None:
+        sections = load_program(path).weights
+        chosen = choose_section(sections, ckpt.tensors, weights_map)
+        if chosen is not None:
+            overrides, warnings = config_overrides(sections[chosen], ckpt.config)
+    graph = lower(path, model, {**overrides, **dict(config or {})})
+    if ckpt is None:
+        return Model(graph, init_params(graph, seed), warnings)
+    maps = graph.meta.get("weight_maps", {})
+    names = {n.attrs["name"] for n in graph.params()}
+    direct = weights_map is None and set(ckpt.tensors) <= names
+    chosen = None if direct else choose_section(maps, ckpt.tensors, weights_map)
+    params, more = apply_weights(graph, ckpt.tensors, seed, allow_missing,
+                                 source=f"weights {weights}",
+                                 mapping=maps[chosen] if chosen is not None else None)
+    return Model(graph, params, warnings + more)
 
 
 __all__ = ["ArchError", "Model", "load"]

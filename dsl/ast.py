@@ -196,7 +196,51 @@ class Block:
     is_model: bool = False
 
 
-Item = Union[Include, Config, Block]
+# ---- weights sections: checkpoint names -> parameters ------------------------------------
+
+@dataclass(frozen=True)
+class WParam:
+    """A destination parameter path, possibly with `{i}` patterns; `skip` drops a tensor."""
+    path: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class WCall:
+    """A transform on the way to its destinations: `transpose(p)`, `split(a, b, axis=1)`."""
+    func: str
+    args: tuple["WDest", ...]
+    kwargs: tuple[KwArg, ...]
+    span: Span
+    func_span: Span
+
+
+WDest = Union[WParam, WCall]
+
+
+@dataclass(frozen=True)
+class WeightRule:
+    key: str                     # checkpoint tensor name pattern, e.g. "h.{i}.ln_1.weight"
+    dests: tuple[WDest, ...]     # several = the same tensor feeds each (tied weights)
+    span: Span
+
+
+@dataclass(frozen=True)
+class WeightConfig:
+    const: str                   # config constant to override ...
+    key: str                     # ... from this (dotted) key of the checkpoint's config.json
+    span: Span
+
+
+@dataclass(frozen=True)
+class Weights:
+    name: str
+    rules: tuple[WeightRule, ...]
+    configs: tuple[WeightConfig, ...]
+    span: Span
+
+
+Item = Union[Include, Config, Block, Weights]
 
 
 @dataclass

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from .graph import Graph, RepeatInfo
 from .layers import LAYERS
 from .ops import OPS, REQUIRED, TT, ShapeError, infer
 from .parser import parse_file
+from .weightmap import resolve as resolve_weights
 
 DTYPES = {"float": "float32", "float32": "float32", "float64": "float64", "int": "int64",
           "bool": "bool"}
@@ -76,6 +77,7 @@ class Program:
     consts: list[ast.ConstDef]
     blocks: dict[str, ast.Block]
     models: list[ast.Block]          # the main file's models
+    weights: dict[str, ast.Weights] = field(default_factory=dict)   # checkpoint mappings
 
 
 def load_program(path: str | Path) -> Program:
@@ -123,13 +125,20 @@ def _load_into(prog: Program, path: Path, stack: list[Path], seen_consts: dict,
                 raise ArchError(f"block `{item.name}` is defined twice", item.span,
                                 notes=[f"first defined at {first.span}"])
             prog.blocks[item.name] = item
+        elif isinstance(item, ast.Weights):
+            first = prog.weights.get(item.name)
+            if first is not None and first.span != item.span:
+                raise ArchError(f"weights section `{item.name}` is defined twice", item.span,
+                                notes=[f"first defined at {first.span}"])
+            prog.weights[item.name] = item
 
 
 # ---- the lowering -----------------------------------------------------------------------
 
 class Lowerer:
-    def __init__(self, prog: Program):
+    def __init__(self, prog: Program, config: dict[str, Any] | None = None):
         self.prog = prog
+        self.overrides = dict(config or {})     # config constants set from outside
         self.g = Graph()
         self.consts: dict[str, Any] = {}
         self.scope: list[str] = []
@@ -239,8 +248,15 @@ class Lowerer:
     def lower_model(self, model: ast.Block) -> Graph:
         self.g.name = model.name
         self.g.meta["source"] = self.prog.path
+        names = [d.name for d in self.prog.consts]
+        for k in self.overrides:
+            if k not in names:
+                raise ArchError(f"cannot set `{k}`: {self.prog.path} has no config constant "
+                                f"`{k}`", None, did_you_mean(k, names))
         for d in self.prog.consts:
-            self.consts[d.name] = self.eval(d.value, {}, const_only=True)
+            # an override replaces only this definition; constants derived from it follow
+            self.consts[d.name] = self.overrides[d.name] if d.name in self.overrides \
+                else self.eval(d.value, {}, const_only=True)
         self.g.meta["config"] = {k: v for k, v in self.consts.items()
                                  if isinstance(v, (int, float, bool, str))}
         env: dict[str, Any] = {}
@@ -266,6 +282,11 @@ class Lowerer:
             if name in self.g.outputs:
                 raise ArchError(f"output `{name}` is returned twice", span)
             self.g.outputs[name] = value.node
+        params = [n.attrs["name"] for n in self.g.params()]
+        self.g.meta["weight_maps"] = {
+            name: resolve_weights(w, params, lambda e: self.eval(e, {}, const_only=True),
+                                  self.consts)
+            for name, w in self.prog.weights.items()}
         return self.g
 
     # ----- statements
@@ -786,8 +807,10 @@ class LayerContext:
         return self.span
 
 
-def lower(path: str | Path, model: str | None = None) -> Graph:
-    """Parse `path` (and its includes) and lower its model to the layer graph."""
+def lower(path: str | Path, model: str | None = None,
+          config: dict[str, Any] | None = None) -> Graph:
+    """Parse `path` (and its includes) and lower its model to the layer graph; `config`
+    overrides config constants by name (`{"n_layer": 2}`)."""
     prog = load_program(path)
     if model is not None:
         found = [m for m in prog.models if m.name == model]
@@ -804,4 +827,4 @@ def lower(path: str | Path, model: str | None = None) -> Graph:
         names = ", ".join(f"`{m.name}`" for m in prog.models)
         raise ArchError(f"{path} defines several models ({names})", prog.models[1].span,
                         "choose one with --model NAME")
-    return Lowerer(prog).lower_model(target)
+    return Lowerer(prog, config).lower_model(target)

@@ -80,6 +80,27 @@ class ToAst(Transformer):
     def model(self, meta, c):
         return ast.Block(str(c[0]), tuple(c[1] or ()), tuple(c[2]), self.s(meta), is_model=True)
 
+    def weights(self, meta, c):
+        items = c[1:]
+        return ast.Weights(str(c[0]), tuple(i for i in items if isinstance(i, ast.WeightRule)),
+                           tuple(i for i in items if isinstance(i, ast.WeightConfig)),
+                           self.s(meta))
+
+    def weight_rule(self, meta, c):
+        return ast.WeightRule(_unquote(str(c[0])), tuple(c[1:]), self.s(meta))
+
+    def weight_config(self, meta, c):
+        return ast.WeightConfig(str(c[0]), _unquote(str(c[1])), self.s(meta))
+
+    def wparam(self, meta, c):
+        return ast.WParam(str(c[0]), self.s(meta))
+
+    def wcall(self, meta, c):
+        func, args = c[0], c[1:]
+        return ast.WCall(str(func), tuple(a for a in args if not isinstance(a, ast.KwArg)),
+                         tuple(a for a in args if isinstance(a, ast.KwArg)), self.s(meta),
+                         _tok_span(self.file, func))
+
     def formals(self, meta, c):
         return list(c)
 

@@ -6,6 +6,7 @@ value is freed after its last use.
 """
 from __future__ import annotations
 
+import zlib
 from typing import Any, Mapping
 
 import numpy as np
@@ -39,7 +40,9 @@ def check_ids(g: Graph, nid: str, ids: np.ndarray, vocab: int) -> None:
 
 
 def run_reference(g: Graph, inputs: Mapping[str, np.ndarray], params: Mapping[str, np.ndarray],
-                  *, bindings: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
+                  *, bindings: Mapping[str, int] | None = None, train: bool = False,
+                  seed: int = 0) -> dict[str, np.ndarray]:
+    """Run the graph; `train` makes dropout drop, with a stream per node from (seed, id)."""
     arrays, found, _ = bind_inputs(g, dict(inputs))
     bindings = {**found, **(bindings or {})}
     order = g.topo()
@@ -62,6 +65,8 @@ def run_reference(g: Graph, inputs: Mapping[str, np.ndarray], params: Mapping[st
             attrs = {k: resolve(v, bindings) for k, v in node.attrs.items()}
             if node.op == "embedding":
                 check_ids(g, nid, args[0], args[1].shape[0])
+            if node.op == "dropout" and train:
+                attrs["rng"] = np.random.default_rng([seed, zlib.crc32(nid.encode())])
             out = fn(*args, **attrs)
             _check(node, out, bindings)
         values[nid] = out

@@ -59,19 +59,26 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def apply_weights(g: Graph, tensors: dict[str, np.ndarray], seed: int = 0,
-                  allow_missing: bool = False, source: str = "weights"):
-    """Match checkpoint tensors to parameters by name. Every missing, unexpected or
+                  allow_missing: bool = False, source: str = "weights", mapping=None):
+    """Match checkpoint tensors to parameters by name, through `mapping` (a resolved
+    `weights` section, see runtime/checkpoint.py) when given. Every missing, unexpected or
     mis-shaped tensor is listed in one error. Returns (params, warnings)."""
     params: dict[str, np.ndarray] = {}
     problems: list[str] = []
     warnings: list[str] = []
     expected = {n.attrs["name"]: n for n in g.params()}
+    if mapping is not None:
+        from .checkpoint import map_checkpoint
+        tensors, _, problems = map_checkpoint(
+            mapping, tensors, {k: tuple(n.shape) for k, n in expected.items()})
     for name, node in expected.items():
         if name not in tensors:
             if "value" in node.attrs or allow_missing:
                 params[name] = init_param(node, seed)
             else:
-                problems.append(f"missing: {name} {node.type_str}")
+                src = mapping.source_of(name) if mapping is not None else None
+                problems.append(f"missing: {name} {node.type_str}"
+                                + (f" (checkpoint tensor {src})" if src else ""))
             continue
         arr = tensors[name]
         if tuple(arr.shape) != tuple(node.shape):

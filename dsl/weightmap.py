@@ -1,0 +1,206 @@
+"""Checkpoint name mapping: how a checkpoint's tensors become the model's parameters.
+
+A `weights NAME { ... }` section in an .arch file holds rules, read left to right as
+"this checkpoint tensor goes there, through these transforms":
+
+    weights hf {
+        config n_layer = "n_layer"                         # config.json key -> constant
+        "transformer.h.{i}.ln_1.weight" -> layers.{i}.ln_1.weight
+        "transformer.h.{i}.attn.c_attn.weight" ->
+            split(layers.{i}.attn.q.weight, layers.{i}.attn.k.weight,
+                  layers.{i}.attn.v.weight, axis=1)
+        "h.{i}.attention.query_key_value.weight" ->         # GPT-NeoX: [q_h, k_h, v_h] per head
+            split(transpose(q.weight), transpose(k.weight), transpose(v.weight),
+                  axis=0, heads=n_head)
+        "transformer.wte.weight" -> wte.weight, lm_head.weight   # one tensor, two params
+        "lm_head.weight" -> skip                                  # present but not needed
+    }
+
+Destinations: a parameter path (`{i}`, `{j}` ... bind to the numbers in the checkpoint
+name), `transpose(dest)` (reverse the axes: nn.Linear stores (out, in)), or
+`split(d1, d2, ..., axis=0, heads=none)`: cut along `axis` into parts sized like the
+destinations; with `heads=n` the axis holds n groups, each [part1, part2, ...] of its head.
+This module resolves a section against a lowered model (checking every destination names
+a real parameter); runtime/checkpoint.py applies it to tensors.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Union
+
+from . import ast
+from .errors import ArchError, Span, did_you_mean
+
+TRANSFORMS = ("transpose", "split")
+_VAR = re.compile(r"\{([A-Za-z_][A-Za-z_0-9]*)\}")
+
+
+@dataclass(frozen=True)
+class Param:
+    pattern: str                  # e.g. "layers.{i}.attn.q.weight"
+    span: Span | None = None
+
+    def fill(self, binding: dict[str, str]) -> str:
+        return _VAR.sub(lambda m: binding[m.group(1)], self.pattern)
+
+
+@dataclass(frozen=True)
+class Skip:
+    span: Span | None = None
+
+
+@dataclass(frozen=True)
+class Transpose:
+    inner: "Dest"
+    span: Span | None = None
+
+
+@dataclass(frozen=True)
+class Split:
+    parts: tuple["Dest", ...]
+    axis: int = 0
+    heads: int | None = None
+    span: Span | None = None
+
+
+Dest = Union[Param, Skip, Transpose, Split]
+
+
+def pattern_regex(pattern: str) -> re.Pattern:
+    """`h.{i}.attn` -> regex with a named group per variable, each matching a number."""
+    out, last = [], 0
+    for m in _VAR.finditer(pattern):
+        out.append(re.escape(pattern[last:m.start()]))
+        out.append(f"(?P<{m.group(1)}>[0-9]+)")
+        last = m.end()
+    out.append(re.escape(pattern[last:]))
+    return re.compile("".join(out) + r"\Z")
+
+
+@dataclass(frozen=True)
+class Rule:
+    key: str
+    dests: tuple[Dest, ...]
+    span: Span | None = None
+
+    def match(self, name: str) -> dict[str, str] | None:
+        m = pattern_regex(self.key).match(name)
+        return None if m is None else m.groupdict()
+
+
+@dataclass(frozen=True)
+class WeightMap:
+    name: str
+    rules: tuple[Rule, ...]
+    configs: tuple[tuple[str, str], ...] = ()     # (constant, config.json key)
+    span: Span | None = None
+
+    def match(self, tensor_name: str) -> tuple[Rule, dict[str, str]] | tuple[None, None]:
+        for rule in self.rules:
+            b = rule.match(tensor_name)
+            if b is not None:
+                return rule, b
+        return None, None
+
+    def source_of(self, param: str) -> str | None:
+        """The checkpoint name that would fill `param`, for "missing" messages."""
+        for rule in self.rules:
+            for leaf in leaves(rule.dests):
+                m = pattern_regex(leaf.pattern).match(param)
+                if m is not None:
+                    binding = m.groupdict()
+                    if set(_VAR.findall(rule.key)) <= set(binding):
+                        return _VAR.sub(lambda v: binding[v.group(1)], rule.key)
+        return None
+
+
+def leaves(dests) -> list[Param]:
+    out: list[Param] = []
+    for d in dests:
+        if isinstance(d, Param):
+            out.append(d)
+        elif isinstance(d, Transpose):
+            out.extend(leaves([d.inner]))
+        elif isinstance(d, Split):
+            out.extend(leaves(d.parts))
+    return out
+
+
+def key_matches(section: ast.Weights, names) -> int:
+    """How many checkpoint names a section's rules account for (to choose a section)."""
+    regs = [pattern_regex(r.key) for r in section.rules]
+    return sum(1 for n in names if any(r.match(n) for r in regs))
+
+
+# ---- resolving a parsed section against a lowered model ---------------------------------
+
+def resolve(section: ast.Weights, params: list[str], const: Callable[[Any], Any],
+            consts: dict[str, Any]) -> WeightMap:
+    """Check a `weights` section against the model's parameter names; `const` evaluates an
+    option expression (`heads=n_head`) with the config constants."""
+    generic = sorted({re.sub(r"\.[0-9]+(?=\.|$)", ".{i}", p) for p in params})
+    rules = []
+    for r in section.rules:
+        key_vars = set(_VAR.findall(r.key))
+        dests = tuple(_dest(d, params, generic, const, key_vars, top=True) for d in r.dests)
+        if any(isinstance(d, Skip) for d in dests) and len(dests) > 1:
+            raise ArchError("`skip` drops a tensor; it cannot be combined with destinations",
+                            r.span)
+        rules.append(Rule(r.key, dests, r.span))
+    seen: dict[str, ast.WeightConfig] = {}
+    for c in section.configs:
+        if c.const not in consts:
+            raise ArchError(f"`config {c.const}`: the model has no config constant "
+                            f"`{c.const}`", c.span, did_you_mean(c.const, consts))
+        if c.const in seen:
+            raise ArchError(f"`config {c.const}` is mapped twice", c.span,
+                            notes=[f"first mapped at {seen[c.const].span}"])
+        seen[c.const] = c
+    return WeightMap(section.name, tuple(rules),
+                     tuple((c.const, c.key) for c in section.configs), section.span)
+
+
+def _dest(d, params, generic, const, key_vars, top=False) -> Dest:
+    if isinstance(d, ast.WParam):
+        if d.path == "skip" and top:
+            return Skip(d.span)
+        used = set(_VAR.findall(d.path))
+        if used - key_vars:
+            v = sorted(used - key_vars)[0]
+            raise ArchError(f"`{{{v}}}` in `{d.path}` does not appear in the checkpoint name",
+                            d.span, "every {index} in a destination must be bound by the "
+                                    "checkpoint name on the left of `->`")
+        rx = pattern_regex(d.path)
+        if not any(rx.match(p) for p in params):
+            raise ArchError(f"no parameter of the model matches `{d.path}`", d.span,
+                            did_you_mean(re.sub(r"\{[A-Za-z_0-9]+\}", "{i}", d.path), generic)
+                            or "`archc dump` lists the parameter names")
+        return Param(d.path, d.span)
+    if d.func not in TRANSFORMS:
+        raise ArchError(f"unknown weight transform `{d.func}`", d.func_span,
+                        did_you_mean(d.func, TRANSFORMS) or "transforms: transpose, split")
+    parts = tuple(_dest(a, params, generic, const, key_vars) for a in d.args)
+    opts = {}
+    for kw in d.kwargs:
+        allowed = () if d.func == "transpose" else ("axis", "heads")
+        if kw.name not in allowed:
+            raise ArchError(f"{d.func}() has no option `{kw.name}`", kw.span,
+                            did_you_mean(kw.name, allowed) or
+                            (f"usage: {d.func}(dest)" if d.func == "transpose" else
+                             "usage: split(dest, dest, ..., axis=0, heads=none)"))
+        v = const(kw.value)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+            raise ArchError(f"{d.func}(): `{kw.name}` must be a whole number, got {v!r}",
+                            kw.value.span)
+        opts[kw.name] = v
+    if d.func == "transpose":
+        if len(parts) != 1:
+            raise ArchError(f"transpose() takes one destination, got {len(parts)}", d.span)
+        return Transpose(parts[0], d.span)
+    if len(parts) < 2:
+        raise ArchError("split() needs at least two destinations", d.span)
+    heads = opts.get("heads")
+    if heads is not None and heads <= 0:
+        raise ArchError(f"split(): heads must be positive, got {heads}", d.span)
+    return Split(parts, opts.get("axis") or 0, heads, d.span)

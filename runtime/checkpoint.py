@@ -1,0 +1,202 @@
+"""Checkpoints: read a .safetensors file or a Hugging Face folder, and apply a model's
+`weights` mapping (dsl/weightmap.py) to turn checkpoint tensors into parameters.
+
+A Hugging Face folder is `config.json` + `model.safetensors` (or shards listed in
+`model.safetensors.index.json`). Its config.json can set config constants through the
+mapping's `config NAME = "json.key"` lines, so one .arch file fits every model size.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..dsl.dims import shape_str
+from ..dsl.errors import ArchError
+from ..dsl.weightmap import Param, Skip, Split, Transpose, WeightMap, key_matches
+
+
+@dataclass
+class Checkpoint:
+    path: str
+    tensors: dict[str, np.ndarray]
+    config: dict[str, Any] | None = None        # config.json of a Hugging Face folder
+
+
+def read_checkpoint(path) -> Checkpoint:
+    from .weights import read_safetensors
+    p = Path(path)
+    if not p.is_dir():
+        return Checkpoint(str(p), read_safetensors(p))
+    config = None
+    cfg = p / "config.json"
+    if cfg.is_file():
+        try:
+            config = json.loads(cfg.read_text(encoding="utf-8"))
+        except (ValueError, OSError) as e:
+            raise ArchError(f"{cfg} is not valid JSON: {e}") from None
+        if not isinstance(config, dict):
+            raise ArchError(f"{cfg} should hold a JSON object")
+    index = p / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+                                .values()))
+        except (ValueError, KeyError, OSError, AttributeError) as e:
+            raise ArchError(f"{index} is not a safetensors index: {e}") from None
+        tensors: dict[str, np.ndarray] = {}
+        for s in shards:
+            if "/" in s or "\\" in s or s.startswith("."):
+                raise ArchError(f"{index} names a shard outside the folder: {s}")
+            tensors.update(read_safetensors(p / s))
+    elif (p / "model.safetensors").is_file():
+        tensors = read_safetensors(p / "model.safetensors")
+    else:
+        raise ArchError(f"weights folder {p} has no model.safetensors",
+                        hint="a Hugging Face folder holds config.json and model.safetensors "
+                             "(save_pretrained(..., safe_serialization=True))")
+    return Checkpoint(str(p), tensors, config)
+
+
+def choose_section(sections: Mapping[str, Any], names, want: str | None = None):
+    """The weights section (AST or resolved) to use for a checkpoint, or None for direct
+    names: the one named `want`, else the one whose rules account for the most tensors."""
+    if want is not None:
+        if want not in sections:
+            from ..dsl.errors import did_you_mean
+            raise ArchError(f"the model has no weights section `{want}`",
+                            hint=did_you_mean(want, sections) or
+                            ("sections: " + ", ".join(sections) if sections else
+                             "declare one with `weights NAME { ... }`"))
+        return want
+    if not sections:
+        return None
+    scores = {n: key_matches(s, names) for n, s in sections.items()}
+    best = max(scores, key=lambda n: scores[n])
+    return best if scores[best] > 0 else None
+
+
+def config_overrides(section, hf_config: Mapping[str, Any]) -> tuple[dict, list[str]]:
+    """Config constants from config.json through `config NAME = "key"` lines. A key that
+    is absent or null keeps the .arch default (older configs lack newer keys)."""
+    out, notes = {}, []
+    for c in section.configs:
+        const, key = (c.const, c.key) if hasattr(c, "const") else c
+        value: Any = hf_config
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is None:
+            notes.append(f"config.json has no `{key}`; `{const}` keeps its default")
+            continue
+        if isinstance(value, (list, dict)):
+            raise ArchError(f"config.json `{key}` is {type(value).__name__}, not a number, "
+                            f"bool or string; it cannot set `{const}`")
+        out[const] = value
+    return out, notes
+
+
+def dest_shape(dest, binding: dict[str, str], shapes: Mapping[str, tuple]) -> tuple | None:
+    """The shape a checkpoint tensor must have to fill `dest`; None if a parameter is
+    unknown (reported by the caller)."""
+    if isinstance(dest, Param):
+        return shapes.get(dest.fill(binding))
+    if isinstance(dest, Transpose):
+        inner = dest_shape(dest.inner, binding, shapes)
+        return None if inner is None else tuple(reversed(inner))
+    if isinstance(dest, Split):
+        parts = [dest_shape(d, binding, shapes) for d in dest.parts]
+        if any(p is None for p in parts) or len({len(p) for p in parts}) != 1:
+            return None
+        ax = dest.axis % len(parts[0])
+        if any(p[:ax] + p[ax + 1:] != parts[0][:ax] + parts[0][ax + 1:] for p in parts):
+            return None
+        return parts[0][:ax] + (sum(p[ax] for p in parts),) + parts[0][ax + 1:]
+    return None
+
+
+def _describe(dest, binding) -> str:
+    if isinstance(dest, Param):
+        return dest.fill(binding)
+    if isinstance(dest, Transpose):
+        return f"transpose({_describe(dest.inner, binding)})"
+    if isinstance(dest, Split):
+        opts = f"axis={dest.axis}" + (f", heads={dest.heads}" if dest.heads else "")
+        return f"split({', '.join(_describe(d, binding) for d in dest.parts)}, {opts})"
+    return "skip"
+
+
+def _deliver(dest, arr: np.ndarray, binding, shapes, out: dict, origin: dict, name: str,
+             problems: list[str]) -> None:
+    if isinstance(dest, Param):
+        pname = dest.fill(binding)
+        if pname in out:
+            problems.append(f"filled twice: {pname} from {origin[pname]} and {name}")
+            return
+        out[pname] = np.ascontiguousarray(arr)
+        origin[pname] = name
+    elif isinstance(dest, Transpose):
+        _deliver(dest.inner, np.transpose(arr), binding, shapes, out, origin, name, problems)
+    elif isinstance(dest, Split):
+        ax = dest.axis % arr.ndim
+        sizes = [dest_shape(d, binding, shapes)[ax] for d in dest.parts]
+        if dest.heads:
+            # the axis holds `heads` groups, each [part1_h, part2_h, ...] (GPT-NeoX layout)
+            per = [s // dest.heads for s in sizes]
+            grouped = arr.reshape(arr.shape[:ax] + (dest.heads, sum(per)) + arr.shape[ax + 1:])
+            cuts = np.cumsum(per)[:-1]
+            pieces = np.split(grouped, cuts, axis=ax + 1)
+            pieces = [p.reshape(arr.shape[:ax] + (s,) + arr.shape[ax + 1:])
+                      for p, s in zip(pieces, sizes)]
+        else:
+            pieces = np.split(arr, np.cumsum(sizes)[:-1], axis=ax)
+        for d, piece in zip(dest.parts, pieces):
+            _deliver(d, piece, binding, shapes, out, origin, name, problems)
+
+
+def map_checkpoint(wmap: WeightMap, tensors: Mapping[str, np.ndarray],
+                   shapes: Mapping[str, tuple]) -> tuple[dict, dict, list[str]]:
+    """Apply the rules to every checkpoint tensor. Returns (parameter arrays, parameter ->
+    checkpoint name, problems); problems cover unexpected and mis-shaped checkpoint
+    tensors, missing parameters are left to the caller."""
+    out: dict[str, np.ndarray] = {}
+    origin: dict[str, str] = {}
+    problems: list[str] = []
+    for name, arr in tensors.items():
+        rule, binding = wmap.match(name)
+        if rule is None:
+            problems.append(f"unexpected: {name} {shape_str(arr.shape)} (no rule of "
+                            f"`weights {wmap.name}` matches it)")
+            continue
+        if isinstance(rule.dests[0], Skip):
+            continue
+        bad = False
+        for dest in rule.dests:
+            want = dest_shape(dest, binding, shapes)
+            if want is None:
+                missing = [p for p in _param_names(dest, binding) if p not in shapes]
+                problems.append(f"unexpected: {name} {shape_str(arr.shape)} -> "
+                                f"{', '.join(missing) or _describe(dest, binding)}, which the "
+                                "model does not have")
+                bad = True
+            elif tuple(arr.shape) != tuple(want):
+                problems.append(f"mis-shaped: {name} is {shape_str(arr.shape)} in the file, "
+                                f"{_describe(dest, binding)} needs {shape_str(want)}")
+                bad = True
+        if bad:
+            continue
+        for dest in rule.dests:
+            _deliver(dest, arr, binding, shapes, out, origin, name, problems)
+    return out, origin, problems
+
+
+def _param_names(dest, binding) -> list[str]:
+    if isinstance(dest, Param):
+        return [dest.fill(binding)]
+    if isinstance(dest, Transpose):
+        return _param_names(dest.inner, binding)
+    if isinstance(dest, Split):
+        return [n for d in dest.parts for n in _param_names(d, binding)]
+    return []
