@@ -70,6 +70,20 @@ def _source_line(span: Span, sources: dict[str, str] | None) -> str | None:
     return lines[span.line - 1] if 0 < span.line <= len(lines) else None
 
 
+MAX_SHOWN = 100   # a generated one-line file must not print megabytes of source
+
+
+def _window(line: str, col: int) -> tuple[str, int]:
+    """The part of a long source line around column `col`, and `col` within it."""
+    if len(line) <= MAX_SHOWN:
+        return line, col
+    start = max(0, min(col - 1 - MAX_SHOWN // 2, len(line) - MAX_SHOWN))
+    part = line[start:start + MAX_SHOWN]
+    prefix = "..." if start > 0 else ""
+    suffix = "..." if start + MAX_SHOWN < len(line) else ""
+    return prefix + part + suffix, col - start + len(prefix)
+
+
 def render_error(err: ArchError, sources: dict[str, str] | None = None) -> str:
     """`file:line:col: error: msg`, the source line, a caret under the span, then the hint."""
     out = []
@@ -83,8 +97,10 @@ def render_error(err: ArchError, sources: dict[str, str] | None = None) -> str:
             if err.span.end_line in (None, err.span.line) and err.span.end_col:
                 width = max(1, err.span.end_col - err.span.col)
             width = min(width, max(1, len(line) - err.span.col + 1))
+            line, col = _window(line, err.span.col)
+            width = min(width, MAX_SHOWN)
             # keep tabs so the caret lines up under the same glyphs
-            pad = "".join(c if c == "\t" else " " for c in line[: err.span.col - 1])
+            pad = "".join(c if c == "\t" else " " for c in line[: col - 1])
             out.append(f"    {line}")
             out.append(f"    {pad}{'^' * width}")
     out.extend(f"note: {n}" for n in err.notes)

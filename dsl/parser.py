@@ -14,6 +14,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from . import ast
 from .errors import ArchError, ArchErrors, Span
+from .recover import MAX_NESTING, NestingTooDeep, parse_recovering, tree_depth_error
 
 GRAMMAR = Path(__file__).with_name("grammar.lark")
 
@@ -263,31 +264,32 @@ def _syntax_error(e: UnexpectedInput, file: str) -> ArchError:
 
 
 def parse(text: str, file: str = "<string>") -> list:
-    """Parse source text into a list of AST items; raises ArchError / ArchErrors."""
-    errors: list[ArchError] = []
+    """Parse source text into a list of AST items; raises ArchError / ArchErrors.
 
-    def on_error(e: UnexpectedInput) -> bool:
-        errors.append(_syntax_error(e, file))
-        if len(errors) >= 20 or not isinstance(e, UnexpectedToken):
-            return False
-        # resume: drop tokens up to the next closing brace or line start keyword
-        return e.token.type != "$END" and _skip_to_statement(e)
-
+    The parser recovers after a syntax error (dsl/recover.py), so independent mistakes
+    are reported together."""
     try:
-        tree = _lark().parse(text, on_error=on_error)
-    except UnexpectedInput as e:
-        err = _syntax_error(e, file)
-        if not errors or errors[-1].span != err.span:
-            errors.append(err)
-        raise (errors[0] if len(errors) == 1 else ArchErrors(errors)) from None
+        tree, problems = parse_recovering(_lark(), text)
+    except NestingTooDeep as e:
+        raise _too_deep(file, e.line, e.column) from None
+    errors = []
+    for p in problems:
+        err = _syntax_error(p.error, file)
+        if p.hint:   # the recovery knows the context: an unclosed `(`, a dangling `+`
+            err.hint = p.hint
+        errors.append(err)
     if errors:
         raise errors[0] if len(errors) == 1 else ArchErrors(errors)
+    deep = tree_depth_error(tree)
+    if deep is not None:
+        raise _too_deep(file, *deep)
     return ToAst(file).transform(tree)
 
 
-def _skip_to_statement(e: UnexpectedToken) -> bool:
-    """Error recovery: feed nothing and let the parser drop the bad token (Lark's default)."""
-    return True
+def _too_deep(file: str, line: int, column: int) -> ArchError:
+    return ArchError(f"expression nested too deeply (more than {MAX_NESTING} levels)",
+                     Span(file, line, column),
+                     "split it into several statements with names for the parts")
 
 
 def parse_file(path: str | Path) -> list:
