@@ -77,3 +77,86 @@ def ref_alibi(x, heads=1, symmetric=False):
     else:
         dist = (S - 1 - j)[None, :]                                 # (1, S)
     return (-slopes * dist)[None].astype(np.float32)                # (1, H, 1|S, S)
+
+
+# ---- compiled kernels (Numba) ------------------------------------------------------------
+# Keys and values live in a cache laid out (B, Hkv, S, D) so one head's keys are
+# contiguous; every slot carries the absolute position of its key (-1: empty), so the
+# causal/window masks come from positions and a ring buffer (sliding window) needs no
+# reordering. A plain forward pass uses a transient cache holding positions 0..S-1.
+
+from ..jit import njit, prange  # noqa: E402
+
+
+@njit(cache=True)
+def kv_write(kc, vc, kpos, k, v, pos0, slot0, mod):
+    # kc, vc: (B, Hkv, S_cap, D)  kpos: (S_cap,)  k, v: (B, S, Hkv, D) new keys/values
+    # key t has position pos0 + t and goes to slot (slot0 + t) % mod
+    B, S, Hkv, D = k.shape
+    for t in range(S):
+        slot = (slot0 + t) % mod
+        kpos[slot] = pos0 + t
+        for b in range(B):
+            for h in range(Hkv):
+                for d in range(D):
+                    kc[b, h, slot, d] = k[b, t, h, d]
+                    vc[b, h, slot, d] = v[b, t, h, d]
+
+
+@njit(cache=True, parallel=True)
+def attend(out, q, kc, vc, kpos, n_slots, qpos0, mask, bias, causal, window, scale,
+           scores, acc):
+    # out, q: (B, T, H, D)  kc, vc: (B, Hkv, S_cap, D)  kpos: (S_cap,) key positions
+    # query i sits at position qpos0 + i; slots [0, n_slots) are scanned
+    # mask: (B, S_mask) bool by key position (S_mask = 0: none)
+    # bias: (B, H, T, S_bias) by key position (S_bias = 0: none)
+    # scores: (B*H, S_cap) and acc: (B*H, D) float64 scratch, one row per (batch, head)
+    B, T, H, D = q.shape
+    group = H // kc.shape[1]
+    n_mask = mask.shape[1]
+    n_bias = bias.shape[3]
+    for bh in prange(B * H):
+        b = bh // H
+        h = bh % H
+        hk = h // group
+        for i in range(T):
+            qp = qpos0 + i
+            m = -np.inf
+            for j in range(n_slots):
+                p = kpos[j]
+                ok = p >= 0
+                if causal and p > qp:
+                    ok = False
+                if window > 0:
+                    if p <= qp - window:
+                        ok = False
+                    if not causal and p >= qp + window:
+                        ok = False
+                if ok and p < n_mask and not mask[b, p]:
+                    ok = False
+                if ok:
+                    s = 0.0
+                    for d in range(D):
+                        s += np.float64(q[b, i, h, d]) * kc[b, hk, j, d]
+                    s *= scale
+                    if p < n_bias:
+                        s += bias[b, h, i, p]
+                    scores[bh, j] = s
+                    if s > m:
+                        m = s
+                else:
+                    scores[bh, j] = -np.inf
+            for d in range(D):
+                acc[bh, d] = 0.0
+            z = 0.0
+            if m > -np.inf:
+                for j in range(n_slots):
+                    if scores[bh, j] > -np.inf:
+                        e = np.exp(scores[bh, j] - m)
+                        z += e
+                        for d in range(D):
+                            acc[bh, d] += e * vc[b, hk, j, d]
+            # every key masked: zeros, as the reference defines it
+            inv = 1.0 / z if z > 0.0 else 0.0
+            for d in range(D):
+                out[b, i, h, d] = acc[bh, d] * inv

@@ -81,3 +81,54 @@ def ref_square(x):
 
 def ref_cast(x, dtype="float32"):
     return x.astype(dtype)
+
+
+# ---- compiled kernels (Numba) ------------------------------------------------------------
+# One kernel for every activation, chosen by a small integer code, so adding an activation
+# does not add a compiled specialisation. Values are computed in float64 like the refs.
+
+from ..jit import njit, prange  # noqa: E402
+
+ACT = {"identity": 0, "relu": 1, "gelu": 2, "gelu_tanh": 3, "silu": 4, "sigmoid": 5,
+       "tanh": 6}
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_INV_SQRT2 = 1.0 / math.sqrt(2.0)
+
+
+@njit(cache=True, inline="always")
+def _act(v, kind):
+    v = np.float64(v)
+    if kind == 1:
+        return v if v > 0.0 else 0.0
+    if kind == 2:
+        return 0.5 * v * (1.0 + math.erf(v * _INV_SQRT2))
+    if kind == 3:
+        return 0.5 * v * (1.0 + math.tanh(_SQRT_2_OVER_PI * (v + 0.044715 * v * v * v)))
+    if kind == 4 or kind == 5:
+        # split by sign so exp never overflows
+        if v >= 0.0:
+            s = 1.0 / (1.0 + math.exp(-v))
+        else:
+            e = math.exp(v)
+            s = e / (1.0 + e)
+        return v * s if kind == 4 else s
+    if kind == 6:
+        return math.tanh(v)
+    return v
+
+
+@njit(cache=True, parallel=True)
+def activation(out, x, kind):
+    # out, x: (N,) flat views; in place when out is x
+    for i in prange(x.shape[0]):
+        out[i] = _act(x[i], kind)
+
+
+@njit(cache=True, parallel=True)
+def bias_act(y, bias, kind):
+    # y: (N, C) in place, bias: (C,): the epilogue of a matrix product, y = act(y + bias)
+    n, c = y.shape
+    for i in prange(n):
+        for j in range(c):
+            y[i, j] = _act(y[i, j] + bias[j], kind)
+

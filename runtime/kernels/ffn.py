@@ -28,3 +28,20 @@ def ref_ffn(x, w1, w2, *biases, act="relu", glu=False, bias1=False, bias2=False)
     b2 = biases[-1] if bias2 else None
     h = ref_linear_glu(x, w1, b1, act) if glu else ref_linear_act(x, w1, b1, act)
     return ref_linear(h, w2, b2)
+
+
+# ---- compiled kernels (Numba) ------------------------------------------------------------
+# The matrix products go to BLAS (np.dot from Python); what is left is the epilogue:
+# bias + activation (elementwise.bias_act) or, for the gated units, this.
+
+from ..jit import njit, prange  # noqa: E402
+from .elementwise import _act  # noqa: E402
+
+
+@njit(cache=True, parallel=True)
+def glu_merged(out, h, kind):
+    # out: (N, F)  h: (N, 2F) = [gate | up] -> out = act(gate) * up
+    n, f = out.shape
+    for i in prange(n):
+        for j in range(f):
+            out[i, j] = _act(h[i, j], kind) * h[i, f + j]

@@ -38,3 +38,98 @@ def ref_add_layernorm(x, residual, weight, bias=None, eps=1e-5):
 def ref_add_rmsnorm(x, residual, weight, eps=1e-6):
     s = x + residual
     return s, ref_rmsnorm(s, weight, eps)
+
+
+# ---- compiled kernels (Numba) ------------------------------------------------------------
+# Output first; rows are the flattened leading dims, statistics accumulate in float64 like
+# the references. `bias` is always an array (zeros when the op has none) so each kernel
+# compiles once per dtype.
+
+from ..jit import njit, prange  # noqa: E402
+
+
+@njit(cache=True, parallel=True)
+def layernorm(out, x, weight, bias, eps):
+    # out, x: (N, C); weight, bias: (C,)
+    n, c = x.shape
+    for i in prange(n):
+        mean = 0.0
+        for j in range(c):
+            mean += x[i, j]
+        mean /= c
+        var = 0.0
+        for j in range(c):
+            d = x[i, j] - mean
+            var += d * d
+        inv = 1.0 / np.sqrt(var / c + eps)
+        for j in range(c):
+            out[i, j] = (x[i, j] - mean) * inv * weight[j] + bias[j]
+
+
+@njit(cache=True, parallel=True)
+def rmsnorm(out, x, weight, eps):
+    # out, x: (N, C); weight: (C,)
+    n, c = x.shape
+    for i in prange(n):
+        ss = 0.0
+        for j in range(c):
+            ss += np.float64(x[i, j]) * x[i, j]
+        inv = 1.0 / np.sqrt(ss / c + eps)
+        for j in range(c):
+            out[i, j] = x[i, j] * inv * weight[j]
+
+
+@njit(cache=True, parallel=True)
+def add_layernorm(total, out, x, residual, weight, bias, eps):
+    # total = x + residual, out = layernorm(total): the residual stream is read once
+    n, c = x.shape
+    for i in prange(n):
+        mean = 0.0
+        for j in range(c):
+            s = x[i, j] + residual[i, j]
+            total[i, j] = s
+            mean += s
+        mean /= c
+        var = 0.0
+        for j in range(c):
+            d = total[i, j] - mean
+            var += d * d
+        inv = 1.0 / np.sqrt(var / c + eps)
+        for j in range(c):
+            out[i, j] = (total[i, j] - mean) * inv * weight[j] + bias[j]
+
+
+@njit(cache=True, parallel=True)
+def add_rmsnorm(total, out, x, residual, weight, eps):
+    # total = x + residual, out = rmsnorm(total)
+    n, c = x.shape
+    for i in prange(n):
+        ss = 0.0
+        for j in range(c):
+            s = x[i, j] + residual[i, j]
+            total[i, j] = s
+            ss += np.float64(s) * s
+        inv = 1.0 / np.sqrt(ss / c + eps)
+        for j in range(c):
+            out[i, j] = total[i, j] * inv * weight[j]
+
+
+@njit(cache=True, parallel=True)
+def softmax(out, x):
+    # out, x: (N, C), over the last axis; a row that is all -inf gives zeros (as the ref)
+    n, c = x.shape
+    for i in prange(n):
+        m = -np.inf
+        for j in range(c):
+            if x[i, j] > m:
+                m = x[i, j]
+        if not np.isfinite(m):
+            m = 0.0
+        s = 0.0
+        for j in range(c):
+            e = np.exp(np.float64(x[i, j]) - m)
+            out[i, j] = e
+            s += e
+        inv = 1.0 / s if s > 0 else 0.0
+        for j in range(c):
+            out[i, j] = out[i, j] * inv

@@ -42,3 +42,37 @@ def ref_rope(x, positions=None, heads=1, head_dim=None, rotary_dim=None, theta=1
         out = np.concatenate([a * cos - b * sin, b * cos + a * sin], axis=-1)
     y = np.concatenate([out, rest], axis=-1).reshape(*lead, T, C)
     return y.astype(x.dtype)
+
+
+# ---- compiled kernels (Numba) ------------------------------------------------------------
+
+from ..jit import njit, prange  # noqa: E402
+
+
+@njit(cache=True, parallel=True)
+def rope(out, x, positions, inv_freq, interleaved):
+    # out, x: (B, T, H, D)  positions: (B, T)  inv_freq: (r/2,) float64; dims >= r pass
+    B, T, H, D = x.shape
+    half = inv_freq.shape[0]
+    r = 2 * half
+    for bt in prange(B * T):
+        b = bt // T
+        t = bt % T
+        pos = np.float64(positions[b, t])
+        for k in range(half):
+            c = np.cos(pos * inv_freq[k])
+            s = np.sin(pos * inv_freq[k])
+            if interleaved:
+                i0 = 2 * k
+                i1 = 2 * k + 1
+            else:
+                i0 = k
+                i1 = k + half
+            for h in range(H):
+                a = np.float64(x[b, t, h, i0])
+                z = np.float64(x[b, t, h, i1])
+                out[b, t, h, i0] = a * c - z * s
+                out[b, t, h, i1] = z * c + a * s
+        for h in range(H):
+            for d in range(r, D):
+                out[b, t, h, d] = x[b, t, h, d]

@@ -1,0 +1,438 @@
+"""Op -> steps: how the compiled executor runs each op, as prebuilt calls on fixed arrays.
+
+A builder `build_<op>(P, node, args, attrs)` gets the Program being built (executor.py),
+the node, its argument arrays and its attributes (sizes resolved), adds steps with
+`P.step(fn, *arrays)`, and returns the node's value: a buffer from `P.output()`, a view
+of an argument (reshape, transpose, split: no step at all), or a tuple of either. It may
+return None to fall back to the op's `ref_` kernel.
+
+Row-wise kernels see 2-D (rows, C) views, flat kernels 1-D views; non-contiguous inputs
+are copied into scratch first (`P.contiguous`), so each Numba kernel compiles once per
+dtype. Matrix products go to BLAS through np.dot/np.matmul with `out=`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+
+from ..dsl.errors import ArchError
+from .kernels import REFERENCE, attention as k_attn, elementwise as k_ew, ffn as k_ffn
+from .kernels import norm as k_norm, position as k_pos
+from .reference import ExecutionError
+
+STEPS: dict[str, Callable] = {}
+
+
+def steps_for(*ops: str):
+    def register(fn):
+        for op in ops:
+            STEPS[op] = fn
+        return fn
+    return register
+
+
+def rows(a: np.ndarray) -> np.ndarray:
+    return a.reshape(-1, a.shape[-1]) if a.ndim != 2 else a
+
+
+def _zeros(n: int, dtype) -> np.ndarray:
+    return np.zeros(n, dtype)
+
+
+def view_as(a: np.ndarray, shape) -> np.ndarray | None:
+    """`a` reshaped without copying, or None when that would need a copy."""
+    v = a.view()
+    try:
+        v.shape = tuple(shape)
+    except AttributeError:
+        return None
+    return v
+
+
+# ---- element-wise ----------------------------------------------------------------------------
+
+_UFUNCS = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide}
+_UNARY = {"neg": np.negative, "exp": np.exp, "sqrt": np.sqrt, "tanh": np.tanh,
+          "square": np.square}
+
+
+@steps_for(*_UFUNCS)
+def build_binary(P, node, args, attrs):
+    out = P.output()
+    P.step(_UFUNCS[node.op], args[0], args[1], out)
+    return out
+
+
+@steps_for(*_UNARY)
+def build_unary(P, node, args, attrs):
+    out = P.output()
+    P.step(_UNARY[node.op], args[0], out)
+    return out
+
+
+@steps_for("rsqrt")
+def build_rsqrt(P, node, args, attrs):
+    out = P.output()
+    P.step(np.sqrt, args[0], out)
+    P.step(np.divide, 1.0, out, out)
+    return out
+
+
+@steps_for("relu", "gelu", "gelu_tanh", "silu", "sigmoid")
+def build_activation(P, node, args, attrs):
+    x = args[0]
+    if x.dtype != np.dtype(node.dtype):
+        return None
+    out = P.output()
+    P.step(k_ew.activation, out.reshape(-1), P.contiguous(x).reshape(-1), k_ew.ACT[node.op])
+    return out
+
+
+@steps_for("cast")
+def build_cast(P, node, args, attrs):
+    out = P.output()
+    P.step(np.copyto, out, args[0], "unsafe")
+    return out
+
+
+@steps_for("dropout")
+def build_dropout(P, node, args, attrs):
+    return args[0]          # inference: the identity (training runs use the reference)
+
+
+# ---- norms -----------------------------------------------------------------------------------
+
+def _affine(P, node, x, w, b=None):
+    if x.dtype.kind != "f" or x.ndim < 1 or x.dtype != w.dtype:
+        return None
+    c = x.shape[-1]
+    return (rows(P.contiguous(x)), w,
+            b if b is not None else _zeros(c, x.dtype))
+
+
+@steps_for("layernorm")
+def build_layernorm(P, node, args, attrs):
+    got = _affine(P, node, *args[:3])
+    if got is None:
+        return None
+    x2, w, b = got
+    out = P.output()
+    P.step(k_norm.layernorm, rows(out), x2, w, b, float(attrs["eps"]))
+    return out
+
+
+@steps_for("rmsnorm")
+def build_rmsnorm(P, node, args, attrs):
+    got = _affine(P, node, args[0], args[1])
+    if got is None:
+        return None
+    x2, w, _ = got
+    out = P.output()
+    P.step(k_norm.rmsnorm, rows(out), x2, w, float(attrs["eps"]))
+    return out
+
+
+@steps_for("add_layernorm", "add_rmsnorm")
+def build_add_norm(P, node, args, attrs):
+    x, r, w = args[:3]
+    if x.shape != r.shape or _affine(P, node, x, w) is None:
+        return None
+    x2, r2 = rows(P.contiguous(x, "x")), rows(P.contiguous(r, "r"))
+    s, y = P.output(0), P.output(1)
+    if node.op == "add_layernorm":
+        b = args[3] if len(args) > 3 else _zeros(x.shape[-1], x.dtype)
+        P.step(k_norm.add_layernorm, rows(s), rows(y), x2, r2, w, b, float(attrs["eps"]))
+    else:
+        P.step(k_norm.add_rmsnorm, rows(s), rows(y), x2, r2, w, float(attrs["eps"]))
+    return (s, y)
+
+
+@steps_for("softmax")
+def build_softmax(P, node, args, attrs):
+    x = args[0]
+    if attrs.get("axis", -1) % max(x.ndim, 1) != x.ndim - 1 or x.dtype.kind != "f":
+        return None
+    out = P.output()
+    P.step(k_norm.softmax, rows(out), rows(P.contiguous(x)))
+    return out
+
+
+# ---- matrix products -------------------------------------------------------------------------
+
+def _gemm(P, x, w, y2, bias, act: str | None):
+    """y2 = act(x @ w + bias): BLAS, then one fused epilogue pass when there is one."""
+    x2 = rows(P.contiguous(x, "x"))
+    P.step(np.dot, x2, w, y2, op=None)
+    if bias is not None or act not in (None, "identity"):
+        b = bias if bias is not None else _zeros(y2.shape[1], y2.dtype)
+        P.step(k_ew.bias_act, y2, b, k_ew.ACT[act or "identity"])
+
+
+def _linear_ok(x, w, out_dtype) -> bool:
+    return (x.dtype == w.dtype == np.dtype(out_dtype) and x.dtype.kind == "f" and w.ndim == 2
+            and x.ndim >= 1)
+
+
+@steps_for("linear", "linear_act")
+def build_linear(P, node, args, attrs):
+    x, w = args[:2]
+    if not _linear_ok(x, w, node.dtype):
+        return None
+    out = P.output()
+    _gemm(P, x, w, rows(out), args[2] if len(args) > 2 else None, attrs.get("act"))
+    return out
+
+
+def _glu(P, x, w, b, act, out2, tag):
+    h = P.temp(tag, (out2.shape[0], w.shape[1]), out2.dtype)      # (N, 2F) = [gate | up]
+    _gemm(P, x, w, h, b, None)
+    P.step(k_ffn.glu_merged, out2, h, k_ew.ACT[act])
+
+
+@steps_for("linear_glu")
+def build_linear_glu(P, node, args, attrs):
+    x, w = args[:2]
+    if not _linear_ok(x, w, node.dtype):
+        return None
+    out = P.output()
+    _glu(P, x, w, args[2] if len(args) > 2 else None, attrs["act"], rows(out), "h")
+    return out
+
+
+@steps_for("ffn")
+def build_ffn(P, node, args, attrs):
+    x, w1, w2, *biases = args
+    if not (_linear_ok(x, w1, node.dtype) and _linear_ok(x, w2, node.dtype)):
+        return None
+    b1 = biases[0] if attrs.get("bias1") else None
+    b2 = biases[-1] if attrs.get("bias2") else None
+    out = P.output()
+    n = int(np.prod(x.shape[:-1], dtype=np.int64))
+    F = w2.shape[0]
+    hidden = P.temp("hidden", (n, F), x.dtype)                      # (N, F)
+    if attrs.get("glu"):
+        _glu(P, x, w1, b1, attrs["act"], hidden, "h")
+    else:
+        _gemm(P, x, w1, hidden, b1, attrs["act"])
+    _gemm(P, hidden, w2, rows(out), b2, None)
+    return out
+
+
+@steps_for("matmul")
+def build_matmul(P, node, args, attrs):
+    a, b = args
+    if a.dtype != b.dtype or a.dtype != np.dtype(node.dtype):
+        return None
+    out = P.output()
+    P.step(np.matmul, a, b, out)
+    return out
+
+
+# ---- lookups and positions -------------------------------------------------------------------
+
+@steps_for("embedding")
+def build_embedding(P, node, args, attrs):
+    ids, table = args
+    out = P.output()
+    vocab = table.shape[0]
+    span = node.span
+
+    def lookup(out=out, ids=ids, table=table):
+        if ids.size and (ids.min() < 0 or ids.max() >= vocab):
+            bad = ids[(ids < 0) | (ids >= vocab)]
+            raise ArchError(f"token id {int(bad.flat[0])} is outside the vocabulary "
+                            f"(0..{vocab - 1}); {bad.size} id{'s' if bad.size > 1 else ''} "
+                            "out of range", span)
+        np.take(table, ids, axis=0, out=out, mode="clip")
+    P.step(lookup)
+    return out
+
+
+@steps_for("positions")
+def build_positions(P, node, args, attrs):
+    out = P.output()
+    base = np.arange(out.shape[0], dtype=np.int64) + int(attrs.get("offset") or 0)
+    sess = P.session
+    if sess is not None and P.is_dynamic(node.id):
+        P.step(lambda: np.add(base, sess.pos, out=out))     # positions continue the cache
+    else:
+        P.step(np.copyto, out, base)
+    return out
+
+
+@steps_for("rope")
+def build_rope(P, node, args, attrs):
+    x = args[0]
+    if x.ndim != 3 or x.dtype.kind != "f":
+        return None
+    B, T, C = x.shape
+    H = attrs["heads"]
+    D = attrs.get("head_dim") or C // H
+    r = attrs.get("rotary_dim") or D
+    inv_freq = float(attrs.get("theta", 10000.0)) ** (-np.arange(0, r, 2, dtype=np.float64) / r)
+    out = P.output()
+    x4 = view_as(x, (B, T, H, D))
+    if x4 is None:
+        x4 = P.contiguous(x).reshape(B, T, H, D)
+    if len(args) > 1:
+        pos = args[1]
+    else:
+        pos = P.temp("pos", (B, T), np.int64)
+        base = np.broadcast_to(np.arange(T, dtype=np.int64) + int(attrs.get("offset") or 0),
+                               (B, T)).copy()
+        sess = P.session
+        if sess is not None and P.is_dynamic(node.id):
+            P.step(lambda: np.add(base, sess.pos, out=pos))
+        else:
+            P.step(np.copyto, pos, base)
+    P.step(k_pos.rope, out.reshape(B, T, H, D), x4, pos, inv_freq,
+           bool(attrs.get("interleaved")))
+    return out
+
+
+# ---- attention -------------------------------------------------------------------------------
+
+@steps_for("attention")
+def build_attention(P, node, args, attrs):
+    q, k, v = args[:3]
+    if q.ndim != 3 or not (q.dtype == k.dtype == v.dtype) or q.dtype.kind != "f":
+        return None
+    mask = args[3] if len(args) > 3 else None
+    bias = args[4] if len(args) > 4 else None
+    B, T, C = q.shape
+    S = k.shape[1]
+    H = attrs["heads"]
+    Hkv = attrs.get("kv_heads") or H
+    D = C // H
+    scale = 1.0 / math.sqrt(D) if attrs.get("scale") is None else float(attrs["scale"])
+    window = int(attrs.get("window") or 0)
+    causal = bool(attrs.get("causal"))
+    out = P.output()
+    out4 = out.reshape(B, T, H, D)
+    q4 = view_as(q, (B, T, H, D))
+    if q4 is None:
+        q4 = P.contiguous(q, "q").reshape(B, T, H, D)
+    k4 = view_as(k, (B, S, Hkv, D))
+    if k4 is None:
+        k4 = P.contiguous(k, "k").reshape(B, S, Hkv, D)
+    v4 = view_as(v, (B, S, Hkv, D))
+    if v4 is None:
+        v4 = P.contiguous(v, "v").reshape(B, S, Hkv, D)
+    if mask is not None:
+        m = P.temp("mask", mask.shape, np.bool_)
+        P.step(np.not_equal, mask, 0, m)
+    else:
+        m = np.zeros((B, 0), np.bool_)
+    if bias is not None:
+        bias4 = np.broadcast_to(bias, (B, H, T, S))
+    else:
+        bias4 = np.broadcast_to(np.zeros(1, q.dtype), (B, H, T, 0))
+
+    entry = P.session.cache_entry(P, node, B, Hkv, D, q.dtype) \
+        if P.session is not None else None
+    if entry is None:
+        # a plain forward: a transient cache holding keys 0..S-1
+        kc = P.temp("kc", (B, Hkv, S, D), q.dtype)
+        vc = P.temp("vc", (B, Hkv, S, D), q.dtype)
+        kpos = P.temp("kpos", (S,), np.int64)
+        scores = P.temp("scores", (B * H, S), np.float64)
+        acc = P.temp("acc", (B * H, D), np.float64)
+        P.step(k_attn.kv_write, kc, vc, kpos, k4, v4, 0, 0, S)
+        P.step(k_attn.attend, out4, q4, kc, vc, kpos, S, S - T, m, bias4, causal, window,
+               scale, scores, acc)
+        return out
+    if bias is not None or mask is not None or S != T:
+        raise ExecutionError(f"{node.id}: cached attention supports no mask/bias here")
+    return entry.build(P, out4, q4, k4, v4, m, bias4, causal, window, scale)
+
+
+# ---- data movement ---------------------------------------------------------------------------
+
+@steps_for("reshape")
+def build_reshape(P, node, args, attrs):
+    x = args[0]
+    shape = P.shape(node)
+    v = view_as(x, shape)
+    if v is not None:
+        return v
+    out = P.output()
+    P.step(np.copyto, out.reshape(x.shape), x)
+    return out
+
+
+@steps_for("transpose")
+def build_transpose(P, node, args, attrs):
+    x = args[0]
+    perm = attrs.get("perm")
+    return np.swapaxes(x, -1, -2) if perm is None else np.transpose(x, tuple(perm))
+
+
+@steps_for("slice")
+def build_slice(P, node, args, attrs):
+    x = args[0]
+    idx = [slice(None)] * x.ndim
+    idx[attrs.get("axis", 0)] = slice(attrs.get("start", 0), attrs.get("stop"),
+                                      attrs.get("step", 1))
+    return x[tuple(idx)]
+
+
+@steps_for("take")
+def build_take(P, node, args, attrs):
+    x = args[0]
+    idx: list = [slice(None)] * x.ndim
+    idx[attrs.get("axis", 0)] = attrs.get("index", 0)
+    return x[tuple(idx)]
+
+
+@steps_for("split")
+def build_split(P, node, args, attrs):
+    x = args[0]
+    ax = attrs.get("axis", -1) % x.ndim
+    sections = attrs.get("sections", 2)
+    n = x.shape[ax]
+    sizes = [n // sections] * sections if isinstance(sections, int) else list(sections)
+    parts, start = [], 0
+    for s in sizes:
+        idx = [slice(None)] * x.ndim
+        idx[ax] = slice(start, start + s)
+        parts.append(x[tuple(idx)])
+        start += s
+    return tuple(parts)
+
+
+@steps_for("getitem")
+def build_getitem(P, node, args, attrs):
+    return args[0][attrs.get("index", 0)]
+
+
+@steps_for("concat")
+def build_concat(P, node, args, attrs):
+    out = P.output()
+    P.step(_concat, tuple(args), out, attrs.get("axis", -1))
+    return out
+
+
+def _concat(xs, out, axis):
+    np.concatenate(xs, axis=axis, out=out)
+
+
+# ---- everything else: the reference kernel ---------------------------------------------------
+
+def build_reference(P, node, args, attrs):
+    fn = REFERENCE.get(node.op)
+    if fn is None:
+        raise ExecutionError(f"no kernel for op {node.op!r} ({node.id})")
+    if node.dtype == "tuple":
+        outs = tuple(P.output(i) for i in range(len(node.parts)))
+
+        def run_tuple():
+            for o, r in zip(outs, fn(*args, **attrs)):
+                np.copyto(o, r, casting="unsafe")
+        P.step(run_tuple, op=f"{node.op} (ref)")
+        return outs
+    out = P.output()
+    P.step(lambda: np.copyto(out, fn(*args, **attrs), casting="unsafe"),
+           op=f"{node.op} (ref)")
+    return out
