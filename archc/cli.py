@@ -21,6 +21,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", dest="model_name", metavar="NAME",
                    help="which model, when the file defines several")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="set a config constant, e.g. --set n_layer=2; repeatable")
 
 
 def _inputs_arg(p: argparse.ArgumentParser, help_text: str) -> None:
@@ -40,7 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common(run)
     _inputs_arg(run, "an input array (.npy, or .npz holding several by name); "
                      "NAME=FILE when the model has several inputs; repeatable")
-    run.add_argument("--weights", "-w", metavar="FILE", help="a .safetensors checkpoint")
+    run.add_argument("--weights", "-w", metavar="FILE",
+                     help="a .safetensors checkpoint, or a Hugging Face folder (config.json + "
+                          "model.safetensors); names go through the model's `weights` section")
+    run.add_argument("--weights-map", metavar="NAME",
+                     help="which `weights NAME { }` section maps the checkpoint's names")
+    run.add_argument("--train", action="store_true",
+                     help="apply dropout (inverted scaling), deterministically from --seed")
     run.add_argument("--allow-missing", action="store_true",
                      help="initialise parameters missing from --weights randomly")
     run.add_argument("--seed", type=int, default=0,
@@ -59,9 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="give a symbolic size a value for FLOP counts, e.g. --dim T=128")
     _inputs_arg(dump, "take symbolic sizes from these input arrays")
     dump.add_argument("--output", "-o", metavar="FILE", help="write the dump to a file")
+    from .compile_cmds import add_dump_args, add_stats_parser
+    add_dump_args(dump)
 
     check = sub.add_parser("check", help="parse, build and infer shapes")
     _common(check)
+    add_stats_parser(sub, _common)
     return parser
 
 
@@ -108,12 +119,33 @@ def parse_dims(items: Sequence[str]) -> dict[str, int]:
     return dims
 
 
+def parse_sets(items: Sequence[str]) -> dict:
+    """--set NAME=VALUE: numbers, true/false and none as in .arch, anything else a string."""
+    out: dict = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name.isidentifier():
+            raise ArchError(f"--set {item}: expected NAME=VALUE, e.g. n_layer=2")
+        text = text.strip()
+        value: object = {"true": True, "false": False, "none": None}.get(text, text)
+        if value is text:
+            for conv in (int, float):
+                try:
+                    value = conv(text)
+                    break
+                except ValueError:
+                    pass
+        out[name] = value
+    return out
+
+
 def cmd_run(args) -> int:
     import numpy as np
     from .api import load
     from .runtime.inputs import bind_inputs
     from .runtime.io import save_outputs
     model = load(args.model, weights=args.weights, seed=args.seed, model=args.model_name,
+                 config=parse_sets(args.set), weights_map=args.weights_map,
                  allow_missing=args.allow_missing)
     for w in model.warnings:
         print(f"warning: {w}", file=sys.stderr)
@@ -121,7 +153,7 @@ def cmd_run(args) -> int:
     _, _, warnings = bind_inputs(model.graph, arrays)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
-    outputs = model.run(arrays)
+    outputs = model.run(arrays, train=args.train, seed=args.seed)
     if args.output:
         save_outputs(args.output, outputs)
     opts = dict(precision=8, suppress_small=False, max_line_width=100)
@@ -141,18 +173,26 @@ def cmd_run(args) -> int:
 def cmd_dump(args) -> int:
     from .compiler import dump
     from .dsl.lower import lower
-    graph = lower(args.model, args.model_name)
+    graph = lower(args.model, args.model_name, parse_sets(args.set))
     bindings = parse_dims(args.dim)
     if args.input:
         from .runtime.inputs import bind_inputs
         _, found, _ = bind_inputs(graph, read_inputs(graph, args.input))
         bindings = {**found, **bindings}
+    from .compile_cmds import compile_graph, report, wants_pipeline
+    extra = ""
+    if wants_pipeline(args):
+        res = compile_graph(graph, args, bindings)
+        graph, extra = res.graph, report(res, args)
     if args.format == "text":
         text = dump.dump_text(graph, expand=args.expand, layer=args.layer, bindings=bindings)
+        text += "\n" + extra if extra else ""
     elif args.format == "json":
         text = dump.dump_json(graph, layer=args.layer, bindings=bindings)
     else:
         text = dump.dump_dot(graph, expand=args.expand, layer=args.layer)
+    if extra and args.format != "text":
+        sys.stderr.write(extra)
     if args.output:
         from .runtime.io import write_atomic
         write_atomic(args.output, lambda f: f.write(text.encode()))
@@ -164,7 +204,7 @@ def cmd_dump(args) -> int:
 def cmd_check(args) -> int:
     from .compiler.dump import layer_groups, totals
     from .dsl.lower import lower
-    graph = lower(args.model, args.model_name)
+    graph = lower(args.model, args.model_name, parse_sets(args.set))
     tot = totals(graph, layer_groups(graph))
     ins = ", ".join(f"{graph.node(n).attrs['name']}: {graph.node(n).type_str}"
                     for n in graph.inputs)
@@ -173,7 +213,15 @@ def cmd_check(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "dump": cmd_dump, "check": cmd_check}
+def cmd_stats(args) -> int:
+    from .compile_cmds import cmd_stats as stats
+    from .dsl.lower import lower
+    graph = lower(args.model, args.model_name, parse_sets(args.set))
+    sys.stdout.write(stats(args, graph, parse_dims(args.dim)))
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "dump": cmd_dump, "check": cmd_check, "stats": cmd_stats}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

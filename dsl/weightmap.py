@@ -5,6 +5,8 @@ A `weights NAME { ... }` section in an .arch file holds rules, read left to righ
 
     weights hf {
         config n_layer = "n_layer"                         # config.json key -> constant
+        config theta = "rope_parameters.rope_theta"        # nested keys; a second line for
+        config theta = "rope_theta"                        # the same constant is a fallback
         "transformer.h.{i}.ln_1.weight" -> layers.{i}.ln_1.weight
         "transformer.h.{i}.attn.c_attn.weight" ->
             split(layers.{i}.attn.q.weight, layers.{i}.attn.k.weight,
@@ -148,15 +150,10 @@ def resolve(section: ast.Weights, params: list[str], const: Callable[[Any], Any]
             raise ArchError("`skip` drops a tensor; it cannot be combined with destinations",
                             r.span)
         rules.append(Rule(r.key, dests, r.span))
-    seen: dict[str, ast.WeightConfig] = {}
     for c in section.configs:
         if c.const not in consts:
             raise ArchError(f"`config {c.const}`: the model has no config constant "
                             f"`{c.const}`", c.span, did_you_mean(c.const, consts))
-        if c.const in seen:
-            raise ArchError(f"`config {c.const}` is mapped twice", c.span,
-                            notes=[f"first mapped at {seen[c.const].span}"])
-        seen[c.const] = c
     return WeightMap(section.name, tuple(rules),
                      tuple((c.const, c.key) for c in section.configs), section.span)
 

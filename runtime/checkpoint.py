@@ -80,21 +80,27 @@ def choose_section(sections: Mapping[str, Any], names, want: str | None = None):
 
 
 def config_overrides(section, hf_config: Mapping[str, Any]) -> tuple[dict, list[str]]:
-    """Config constants from config.json through `config NAME = "key"` lines. A key that
-    is absent or null keeps the .arch default (older configs lack newer keys)."""
-    out, notes = {}, []
+    """Config constants from config.json through `config NAME = "key"` lines. Several
+    lines for one constant are alternatives, the first key present wins; a key that is
+    absent or null everywhere keeps the .arch default (older configs lack newer keys)."""
+    out: dict[str, Any] = {}
+    tried: dict[str, list[str]] = {}
     for c in section.configs:
         const, key = (c.const, c.key) if hasattr(c, "const") else c
+        if const in out:
+            continue
         value: Any = hf_config
         for part in key.split("."):
             value = value.get(part) if isinstance(value, dict) else None
         if value is None:
-            notes.append(f"config.json has no `{key}`; `{const}` keeps its default")
+            tried.setdefault(const, []).append(key)
             continue
         if isinstance(value, (list, dict)):
             raise ArchError(f"config.json `{key}` is {type(value).__name__}, not a number, "
                             f"bool or string; it cannot set `{const}`")
         out[const] = value
+    notes = [f"config.json has no {' or '.join(f'`{k}`' for k in keys)}; `{const}` keeps "
+             "its default" for const, keys in tried.items() if const not in out]
     return out, notes
 
 
