@@ -52,10 +52,10 @@ FAMILIES = [
 ]
 
 BASE_SEED = {name: 1000 + 100 * i for i, name in enumerate(FAMILIES)}
-MAX_TRIES = 60
+MAX_TRIES = 200
 N_NEW = 32  # greedy tokens
 GREEDY_GAP_MIN = 5e-3
-MIN_DISTINCT = 10  # distinct tokens among the 32 greedy tokens (avoid degenerate repetition)  # best - second best logit at every greedy step
+MIN_DISTINCT = 8  # distinct tokens among the 32 greedy tokens (avoid degenerate repetition)  # best - second best logit at every greedy step
 ROUTER_GAP_MIN = 1e-3  # prob gap at the routing decision boundary (all decisions)
 NORM_W_STD = 0.2
 NORM_B_STD = 0.1
@@ -141,7 +141,7 @@ class RouterRecorder:
         self.kind, self.top_k = kind, top_k
         self.gaps: list[float] = []  # one per routing decision (token x layer)
         self.handles = []
-        self.active = True
+        self.record_events = True  # routing events are recorded only while this is set
         self.events: list[dict] = []
         for name, m in model.named_modules():
             cls = type(m).__name__
@@ -160,7 +160,7 @@ class RouterRecorder:
                 choice = probs.argmax(-1)  # (B,T)
                 kept = expert_index.sum(-1) > 0
                 dropped = [[int(b), int(t)] for b, t in zip(*torch.where(~kept))]
-                if self.active:
+                if self.record_events:
                     self.events.append(
                         {
                             "module": name,
@@ -183,7 +183,7 @@ class RouterRecorder:
             h.remove()
 
 
-def attention_peakiness(attentions, mask2d=None) -> dict:
+def attention_peakiness(attentions) -> dict:
     """Mean over (layer, batch, head, query) of max attention prob and of uniform prob 1/n_valid."""
     maxp, unif = [], []
     for a in attentions:
@@ -197,6 +197,14 @@ def attention_peakiness(attentions, mask2d=None) -> dict:
         return {}
     mp, un = torch.cat(maxp), torch.cat(unif)
     return {"mean_max_prob": round(float(mp.mean()), 4), "mean_uniform_prob": round(float(un.mean()), 4)}
+
+
+def dumps_compact(obj) -> str:
+    """json.dumps with indent=1, but flat lists of scalars kept on one line."""
+    text = json.dumps(obj, indent=1)
+    return re.sub(r"\[\s*([^\[\]{}]*?)\s*\]",
+                  lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]"
+                  if m.group(1).strip() else "[]", text)
 
 
 def tensor_table(path: Path) -> dict:
@@ -260,11 +268,13 @@ def _t5_cfg(gated: bool, switch: bool = False):
 
 def spec_t5():
     return dict(cls=transformers.T5ForConditionalGeneration, config=_t5_cfg(False), kind="seq2seq", T=10, T_dec=7,
-                std=0.2, emb_std=1.0, overrides={r"relative_attention_bias": 1.0},
+                std=0.25, emb_std=0.6, overrides={r"relative_attention_bias": 1.0, r"\.(o|wo)\.weight$": 0.5},
+                post_scale={"decoder.final_layer_norm.weight": 4.0},
                 notes=["T5 v1.0: ReLU FFN (wi, wo); lm_head tied to shared.weight (not stored)",
                        "logits = lm_head(decoder_last_hidden_state * d_model**-0.5)  (config.scale_decoder_outputs)",
                        "non-default relative_attention_num_buckets=16, relative_attention_max_distance=20 "
-                       "(so both the log-bucket region and the clamp are exercised)"])
+                       "(so both the log-bucket region and the clamp are exercised)",
+                       "decoder.final_layer_norm.weight was multiplied by 4 after init to enlarge logit gaps"])
 
 
 def spec_t5_gated():
@@ -340,7 +350,7 @@ def spec_longformer():
         max_position_embeddings=66, attention_window=4, type_vocab_size=1, pad_token_id=1, bos_token_id=0,
         eos_token_id=2, sep_token_id=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **EAGER,
     )
-    return dict(cls=transformers.LongformerForMaskedLM, config=cfg, kind="longformer", T=12, std=0.17,
+    return dict(cls=transformers.LongformerForMaskedLM, config=cfg, kind="longformer", T=12, std=0.25,
                 emb_std=0.5,
                 notes=["attention_window=4 -> one-sided window w=2 (|i-j| <= 2)",
                        "global_attention_mask: row 0 global at {0}, row 1 global at {0, 7}",
@@ -389,13 +399,18 @@ SPECS = {
 
 
 def build(name: str, spec: dict, seed: int):
+    import copy
+
     torch.manual_seed(seed)
-    model = spec["cls"](spec["config"])
+    model = spec["cls"](copy.deepcopy(spec["config"]))
     if spec.get("untie_lm_head"):
         model.lm_head.weight = torch.nn.Parameter(model.shared.weight.detach().clone())
         model.all_tied_weights_keys.pop("lm_head.weight", None)
     model = model.float()
     reinit(model, spec["std"], spec["emb_std"], spec.get("overrides"))
+    with torch.no_grad():
+        for pname, gain in spec.get("post_scale", {}).items():
+            model.get_parameter(pname).mul_(gain)
     model.eval()
     impl = model.config._attn_implementation
     assert impl == "eager", f"{name}: attn implementation is {impl!r}, wanted eager"
@@ -438,7 +453,7 @@ def forward_outputs(model, spec: dict, inp: dict, rec: "RouterRecorder | None" =
     kind = spec["kind"]
     if rec is not None:
         rec.events.clear()
-        rec.active = True
+        rec.record_events = True
     t = to_t(inp)
     out, stats = {}, {}
     with torch.no_grad():
@@ -446,7 +461,7 @@ def forward_outputs(model, spec: dict, inp: dict, rec: "RouterRecorder | None" =
             o = model(input_ids=t["input_ids"], attention_mask=t["attention_mask"], output_hidden_states=True,
                       use_cache=False)
             if rec is not None:
-                rec.active = False
+                rec.record_events = False
             base = model.base_model(input_ids=t["input_ids"], attention_mask=t["attention_mask"], use_cache=False)
             torch.testing.assert_close(o.hidden_states[-1], base.last_hidden_state, rtol=0, atol=0)
             out["last_hidden_state"] = npf(o.hidden_states[-1])
@@ -468,7 +483,7 @@ def forward_outputs(model, spec: dict, inp: dict, rec: "RouterRecorder | None" =
             o = model(input_ids=t["input_ids"], attention_mask=t["attention_mask"],
                       decoder_input_ids=t["decoder_input_ids"], output_hidden_states=True, use_cache=False)
             if rec is not None:
-                rec.active = False
+                rec.record_events = False
             enc = model.get_encoder()(input_ids=t["input_ids"], attention_mask=t["attention_mask"])
             dec = model.get_decoder()(input_ids=t["decoder_input_ids"], encoder_hidden_states=enc.last_hidden_state,
                                       encoder_attention_mask=t["attention_mask"], use_cache=False)
@@ -479,8 +494,6 @@ def forward_outputs(model, spec: dict, inp: dict, rec: "RouterRecorder | None" =
             out["encoder_all_hidden_states"] = np.stack([npf(h) for h in o.encoder_hidden_states])
             out["decoder_all_hidden_states"] = np.stack([npf(h) for h in o.decoder_hidden_states])
             out["logits"] = npf(o.logits)
-        if rec is not None:
-            rec.active = True  # gaps from later calls are still collected (events are not)
         # attention peakiness (eager attentions)
         try:
             if kind == "seq2seq":
@@ -643,6 +656,7 @@ def run_family(name: str, verbose: bool = True) -> dict:
         "dtype": "float32",
         "attn_implementation": "eager",
         "init": {"weight_std": spec["std"], "embedding_std": spec["emb_std"], "overrides": spec.get("overrides", {}),
+                 "post_scale": spec.get("post_scale", {}),
                  "norm_weight": f"1 + {NORM_W_STD}*N(0,1)", "norm_bias": f"{NORM_B_STD}*N(0,1)",
                  "linear_bias": f"{BIAS_STD}*N(0,1)"},
         "shapes": {k: list(v.shape) for k, v in {**inp, **arrays}.items()},
@@ -662,7 +676,7 @@ def run_family(name: str, verbose: bool = True) -> dict:
         meta["greedy"]["decoder_start_token_id"] = spec["config"].decoder_start_token_id
         meta["greedy"]["prompt"] = "encoder input = input_ids[0] (attention all ones); decoder starts from " \
                                    "decoder_start_token_id, which is NOT included in greedy_ids"
-    (d / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=False) + "\n")
+    (d / "meta.json").write_text(dumps_compact(meta) + "\n")
     size = sum(f.stat().st_size for f in d.iterdir())
     if verbose:
         print(f"{name}: seed={seed} size={size / 1024:.1f} KiB stats={json.dumps({k: v for k, v in stats.items() if k != 'switch_routing'})}")
