@@ -100,7 +100,7 @@ def stats_text(res: PipelineResult) -> str:
     for (name, step), (_, before, after) in zip(res.steps, res.sizes):
         fired = ", ".join(f"{k} x{v}" for k, v in sorted(step.stats.items())) or "no change"
         lines.append(f"  {name:<20} nodes {before:>5} -> {after:<5} {fired}")
-    cov = res.coverage()
+    cov = {what: fs for what, fs in res.coverage().items() if fs[1]}
     if cov:
         lines.append("fusion coverage: " + ", ".join(f"{f}/{s} {what} fused"
                                                      for what, (f, s) in cov.items()))

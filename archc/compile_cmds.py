@@ -1,0 +1,173 @@
+"""The compiler's side of the CLI: pipeline flags for `archc dump`, and `archc stats`.
+
+    archc dump MODEL --after fuse_ffn      the graph after one pass (and those before it)
+    archc dump MODEL -O                    after the whole pipeline
+    archc dump MODEL --passes simplify,fuse_ffn   /  --no-fuse_attention
+    archc dump MODEL --verify --stats --explain --kv [--batch B --max-seq S --max-memory 2GB]
+    archc stats MODEL [--seq T]            params, FLOPs/token, activation peak, KV bytes
+
+Nothing here imports the runtime (so no Numba).
+"""
+from __future__ import annotations
+
+import argparse
+import re
+from typing import Any
+
+from .dsl.errors import ArchError
+
+PASS_NAMES = ("lower_layers", "simplify", "fuse_residual_norm", "fuse_ffn", "fuse_attention",
+              "plan_kv_cache", "plan_memory")
+UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20,
+         "mb": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30,
+         "t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40}
+
+
+def parse_bytes(text: str) -> int:
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", text)
+    if not m or m.group(2).lower() not in UNITS:
+        raise ArchError(f"--max-memory {text}: expected a size like 512MB, 2GB or 1073741824")
+    return int(float(m.group(1)) * UNITS[m.group(2).lower()])
+
+
+def _plan_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch", type=int, default=1, metavar="B",
+                   help="batch size for the KV-cache and memory plans (default 1)")
+    p.add_argument("--max-seq", type=int, metavar="S",
+                   help="KV-cache length (default: the model's declared context, e.g. n_ctx)")
+    p.add_argument("--max-memory", type=parse_bytes, metavar="SIZE",
+                   help="refuse a KV-cache plan larger than this, e.g. 2GB")
+
+
+def add_dump_args(dump: argparse.ArgumentParser) -> None:
+    g = dump.add_argument_group("compiler passes")
+    g.add_argument("-O", "--optimize", action="store_true",
+                   help="show the graph after the whole pass pipeline")
+    g.add_argument("--after", metavar="PASS", choices=PASS_NAMES,
+                   help="show the graph after this pass: " + ", ".join(PASS_NAMES))
+    g.add_argument("--passes", metavar="A,B,...", help="run only these passes (in order)")
+    for name in PASS_NAMES:
+        g.add_argument(f"--no-{name}", dest=f"no_{name}", action="store_true",
+                       help=argparse.SUPPRESS)
+    g.add_argument("--verify", action="store_true", help="check the graph after every pass")
+    g.add_argument("--stats", action="store_true",
+                   help="print rewrites fired, nodes before/after and fusion coverage")
+    g.add_argument("--explain", action="store_true",
+                   help="list every fusion candidate that was rejected, and why")
+    g.add_argument("--kv", action="store_true", help="print the KV-cache plan")
+    _plan_args(g)
+
+
+def add_stats_parser(sub, common) -> None:
+    st = sub.add_parser("stats", help="parameters, FLOPs per token, activation peak and KV "
+                                      "bytes, per layer and overall")
+    common(st)
+    st.add_argument("--seq", type=int, metavar="T",
+                    help="sequence length (default: the model's declared context)")
+    st.add_argument("--dim", action="append", default=[], metavar="NAME=N",
+                    help="give another symbolic size a value")
+    _plan_args(st)
+
+
+def wants_pipeline(args) -> bool:
+    return bool(args.optimize or args.after or args.passes or args.verify or args.stats
+                or args.explain or args.kv or any(getattr(args, f"no_{n}") for n in PASS_NAMES))
+
+
+def compile_graph(graph, args, dims: dict[str, int]):
+    from .compiler.pipeline import run_pipeline
+    only = None
+    if args.passes:
+        only = [p.strip() for p in args.passes.split(",") if p.strip()]
+    skip = tuple(n for n in PASS_NAMES if getattr(args, f"no_{n}", False))
+    options: dict[str, Any] = {"batch": args.batch, "max_seq": args.max_seq,
+                               "max_memory": args.max_memory, "dims": dims}
+    return run_pipeline(graph, only=only, skip=skip, stop_after=args.after,
+                        verify=args.verify, options=options)
+
+
+def report(res, args) -> str:
+    """The text printed after the dump: plan summaries, --stats, --explain, --kv."""
+    from .compiler.passes.plan_kv_cache import kv_table
+    from .compiler.pipeline import explain_text, stats_text
+    out = []
+    notes = [n for _, step in res.steps for n in step.notes]
+    ran = " -> ".join(n for n, _ in res.steps) or "none"
+    out.append(f"passes: {ran}\n")
+    out.extend(f"note: {n}\n" for n in notes)
+    if args.stats:
+        out.append(stats_text(res))
+    if args.explain:
+        out.append(explain_text(res))
+    if args.kv:
+        if res.result("plan_kv_cache") is None:
+            out.append("no KV-cache plan: the plan_kv_cache pass did not run\n")
+        else:
+            out.append(kv_table(res.graph.meta.get("kv_plan")))
+    return "".join(out)
+
+
+def cmd_stats(args, graph, dims: dict[str, int]) -> str:
+    from .compiler.dump import layer_groups, node_flops
+    from .compiler.passes.plan_kv_cache import context_length
+    from .compiler.passes.plan_memory import fmt_bytes
+    from .compiler.pipeline import run_pipeline
+    from .dsl.dims import evaluate
+    seq = args.seq or args.max_seq or context_length(graph)[0]
+    if seq is None:
+        raise ArchError("no sequence length: the model declares no context length",
+                        hint="give --seq T")
+    bindings = {"B": args.batch, "T": seq, **dims}
+    res = run_pipeline(graph, options={"batch": args.batch, "max_seq": args.max_seq or seq,
+                                       "max_memory": args.max_memory, "dims": bindings})
+    g = res.graph
+    mp, kp = g.meta.get("memory_plan"), g.meta.get("kv_plan")
+    bindings = {**mp.bindings, **bindings} if mp else bindings
+    tokens = args.batch * seq
+    live_by_step = _live_bytes(mp, len(g)) if mp else []
+    step = {n: i for i, n in enumerate(g.topo())}
+    kv_by_scope: dict[str, tuple[int, int]] = {}
+    groups = layer_groups(g)
+    for e in (kp.entries if kp else []):
+        key = next((grp.name for grp in groups if any(n.id == e.node for n in grp.nodes)), "")
+        per_tok = (2 * e.kv_bytes + e.pos_bytes) // (e.slots * kp.batch) if e.kind == "self" else 0
+        kv_by_scope[key] = (per_tok, e.bytes)
+    rows = []
+    for grp in groups:
+        flops = 0
+        for n in grp.nodes:
+            try:
+                flops += evaluate(node_flops(g, n), bindings)
+            except KeyError:
+                pass
+        peak = max((live_by_step[step[n.id]] for n in grp.nodes if n.id in step),
+                   default=0) if live_by_step else 0
+        per_tok, kv_total = kv_by_scope.get(grp.name, (0, 0))
+        rows.append((grp.name or "(model)", grp.params, flops / tokens, peak, per_tok, kv_total))
+    total = ("total", sum(r[1] for r in rows), sum(r[2] for r in rows),
+             mp.arena_bytes if mp else 0, kp.bytes_per_token() if kp else 0,
+             kp.total_bytes if kp else 0)
+    head = (f"{'layer':<20} {'params':>12} {'FLOPs/token':>14} {'act. peak':>12} "
+            f"{'KV B/token':>11} {'KV bytes':>14}")
+    lines = [f"model {g.name}: B={args.batch}, T={seq}"
+             + (f", S_max={kp.max_seq} ({kp.max_seq_from})" if kp else ""), head]
+    for r in rows + [total]:
+        lines.append(f"{r[0]:<20} {r[1]:>12,} {r[2]:>14,.0f} {r[3]:>12,} {r[4]:>11,} "
+                     f"{r[5]:>14,}")
+    if mp:
+        lines.append(mp.summary())
+    if kp:
+        lines.append(f"KV cache: {fmt_bytes(kp.total_bytes)} in total, "
+                     f"{kp.bytes_per_token():,} bytes per token per sequence")
+        lines.extend(f"warning: {w}" for w in kp.warnings)
+    lines.append("act. peak per layer: bytes of activations alive while the layer runs; "
+                 "total: the planned arena")
+    return "\n".join(lines) + "\n"
+
+
+def _live_bytes(mp, n_steps: int) -> list[int]:
+    live = [0] * n_steps
+    for root, (born, last) in mp.lifetimes.items():
+        for s in range(born, min(last, n_steps - 1) + 1):
+            live[s] += mp.slots[root][1]
+    return live
