@@ -32,11 +32,13 @@ def _layer_index(scope: str) -> int | None:
 def attention(ctx, x, heads, kv_heads=None, causal=False, bias=True, out_bias=None,
               scale=None, rope=None, rotary_dim=None, rope_interleaved=False, positions=None,
               window=None, mask=None, kv=None, head_dim=None, cache=True, dropout=0.0,
-              std=0.02):
+              std=0.02, score_bias=None, memory=None):
     """Attention(x, heads, kv_heads=heads, causal=false, bias=true, out_bias=bias,
     scale=1/sqrt(head_dim), rope=none|true|theta, rotary_dim=head_dim,
     rope_interleaved=false, positions=none, window=none, mask=none, kv=none (keys/values
-    from this tensor: cross-attention), head_dim=d/heads, cache=true, dropout=0.0)"""
+    from this tensor: cross-attention), head_dim=d/heads, cache=true, dropout=0.0,
+    score_bias=none (a tensor added to the scores, broadcast to (B, H, T, S)),
+    memory=none (N learned key/value slots prepended to the keys and values))"""
     from ..lower import Tensor
     x = _tensor(ctx, x, "Attention")
     d = x.shape[-1]
@@ -74,7 +76,25 @@ def attention(ctx, x, heads, kv_heads=None, causal=False, bias=True, out_bias=No
         extra = [] if positions is None else [positions]
         q = ctx.op("rope", q, *extra, heads=H, **attrs)
         k = ctx.op("rope", k, *extra, heads=Hkv, **attrs)
+    if memory:
+        # persistent memory: N learned key/value slots every query sees (after rope: they
+        # have no position); prepended, so a causal query i at S - T + i sees all of them
+        N = _size(ctx, memory, "Attention: `memory`")
+        with ctx.sub("memory"):
+            mk = ctx.param("k", (N, Hkv * hd), std=std)
+            mv = ctx.param("v", (N, Hkv * hd), std=std)
+        k = ctx.op("prepend_memory", k, mk)                          # (B, N+S, Hkv*hd)
+        v = ctx.op("prepend_memory", v, mv)
+        if mask is not None:
+            mask = ctx.op("memory_mask", mask, slots=N)
     args = [q, k, v] + ([mask] if mask is not None else [])
+    if score_bias is not None:
+        # added to the scores (T5's shared relative position bias); rides in the op's
+        # `bias` slot, which comes after `mask`
+        if not isinstance(score_bias, Tensor) or mask is None:
+            raise ctx.error("Attention: `score_bias` must be a tensor, given with `mask`",
+                            "pass the padding mask (1 = attend) alongside the bias")
+        args.append(score_bias)
     a = ctx.op("attention", *args, heads=H, kv_heads=Hkv, causal=bool(causal), window=window,
                scale=None if scale is None else float(scale), cache=bool(cache),
                layer=_layer_index(ctx.scope))                      # (B, T, H*hd)

@@ -13,7 +13,7 @@ outputs are summed (paper, sec. 3.2).
 """
 from __future__ import annotations
 
-from ..dims import DimLike, dim_mul, numel, shape_str
+from ..dims import DimLike, dim_add, dim_mul, numel, shape_str
 from . import TT, ShapeError, is_float, op
 
 
@@ -46,3 +46,29 @@ def product_key_memory(q: TT, keys: TT, values: TT, topk: int = 32, heads: int =
         raise ShapeError(f"product_key_memory: topk must be a whole number from 1 to the {n} "
                          f"sub-keys, got {topk!r}")
     return TT(tuple(q.shape[:-1]) + (values.shape[1],), values.dtype)
+
+
+@op("prepend_memory", inputs=("x", "slots"), kinds=("memory",))
+def prepend_memory(x: TT, slots: TT) -> TT:
+    """prepend_memory(x, slots): learned memory slots (N, C) put before the keys or values
+    x (..., S, C) of every batch row -> (..., N + S, C) (persistent memory, Sukhbaatar et
+    al. 2019)"""
+    if len(x.shape) < 2 or not is_float(x.dtype):
+        raise ShapeError(f"prepend_memory: x must be a float tensor (..., S, C), got {x}", arg=0)
+    if len(slots.shape) != 2 or slots.shape[1] != x.shape[-1]:
+        raise ShapeError(f"prepend_memory: slots must be (N, {x.shape[-1]}), got "
+                         f"{shape_str(slots.shape)}", arg=1)
+    shape = list(x.shape)
+    shape[-2] = dim_add(slots.shape[0], shape[-2])
+    return TT(tuple(shape), x.dtype)
+
+
+@op("memory_mask", inputs=("mask",), attrs={"slots": 1}, kinds=("memory",))
+def memory_mask(mask: TT, slots: int = 1) -> TT:
+    """memory_mask(mask, slots): a key mask (..., S) with `slots` always-visible keys put
+    before it -> (..., slots + S), to go with prepend_memory"""
+    if not mask.shape or mask.dtype not in ("bool", "int64"):
+        raise ShapeError(f"memory_mask: mask must be bool or int (..., S), got {mask}", arg=0)
+    if isinstance(slots, bool) or not isinstance(slots, int) or slots <= 0:
+        raise ShapeError(f"memory_mask: slots must be a positive whole number, got {slots!r}")
+    return TT(tuple(mask.shape[:-1]) + (dim_add(slots, mask.shape[-1]),), mask.dtype)

@@ -29,3 +29,13 @@ def ref_product_key_memory(q, keys, values, topk=32, heads=1):
         rows = np.take_along_axis(idx, pick, -1)
         out += np.einsum("nk,nkd->nd", w, values[rows].astype(np.float64))
     return out.reshape(lead + (values.shape[1],)).astype(values.dtype)
+
+
+def ref_prepend_memory(x, slots):
+    mem = np.broadcast_to(slots.astype(x.dtype), x.shape[:-2] + slots.shape)
+    return np.concatenate([mem, x], axis=-2)
+
+
+def ref_memory_mask(mask, slots=1):
+    ones = np.ones(mask.shape[:-1] + (slots,), dtype=mask.dtype)
+    return np.concatenate([ones, mask], axis=-1)
