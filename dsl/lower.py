@@ -34,6 +34,29 @@ DTYPES = {"float": "float32", "float32": "float32", "float64": "float64", "int":
 SCALAR_FUNCS = {"sqrt": math.sqrt, "exp": math.exp, "tanh": math.tanh, "log": math.log,
                 "min": min, "max": max, "int": int, "float": float, "abs": abs}
 INTERNAL_OPS = {"getitem"}
+# Bounds that turn hostile or mistyped input into errors instead of hangs, OOMs or a
+# RecursionError: sizes are int64, and a model has at most this many layers and nodes.
+MAX_INT = 2 ** 63 - 1
+MAX_REPEAT = 10_000
+MAX_NODES = 200_000
+MAX_CALL_DEPTH = 50
+MAX_INCLUDE_DEPTH = 50
+
+
+def bounded(v, span: Span):
+    """`v`, unless it is a whole number (or a size's coefficient) beyond int64."""
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, int) and abs(v) > MAX_INT:
+        raise ArchError(f"number too large: {_short(v)} exceeds {MAX_INT} (int64)", span)
+    if isinstance(v, Dim) and any(abs(c) > MAX_INT for _, c in v.terms):
+        raise ArchError(f"size too large: a coefficient of it exceeds {MAX_INT} (int64)", span)
+    return v
+
+
+def _short(n: int) -> str:
+    digits = len(str(abs(n))) if n.bit_length() < 10_000 else int(n.bit_length() * 0.30103)
+    return str(n) if digits <= 30 else f"a {digits}-digit number"
 
 
 @dataclass(frozen=True)
@@ -95,6 +118,8 @@ def _load_into(prog: Program, path: Path, stack: list[Path], seen_consts: dict,
         raise ArchError(f"include cycle: {chain}", include_span,
                         "an included file must not include (directly or not) the file "
                         "that includes it")
+    if len(stack) >= MAX_INCLUDE_DEPTH:
+        raise ArchError(f"includes nested more than {MAX_INCLUDE_DEPTH} deep", include_span)
     if not path.is_file():
         if include_span is None:
             raise ArchError(f"no such file: {path}")
@@ -109,13 +134,20 @@ def _load_into(prog: Program, path: Path, stack: list[Path], seen_consts: dict,
             for d in item.defs:
                 if d.name in seen_consts:
                     first = seen_consts[d.name]
+                    if first.span == d.span:
+                        continue   # the same file included twice (a diamond)
                     raise ArchError(f"`{d.name}` is defined twice in config", d.span,
                                     notes=[f"first defined at {first.span}"])
                 seen_consts[d.name] = d
                 prog.consts.append(d)
         elif isinstance(item, ast.Block):
+            _check_formals(item)
             if item.is_model:
                 if is_main:
+                    twin = next((m for m in prog.models if m.name == item.name), None)
+                    if twin is not None:
+                        raise ArchError(f"model `{item.name}` is defined twice", item.span,
+                                        notes=[f"first defined at {twin.span}"])
                     prog.models.append(item)
                 continue
             if item.name in prog.blocks:
@@ -131,6 +163,15 @@ def _load_into(prog: Program, path: Path, stack: list[Path], seen_consts: dict,
                 raise ArchError(f"weights section `{item.name}` is defined twice", item.span,
                                 notes=[f"first defined at {first.span}"])
             prog.weights[item.name] = item
+
+
+def _check_formals(block: ast.Block) -> None:
+    seen: dict[str, ast.Formal] = {}
+    for f in block.formals:
+        if f.name in seen:
+            raise ArchError(f"`{block.name}` has two parameters named `{f.name}`", f.span,
+                            notes=[f"first declared at {seen[f.name].span}"])
+        seen[f.name] = f
 
 
 # ---- the lowering -----------------------------------------------------------------------
@@ -337,10 +378,17 @@ class Lowerer:
             if count < 0:
                 raise ArchError(f"repeat count must not be negative, got {count}",
                                 stmt.count.span)
+            if count > MAX_REPEAT:
+                raise ArchError(f"repeat count {count:,} is too large (at most {MAX_REPEAT:,})",
+                                stmt.count.span, "a real model has at most a few hundred layers")
             self.claim_scope(stmt.name, stmt.name, stmt.span)
             self.g.repeats.append(RepeatInfo(self.full(stmt.name), count, stmt.span))
             with self.in_scope(stmt.name):
                 for i in range(count):
+                    if len(self.g) > MAX_NODES:
+                        raise ArchError(f"the model grows past {MAX_NODES:,} graph nodes "
+                                        f"(at iteration {i} of this repeat)", stmt.span,
+                                        "check the repeat counts; nested repeats multiply")
                     with self.in_scope(str(i)):
                         if self.run_body(stmt.body, env, owner) is not None:
                             raise ArchError("`return` inside `repeat`", stmt.span)
@@ -426,7 +474,7 @@ class Lowerer:
 
     def eval(self, e, env: dict, const_only: bool = False):
         if isinstance(e, ast.Num):
-            return e.value
+            return bounded(e.value, e.span)
         if isinstance(e, (ast.Str, ast.Bool)):
             return e.value
         if isinstance(e, ast.NoneLit):
@@ -477,6 +525,10 @@ class Lowerer:
         for v, side in ((a, e.left), (b, e.right)):
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise ArchError(f"`{op}` needs numbers or tensors, got {describe(v)}", side.span)
+        return bounded(self.arith(e, op, a, b), e.span)
+
+    @staticmethod
+    def arith(e: ast.BinOp, op: str, a, b):
         if op in ("/", "//") and b == 0:
             raise ArchError("division by zero", e.span)
         if op == "+":
@@ -488,10 +540,19 @@ class Lowerer:
         if op == "//":
             return a // b
         if op == "**":
+            # refuse before computing: 2 ** 10**10 would take minutes and gigabytes
+            if isinstance(a, int) and isinstance(b, int) and abs(a) > 1 \
+                    and b * math.log2(abs(a)) > 64:
+                raise ArchError(f"number too large: {a} ** {b} exceeds {MAX_INT}", e.span)
+            if a == 0 and b < 0:
+                raise ArchError("division by zero: 0 to a negative power", e.span)
             try:
-                return a ** b
+                v = a ** b
             except OverflowError:
                 raise ArchError("number too large", e.span) from None
+            if isinstance(v, complex):
+                raise ArchError(f"{a} ** {b} is not a real number", e.span)
+            return v
         # `/` of two ints stays an int when exact, so `d_model / n_head` is a size
         if isinstance(a, int) and isinstance(b, int) and a % b == 0:
             return a // b
@@ -507,7 +568,7 @@ class Lowerer:
         if e.op == "-":
             return dim_sub(a, b)
         if e.op == "*":
-            return dim_mul(a, b)
+            return bounded(dim_mul(a, b), e.span)
         if e.op in ("/", "//"):
             q = dim_div(a, b)
             if q is None:
@@ -675,6 +736,9 @@ class Lowerer:
                               {k: s for k, (_, s) in kwargs.items()})
 
     def call_block(self, block: ast.Block, e: ast.Call, args: list, kwargs: dict):
+        if len(self.call_stack) >= MAX_CALL_DEPTH:
+            raise ArchError(f"blocks call each other more than {MAX_CALL_DEPTH} deep", e.span,
+                            "call chain: " + " -> ".join(self.call_stack[:5]) + " -> ...")
         if block.name in self.call_stack:
             raise ArchError(f"block `{block.name}` calls itself", e.span,
                             "use `repeat N as name { ... }` to stack layers")
@@ -811,6 +875,15 @@ def lower(path: str | Path, model: str | None = None,
           config: dict[str, Any] | None = None) -> Graph:
     """Parse `path` (and its includes) and lower its model to the layer graph; `config`
     overrides config constants by name (`{"n_layer": 2}`)."""
+    try:
+        return _lower(path, model, config)
+    except RecursionError:
+        # the explicit bounds (nesting, calls, includes) should make this unreachable
+        raise ArchError(f"{path} is nested too deeply for archc to process", None,
+                        "split deep expressions and block chains into smaller steps") from None
+
+
+def _lower(path, model, config) -> Graph:
     prog = load_program(path)
     if model is not None:
         found = [m for m in prog.models if m.name == model]
