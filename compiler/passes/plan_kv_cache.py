@@ -22,6 +22,9 @@ Arena: entries in graph order, each K then V then pos, offsets aligned to 64 byt
 `KVPlan.total_bytes` is the arena size. A plan over 1 GiB carries a warning; a plan over
 `max_memory` is refused with an error saying by how much.
 
+A non-causal self-attention (an encoder's) sees its whole input at once, so it gets no
+cache even when declared `cache=true`.
+
 Requires: nothing. Ensures: the graph is unchanged; graph.meta["kv_plan"] is a `KVPlan`
 (or None when the model has no cached attention or no known context length).
 """
@@ -111,8 +114,6 @@ def _align(n: int) -> int:
 def plan(g: Graph, batch: int = 1, max_seq: int | None = None,
          dims: Mapping[str, int] | None = None) -> KVPlan | None:
     attn = [n for n in g.nodes() if n.op == "attention" and n.attrs.get("cache")]
-    if not attn:
-        return None
     source = "--max-seq"
     if max_seq is None:
         max_seq, source = context_length(g)
@@ -128,6 +129,8 @@ def plan(g: Graph, batch: int = 1, max_seq: int | None = None,
         head_dim = dim_div(qn.shape[-1], heads)
         cross = _source(g, q) != _source(g, k)
         window = node.attrs.get("window")
+        if not cross and not node.attrs.get("causal"):
+            continue   # an encoder's self-attention sees the whole input at once: no cache
         if cross:
             kind = "cross"
             S = kn.shape[-2]
@@ -145,6 +148,8 @@ def plan(g: Graph, batch: int = 1, max_seq: int | None = None,
         e.pos_offset = off = off + _align(e.kv_bytes)
         off += _align(e.pos_bytes)
         kp.entries.append(e)
+    if not kp.entries:
+        return None
     kp.total_bytes = off
     if off > LARGE:
         kp.warnings.append(f"the KV cache is large: {fmt_bytes(off)} for batch {batch} and "

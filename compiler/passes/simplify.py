@@ -40,7 +40,7 @@ def _matmul_to_linear(g: Graph, m) -> str | None:
     if len(xn.shape) == 1:
         return None   # a vector @ matrix keeps matmul's rank rules
     users = g.users(mm.id)
-    if g.n_uses(mm.id) == 1 and g.node(users[0][0]).op == "add":
+    if g.n_uses(mm.id) == 1 and users and g.node(users[0][0]).op == "add":
         # x @ W + b in one step, so the new node needs no second rewrite
         add = g.node(users[0][0])
         b = [a for a in g.args(add.id) if a != mm.id]
@@ -57,6 +57,8 @@ def _linear_bias(g: Graph, m) -> str | Reject | None:
     if len(g.args(lin.id)) != 2:
         return None
     x, w = g.args(lin.id)
+    if b.id not in param_derived(g):
+        return None   # a residual add, not a bias
     out = g.node(w).shape[1]
     if tuple(b.shape) != (out,):
         if len(b.shape) != 1:
