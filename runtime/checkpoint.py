@@ -91,7 +91,10 @@ def config_overrides(section, hf_config: Mapping[str, Any]) -> tuple[dict, list[
             continue
         value: Any = hf_config
         for part in key.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
+            if isinstance(value, list) and part.isdigit():     # "attention_window.0"
+                value = value[int(part)] if int(part) < len(value) else None
+            else:
+                value = value.get(part) if isinstance(value, dict) else None
         if value is None:
             tried.setdefault(const, []).append(key)
             continue
