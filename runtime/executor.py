@@ -194,6 +194,10 @@ class Program:
     def step(self, fn: Callable, *args, op: str | None = None) -> None:
         self.steps.append(Step(fn, args, op or self._node.op))
 
+    def deferred(self, fn: Callable, *args) -> None:
+        """A kernel that a step calls indirectly: compiled up front by `compile`."""
+        self._deferred_compiles.append((fn, args))
+
     def contiguous(self, arr: np.ndarray, tag: str = "c") -> np.ndarray:
         """`arr` itself when C-contiguous, else a scratch copy refreshed by a step."""
         if arr.flags.c_contiguous:
@@ -212,6 +216,7 @@ class Program:
         g = self.graph
         self._alloc = alloc
         self.steps: list[Step] = []
+        self._deferred_compiles: list = []
         self.values: dict[str, Any] = {}
         self.input_buffers: dict[str, np.ndarray] = {}
         owners: dict[str, set] = {}
@@ -264,7 +269,7 @@ class Program:
                 if (s.fn, sig) not in seen:
                     seen.add((s.fn, sig))
                     s.fn.compile(sig)
-        for fn, args in getattr(self, "_deferred_compiles", ()):
+        for fn, args in self._deferred_compiles:
             fn.compile(tuple(typeof(a) for a in args))
         self.compiled = True
         if profile is not None:
