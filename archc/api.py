@@ -18,7 +18,9 @@ from .dsl.lower import lower
 
 
 class Model:
-    def __init__(self, graph: Graph, params: dict[str, np.ndarray], warnings: list[str]):
+    def __init__(self, graph: Graph, params: dict[str, np.ndarray], warnings: list[str],
+                 max_memory: int | None = None):
+        self.max_memory = max_memory   # bytes; run() refuses inputs that would need more
         self.graph = graph
         self.params = params
         self.warnings = warnings
@@ -33,12 +35,39 @@ class Model:
                 for n in self.graph.inputs}
 
     def run(self, inputs: Mapping[str, np.ndarray] | None = None, *, train: bool = False,
-            seed: int = 0, **named: np.ndarray) -> dict[str, np.ndarray]:
+            seed: int = 0, executor: str = "reference", profile=None,
+            **named: np.ndarray) -> dict[str, np.ndarray]:
         """Run the model on named inputs; returns {output name: array}. `train` applies
-        dropout, deterministically from `seed`."""
+        dropout, deterministically from `seed`. `executor="numba"` runs the optimised graph
+        with compiled kernels (see `compiled()`); the reference executor is the oracle."""
         from .runtime.reference import run_reference
+        if self.max_memory is not None:
+            from .runtime.budget import check_run
+            from .runtime.inputs import bind_inputs
+            _, sizes, _ = bind_inputs(self.graph, {**(inputs or {}), **named})
+            check_run(self.graph, sizes, self.max_memory)
+        if executor == "numba" and not train:
+            return self.compiled().run({**(inputs or {}), **named}, profile=profile)
+        if executor not in ("numba", "reference"):
+            raise ArchError(f"unknown executor {executor!r}; expected numba or reference")
         return run_reference(self.graph, {**(inputs or {}), **named}, self.params,
                              train=train, seed=seed)
+
+    def compiled(self, threads: int | None = None):
+        """The compiled (Numba) executor of this model, made once and kept."""
+        ex = getattr(self, "_executor", None)
+        if ex is None or (threads is not None and ex.threads != threads):
+            from .runtime.executor import Executor
+            ex = self._executor = Executor(self.graph, self.params, threads=threads)
+        return ex
+
+    def generate(self, prompt: np.ndarray, max_new_tokens: int = 32, **options):
+        """Continue token ids `prompt` (B, T): greedy unless `temperature` > 0 (`top_k`,
+        `top_p`, `seed`); stops early at `eos`. Returns a GenerateResult (`.ids` are the
+        new tokens, (B, n)); see runtime/generate.py for every option."""
+        from .runtime.generate import generate
+        return generate(self.compiled(options.pop("threads", None)), prompt, max_new_tokens,
+                        **options)
 
     def dump(self, format: str = "text", **options) -> str:
         from .compiler import dump
@@ -48,17 +77,23 @@ class Model:
 
 def load(path: str | os.PathLike, weights: str | os.PathLike | None = None, seed: int = 0,
          model: str | None = None, allow_missing: bool = False,
-         config: Mapping[str, object] | None = None, weights_map: str | None = None) -> Model:
+         config: Mapping[str, object] | None = None, weights_map: str | None = None,
+         max_memory: int | str | None = None) -> Model:
     """Parse, check and build a model; parameters come from `weights` (a .safetensors file
     or a Hugging Face folder), inline values, or deterministic random initialisation from
     `seed`. `config` sets config constants (`{"n_layer": 2}`); a Hugging Face folder's
     config.json sets those its `weights` section maps, unless `config` sets them too.
     Checkpoint names go through the model's `weights` section (`weights_map` chooses one)
-    unless they already are the parameter names."""
+    unless they already are the parameter names. `max_memory` (bytes or "8G"; default 80%
+    of the RAM) refuses a model whose parameters would not fit, before allocating them."""
     from .dsl.lower import load_program
     from .runtime.checkpoint import choose_section, config_overrides, read_checkpoint
     from .runtime.weights import apply_weights, init_params
+    from .runtime.budget import check_file, check_model, parse_size
+    limit = parse_size(max_memory)
     warnings: list[str] = []
+    if weights is not None:
+        check_file(weights, limit, "weights")
     ckpt = None if weights is None else read_checkpoint(weights)
     overrides: dict = {}
     if ckpt is not None and ckpt.config is not None:
@@ -67,8 +102,9 @@ def load(path: str | os.PathLike, weights: str | os.PathLike | None = None, seed
         if chosen is not None:
             overrides, warnings = config_overrides(sections[chosen], ckpt.config)
     graph = lower(path, model, {**overrides, **dict(config or {})})
+    check_model(graph, limit)
     if ckpt is None:
-        return Model(graph, init_params(graph, seed), warnings)
+        return Model(graph, init_params(graph, seed), warnings, limit)
     maps = graph.meta.get("weight_maps", {})
     names = {n.attrs["name"] for n in graph.params()}
     direct = weights_map is None and set(ckpt.tensors) <= names
@@ -76,7 +112,7 @@ def load(path: str | os.PathLike, weights: str | os.PathLike | None = None, seed
     params, more = apply_weights(graph, ckpt.tensors, seed, allow_missing,
                                  source=f"weights {weights}",
                                  mapping=maps[chosen] if chosen is not None else None)
-    return Model(graph, params, warnings + more)
+    return Model(graph, params, warnings + more, limit)
 
 
 __all__ = ["ArchError", "Model", "load"]

@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", "-o", metavar="FILE",
                      help="write outputs (.npy for one output, .npz for several)")
     run.add_argument("--full", action="store_true", help="print every value, unabbreviated")
+    run.add_argument("--max-memory", metavar="SIZE",
+                     help="refuse to run if parameters + activations would need more, e.g. "
+                          "8G or 512M (default: 80%% of the RAM)")
 
     dump = sub.add_parser("dump", help="show the graph grouped by layer")
     _common(dump)
@@ -146,7 +149,7 @@ def cmd_run(args) -> int:
     from .runtime.io import save_outputs
     model = load(args.model, weights=args.weights, seed=args.seed, model=args.model_name,
                  config=parse_sets(args.set), weights_map=args.weights_map,
-                 allow_missing=args.allow_missing)
+                 allow_missing=args.allow_missing, max_memory=args.max_memory)
     for w in model.warnings:
         print(f"warning: {w}", file=sys.stderr)
     arrays = read_inputs(model.graph, args.input)
