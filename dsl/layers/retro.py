@@ -6,6 +6,7 @@ the encoded neighbours of the preceding chunk (see dsl/ops/retro.py for the shif
 """
 from __future__ import annotations
 
+from ..dims import dim_mul
 from . import layer
 from .attention import _project
 from .basic import _size, _tensor
@@ -24,7 +25,7 @@ def chunked_cross_attention(ctx, x, neighbours, heads, chunk, bias=False, std=0.
     H = _size(ctx, heads, "ChunkedCrossAttention: `heads`")
     m = _size(ctx, chunk, "ChunkedCrossAttention: `chunk`")
     B, C, K, R = nb.shape[:4]
-    flat = ctx.op("reshape", nb, shape=[B, C, -1, de])                 # (B, C, K*R, d_e)
+    flat = ctx.op("reshape", nb, shape=[B, C, dim_mul(K, R), de])               # (B, C, K*R, d_e)
     q = _project(ctx, "q", x, d, d, bias, std)
     k = _project(ctx, "k", flat, de, d, bias, std)
     v = _project(ctx, "v", flat, de, d, bias, std)
