@@ -54,6 +54,10 @@ def bounded(v, span: Span):
     return v
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _short(n: int) -> str:
     digits = len(str(abs(n))) if n.bit_length() < 10_000 else int(n.bit_length() * 0.30103)
     return str(n) if digits <= 30 else f"a {digits}-digit number"
@@ -543,7 +547,8 @@ class Lowerer:
             # refuse before computing: 2 ** 10**10 would take minutes and gigabytes
             if isinstance(a, int) and isinstance(b, int) and abs(a) > 1 \
                     and b * math.log2(abs(a)) > 64:
-                raise ArchError(f"number too large: {a} ** {b} exceeds {MAX_INT}", e.span)
+                raise ArchError(f"number too large: {a} ** {b} exceeds {MAX_INT} (int64)",
+                                e.span)
             if a == 0 and b < 0:
                 raise ArchError("division by zero: 0 to a negative power", e.span)
             try:
@@ -683,8 +688,9 @@ class Lowerer:
                     attrs[list(spec.attrs)[i - len(tensor_names)]] = a
                 else:
                     raise ArchError(f"{e.func}() takes at most "
-                                    f"{len(tensor_names) + len(spec.attrs)} arguments, got "
-                                    f"{len(args)}", e.args[i].span, self.signature_hint(spec))
+                                    f"{_count(len(tensor_names) + len(spec.attrs), 'argument')}"
+                                    f", got {len(args)}", e.args[i].span,
+                                    self.signature_hint(spec))
         for k, (v, span) in kwargs.items():
             if k in tensor_names and not spec.variadic:
                 idx = tensor_names.index(k)
@@ -744,8 +750,8 @@ class Lowerer:
                             "use `repeat N as name { ... }` to stack layers")
         formals = {f.name: f for f in block.formals}
         if len(args) > len(block.formals):
-            raise ArchError(f"{block.name}() takes {len(block.formals)} arguments, got "
-                            f"{len(args)}", e.args[len(block.formals)].span,
+            raise ArchError(f"{block.name}() takes {_count(len(block.formals), 'argument')}, "
+                            f"got {len(args)}", e.args[len(block.formals)].span,
                             f"defined at {block.span}")
         bound: dict[str, Any] = {f.name: a for f, a in zip(block.formals, args)}
         for k, (v, span) in kwargs.items():
