@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="parse, build and infer shapes")
     _common(check)
     add_stats_parser(sub, _common)
+    from .run_cmds import add_generate_parser, add_run_args
+    add_run_args(run)
+    add_generate_parser(sub, _common, _inputs_arg)
     return parser
 
 
@@ -156,7 +159,8 @@ def cmd_run(args) -> int:
     _, _, warnings = bind_inputs(model.graph, arrays)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
-    outputs = model.run(arrays, train=args.train, seed=args.seed)
+    from .run_cmds import run_model
+    outputs = run_model(model, arrays, args)
     if args.output:
         save_outputs(args.output, outputs)
     opts = dict(precision=8, suppress_small=False, max_line_width=100)
@@ -224,7 +228,15 @@ def cmd_stats(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "dump": cmd_dump, "check": cmd_check, "stats": cmd_stats}
+def cmd_generate(args) -> int:
+    from .api import load
+    from .run_cmds import cmd_generate as generate
+    from .runtime.inputs import read_array
+    return generate(args, load, parse_sets, read_array)
+
+
+COMMANDS = {"run": cmd_run, "dump": cmd_dump, "check": cmd_check, "stats": cmd_stats,
+            "generate": cmd_generate}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,154 @@
+"""The runtime side of the CLI: executor options for `archc run`, and `archc generate`.
+
+    archc run MODEL --input x.npy [--executor numba|reference] [--threads N] [--profile]
+    archc generate MODEL --weights W --input prompt_ids.npy --max-new-tokens N
+                   [--temperature T --top-k K --top-p P --seed S] [--eos ID]
+                   [--tokenizer tokenizer.json --prompt "text"] [--no-cache] [--max-seq N]
+
+Tokens stream to stdout as they are produced (ids, or text with --tokenizer), and the
+tokens/s of the decode loop is printed to stderr at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from .dsl.errors import ArchError
+
+
+def add_run_args(run: argparse.ArgumentParser) -> None:
+    run.add_argument("--executor", choices=("numba", "reference"), default="numba",
+                     help="numba (compiled kernels, planned memory; the default) or reference "
+                          "(the plain NumPy oracle)")
+    _threads_arg(run)
+    run.add_argument("--profile", action="store_true",
+                     help="print a per-op time table (compile time reported apart)")
+
+
+def _threads_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="threads for kernels and BLAS (default: every core)")
+
+
+def add_generate_parser(sub, common, inputs_arg) -> None:
+    gen = sub.add_parser("generate", help="generate tokens after a prompt, with a KV cache")
+    common(gen)
+    inputs_arg(gen, "prompt token ids (.npy, int, shape (T,) or (B, T))")
+    gen.add_argument("--weights", "-w", metavar="FILE",
+                     help="a .safetensors checkpoint, or a Hugging Face folder")
+    gen.add_argument("--weights-map", metavar="NAME",
+                     help="which `weights NAME { }` section maps the checkpoint's names")
+    gen.add_argument("--allow-missing", action="store_true",
+                     help="initialise parameters missing from --weights randomly")
+    gen.add_argument("--max-new-tokens", "-n", type=int, default=32, metavar="N")
+    gen.add_argument("--temperature", type=float, default=0.0,
+                     help="0 (the default) is greedy decoding")
+    gen.add_argument("--top-k", type=int, metavar="K")
+    gen.add_argument("--top-p", type=float, metavar="P")
+    gen.add_argument("--seed", type=int, default=0,
+                     help="seed for sampling and for parameters without weights")
+    gen.add_argument("--eos", type=int, metavar="ID", help="stop when this token is produced")
+    gen.add_argument("--max-seq", type=int, metavar="N",
+                     help="positions the KV cache holds (default: the model's context)")
+    gen.add_argument("--no-cache", action="store_true",
+                     help="recompute the whole sequence for every token (slow; for checking)")
+    gen.add_argument("--tokenizer", metavar="FILE",
+                     help="a Hugging Face tokenizer.json: text in (--prompt), text out")
+    gen.add_argument("--prompt", metavar="TEXT", help="the prompt as text (needs --tokenizer)")
+    gen.add_argument("--output", "-o", metavar="FILE", help="write the new ids to a .npy file")
+    _threads_arg(gen)
+    gen.add_argument("--profile", action="store_true", help="print a per-op time table")
+
+
+def run_model(model, arrays: dict, args) -> dict:
+    """`archc run`'s execution: the chosen executor, with --profile and --threads."""
+    if getattr(args, "executor", "reference") == "reference" or getattr(args, "train", False):
+        return model.run(arrays, train=getattr(args, "train", False), seed=args.seed)
+    from .runtime.executor import Profile
+    ex = model.compiled(args.threads)
+    for w in ex.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if not args.profile:
+        return ex.run(arrays)
+    prof = Profile()
+    ex.run(arrays, profile=prof)            # compiles (timed apart) and warms the threads
+    timed = Profile(compile_seconds=prof.compile_seconds)
+    out = ex.run(arrays, profile=timed)
+    print(timed.table(), file=sys.stderr)
+    return out
+
+
+def _tokenizer(path: str):
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        raise ArchError("--tokenizer needs the Hugging Face `tokenizers` package",
+                        hint="pip install 'archc[text]'  (or: pip install tokenizers)") from None
+    try:
+        return Tokenizer.from_file(path)
+    except Exception as e:  # noqa: BLE001  (tokenizers raises plain Exceptions)
+        raise ArchError(f"cannot read tokenizer {path}: {str(e).splitlines()[0]}") from None
+
+
+def cmd_generate(args, load, parse_sets, read_array) -> int:
+    from .runtime.executor import Profile
+    from .runtime.generate import generate
+    tok = _tokenizer(args.tokenizer) if args.tokenizer else None
+    if args.prompt is not None:
+        if tok is None:
+            raise ArchError("--prompt is text and needs --tokenizer tokenizer.json",
+                            hint="or pass token ids with --input prompt_ids.npy")
+        prompt = np.array([tok.encode(args.prompt).ids], dtype=np.int64)
+    elif len(args.input) == 1:
+        prompt = read_array(args.input[0], what="prompt")
+        if isinstance(prompt, dict):
+            raise ArchError(f"{args.input[0]} is an .npz archive; the prompt is one .npy array")
+    else:
+        raise ArchError("generate needs a prompt: --input prompt_ids.npy (or --prompt TEXT "
+                        "with --tokenizer)")
+    if args.max_new_tokens < 0:
+        raise ArchError(f"--max-new-tokens must not be negative, got {args.max_new_tokens}")
+    model = load(args.model, weights=args.weights, seed=args.seed, model=args.model_name,
+                 config=parse_sets(args.set), weights_map=args.weights_map,
+                 allow_missing=args.allow_missing)
+    for w in model.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    ex = model.compiled(args.threads)
+    for w in ex.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    prompt = np.asarray(prompt)
+    batch = 1 if prompt.ndim == 1 else prompt.shape[0]
+    out = sys.stdout
+
+    def show(step: int, toks: np.ndarray) -> None:
+        if tok is not None and batch == 1:
+            out.write(tok.decode([int(toks[0])]))
+        elif batch == 1:
+            out.write(f"{int(toks[0])} ")
+        else:
+            out.write(" ".join(str(int(t)) for t in toks) + "\n")
+        out.flush()
+
+    if tok is not None and batch == 1:
+        out.write(tok.decode([int(t) for t in np.ravel(prompt)]))
+    prof = Profile() if args.profile else None
+    res = generate(ex, prompt, args.max_new_tokens, temperature=args.temperature,
+                   top_k=args.top_k, top_p=args.top_p, seed=args.seed, eos=args.eos,
+                   max_seq=args.max_seq, use_cache=not args.no_cache, on_token=show,
+                   profile=prof)
+    out.write("\n")
+    out.flush()
+    for w in res.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if args.output:
+        from .runtime.io import write_atomic
+        write_atomic(args.output, lambda f: np.save(f, res.ids, allow_pickle=False))
+    n = res.ids.size
+    print(f"{n} token{'s' if n != 1 else ''} in {res.prefill_seconds + res.seconds:.2f} s "
+          f"(prefill {res.prefill_seconds * 1e3:.0f} ms; decode {res.tokens_per_second:.1f} "
+          f"tokens/s{'' if res.cached else ', no KV cache'})", file=sys.stderr)
+    if prof is not None:
+        print(prof.table(), file=sys.stderr)
+    return 0
