@@ -45,6 +45,7 @@ CONTEXT_NAMES = ("max_seq", "n_ctx", "max_position_embeddings", "block_size",
                  "context_length", "seq_len", "max_len")
 LARGE = 1 << 30
 POS_DTYPE = "int32"
+ATTENTION_OPS = ("attention", "rope_attention")
 PASS_THROUGH = ("rope", "getitem", "split", "linear", "reshape")
 
 
@@ -113,7 +114,7 @@ def _align(n: int) -> int:
 
 def plan(g: Graph, batch: int = 1, max_seq: int | None = None,
          dims: Mapping[str, int] | None = None) -> KVPlan | None:
-    attn = [n for n in g.nodes() if n.op == "attention" and n.attrs.get("cache")]
+    attn = [n for n in g.nodes() if n.op in ATTENTION_OPS and n.attrs.get("cache")]
     source = "--max-seq"
     if max_seq is None:
         max_seq, source = context_length(g)
@@ -165,7 +166,7 @@ def plan_kv_cache(g: Graph, batch: int = 1, max_seq: int | None = None,
     out.meta["kv_plan"] = kp
     notes = []
     if kp is None:
-        if any(n.op == "attention" and n.attrs.get("cache") for n in out.nodes()):
+        if any(n.op in ATTENTION_OPS and n.attrs.get("cache") for n in out.nodes()):
             notes.append("KV cache not planned: the model declares no context length "
                          f"(one of {', '.join(CONTEXT_NAMES)} in config); give --max-seq")
         return PassResult(out, False, notes=notes)

@@ -8,8 +8,9 @@ arena, sharing memory between values whose lifetimes do not overlap.
     d = linear(c)      step 3        ...
 
 How (the scheme of ggml's graph allocator and ONNX Runtime's memory pattern planner):
-  1. Bind sizes: symbolic dims are evaluated with `dims` (default B=1 and every other
-     symbol = the model's context length, see plan_kv_cache.context_length).
+  1. Bind sizes: symbolic dims are evaluated with `dims` (default B = `batch` and every
+     other symbol = `max_seq` or the model's context length, see
+     plan_kv_cache.context_length, or 1 when neither is known).
   2. Liveness: a value is born at its node's step and dies after its last consumer.
      getitem parts are born with their multi-output node. `reshape` is a view of its
      input (one buffer, the lifetime of both).
@@ -23,7 +24,8 @@ Outside the arena: model inputs, parameters and parameter-derived values (loaded
 graph outputs (handed to the caller), and the KV cache (plan_kv_cache's arena).
 
 The plan (graph.meta["memory_plan"], a `MemoryPlan`) is what a runtime needs:
-`slots[node id] = (offset, nbytes)` for each value with storage, `views[node id] = node id`
+`slots[node id] = (offset, nbytes)` for each value with storage (a part of a multi-output
+node that nothing reads gets a scratch slot keyed `<node id>.<index>`), `views[node id] = node id`
 for reshapes that share their input's slot, `inplace[node id] = node id` when a value
 took over its argument's slot, `arena_bytes` to allocate, and `bindings` the sizes it
 was planned for. Requires: concrete sizes after binding. Ensures: the graph is unchanged.
@@ -119,7 +121,8 @@ class _FreeList:
         self.free = merged
 
 
-def default_bindings(g: Graph, dims: Mapping[str, int] | None) -> dict[str, int]:
+def default_bindings(g: Graph, dims: Mapping[str, int] | None, batch: int = 1,
+                     max_seq: int | None = None) -> dict[str, int]:
     from .plan_kv_cache import context_length
     symbols: set[str] = set()
     for node in g.nodes():
@@ -127,14 +130,15 @@ def default_bindings(g: Graph, dims: Mapping[str, int] | None) -> dict[str, int]
             for d in shape:
                 if not isinstance(d, int):
                     symbols |= d.symbols()
-    ctx = context_length(g)[0] or 1
-    out = {s: (1 if s == "B" else ctx) for s in symbols}
+    ctx = max_seq or context_length(g)[0] or 1
+    out = {s: (batch if s == "B" else ctx) for s in symbols}
     out.update(dims or {})
     return out
 
 
-def plan(g: Graph, dims: Mapping[str, int] | None = None) -> MemoryPlan:
-    bindings = default_bindings(g, dims)
+def plan(g: Graph, dims: Mapping[str, int] | None = None, batch: int = 1,
+         max_seq: int | None = None) -> MemoryPlan:
+    bindings = default_bindings(g, dims, batch, max_seq)
     mp = MemoryPlan(dict(sorted(bindings.items())))
     order = g.topo()
     step = {n: i for i, n in enumerate(order)}
@@ -237,9 +241,10 @@ def overlaps(mp: MemoryPlan) -> list[tuple[str, str]]:
     return bad
 
 
-def plan_memory(g: Graph, dims: Mapping[str, int] | None = None) -> PassResult:
+def plan_memory(g: Graph, dims: Mapping[str, int] | None = None, batch: int = 1,
+                max_seq: int | None = None) -> PassResult:
     out = g.copy()
-    mp = plan(out, dims)
+    mp = plan(out, dims, batch, max_seq)
     out.meta["memory_plan"] = mp
     stats = {"buffers": len(mp.slots), "in place": len(mp.inplace), "views": len(mp.views)}
     return PassResult(out, False, stats, notes=[mp.summary()])

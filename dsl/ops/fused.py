@@ -2,7 +2,8 @@
 
 Users may write them too, but normally they appear only after the pipeline. Each has a
 NumPy reference beside its unfused twin (`ref_add_layernorm` in runtime/kernels/norm.py,
-`ref_linear_act`, `ref_linear_glu`, `ref_ffn` in runtime/kernels/ffn.py); fast kernels
+`ref_linear_act`, `ref_linear_glu`, `ref_ffn` in runtime/kernels/ffn.py,
+`ref_rope_attention` in runtime/kernels/attention.py); fast kernels
 must keep these names, argument orders and attributes.
 
     add_layernorm(x, r, weight, bias?, eps)  -> (s, y)   s = x + r, y = layernorm(s)
@@ -11,6 +12,8 @@ must keep these names, argument orders and attributes.
     linear_glu(x, weight, bias?, act)        -> act(g) * u, [g | u] = x @ weight + bias
     ffn(x, w1, w2, *biases, act, glu, bias1, bias2)
                                              -> linear(linear_act|linear_glu(x, w1, b1), w2, b2)
+    rope_attention(q, k, v, mask?, bias?, positions?, ...)
+                                             -> attention(rope(q), rope(k), v, mask?, bias?)
 
 Contract for the residual ops: x and r have the same shape (no broadcasting) and `x` is
 dead after the op (the fusion checks this), so a kernel may write `s` over x's buffer,
@@ -23,7 +26,7 @@ gate (the half that goes through `act`), the last F the up projection.
 from __future__ import annotations
 
 from ..dims import dim_add, dim_div, dim_mul, numel, shape_str
-from . import TT, ShapeError, is_float, op
+from . import OPS, TT, ShapeError, is_float, op
 
 ACTS = ("relu", "gelu", "gelu_tanh", "silu", "sigmoid", "tanh")
 
@@ -137,3 +140,39 @@ def ffn(x: TT, w1: TT, w2: TT, *biases: TT, act: str = "relu", glu: bool = False
     _linear_out(x, w1, b1, "ffn (first linear)", w1.shape[1] if len(w1.shape) == 2 else 0)
     h = TT(tuple(x.shape[:-1]) + (hidden_cols,), x.dtype)
     return _linear_out(h, w2, b2, "ffn (second linear)", w2.shape[1] if len(w2.shape) == 2 else 0)
+
+
+ROPE_ATTRS = ("theta", "rotary_dim", "interleaved", "offset", "head_dim")
+
+
+@op("rope_attention", inputs=("q", "k", "v", "*extra"),
+    attrs={"heads": 1, "kv_heads": None, "causal": False, "window": None, "scale": None,
+           "cache": False, "layer": None, "head_dim": None, "rotary_dim": None,
+           "theta": 10000.0, "interleaved": False, "offset": 0,
+           "has_mask": False, "has_bias": False, "has_positions": False},
+    flops=lambda out, q, k, *rest, **a: dim_add(
+        OPS["attention"].flops(out, q, k, heads=a.get("heads", 1)),
+        dim_mul(3, dim_add(numel(q.shape), numel(k.shape)))),
+    kinds=("attention", "fused"))
+def rope_attention(q: TT, k: TT, v: TT, *extra: TT, has_mask=False, has_bias=False,
+                   has_positions=False, head_dim=None, rotary_dim=None, theta=10000.0,
+                   interleaved=False, offset=0, **attn):
+    """rope_attention(q, k, v, mask?, bias?, positions?, <attention attrs>, head_dim,
+    rotary_dim, theta, interleaved, offset, has_mask, has_bias, has_positions) =
+    attention(rope(q), rope(k), v, mask, bias): RoPE applied inside the attention kernel,
+    q rotated with `heads` heads and k with `kv_heads`. The optional tensors present follow
+    v in the order mask, bias, positions, as flagged by has_mask/has_bias/has_positions."""
+    if len(extra) != int(bool(has_mask)) + int(bool(has_bias)) + int(bool(has_positions)):
+        raise ShapeError(f"rope_attention: {len(extra)} extra tensors but has_mask={has_mask},"
+                         f" has_bias={has_bias}, has_positions={has_positions}")
+    rest = list(extra)
+    mask = rest.pop(0) if has_mask else None
+    bias = rest.pop(0) if has_bias else None
+    pos = rest.pop(0) if has_positions else None
+    rope_attrs = dict(head_dim=head_dim, rotary_dim=rotary_dim, theta=theta,
+                      interleaved=interleaved, offset=offset)
+    heads = attn.get("heads", 1)
+    kv_heads = attn.get("kv_heads") or heads
+    OPS["rope"].infer(q, pos, heads=heads, **rope_attrs)
+    OPS["rope"].infer(k, pos, heads=kv_heads, **rope_attrs)
+    return OPS["attention"].infer(q, k, v, mask, bias, **attn)

@@ -160,3 +160,20 @@ def attend(out, q, kc, vc, kpos, n_slots, qpos0, mask, bias, causal, window, sca
             inv = 1.0 / z if z > 0.0 else 0.0
             for d in range(D):
                 out[b, i, h, d] = acc[bh, d] * inv
+
+
+def ref_rope_attention(q, k, v, *extra, has_mask=False, has_bias=False, has_positions=False,
+                       head_dim=None, rotary_dim=None, theta=10000.0, interleaved=False,
+                       offset=0, **attn):
+    # the fused form of attention(rope(q), rope(k), v, mask?, bias?) (dsl/ops/fused.py)
+    from .position import ref_rope
+    rest = list(extra)
+    mask = rest.pop(0) if has_mask else None
+    bias = rest.pop(0) if has_bias else None
+    pos = rest.pop(0) if has_positions else None
+    rope = dict(head_dim=head_dim, rotary_dim=rotary_dim, theta=theta, interleaved=interleaved,
+                offset=offset)
+    heads = attn.get("heads", 1)
+    qr = ref_rope(q, pos, heads=heads, **rope)
+    kr = ref_rope(k, pos, heads=attn.get("kv_heads") or heads, **rope)
+    return ref_attention(qr, kr, v, mask, bias, **attn)
