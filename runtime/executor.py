@@ -127,6 +127,8 @@ class Step:
     fn: Callable
     args: tuple
     op: str          # for the profile: the graph op this step belongs to
+    first: bool = True   # the first step of its node (a profile "call")
+    node: str = ""
 
 
 @dataclass
@@ -137,8 +139,8 @@ class Profile:
     compile_seconds: float = 0.0
     runs: int = 0
 
-    def add(self, op: str, dt: float) -> None:
-        self.calls[op] = self.calls.get(op, 0) + 1
+    def add(self, op: str, dt: float, call: bool = True) -> None:
+        self.calls[op] = self.calls.get(op, 0) + int(call)
         self.seconds[op] = self.seconds.get(op, 0.0) + dt
 
     def table(self) -> str:
@@ -192,7 +194,8 @@ class Program:
         return self._alloc.buffer((self._node.id, "tmp", tag), tuple(shape), dtype, self._idx)
 
     def step(self, fn: Callable, *args, op: str | None = None) -> None:
-        self.steps.append(Step(fn, args, op or self._node.op))
+        first = not self.steps or self.steps[-1].node != self._node.id
+        self.steps.append(Step(fn, args, op or self._node.op, first, self._node.id))
 
     def deferred(self, fn: Callable, *args) -> None:
         """A kernel that a step calls indirectly: compiled up front by `compile`."""
@@ -287,7 +290,7 @@ class Program:
         for s in self.steps:
             t = clock()
             s.fn(*s.args)
-            profile.add(s.op, clock() - t)
+            profile.add(s.op, clock() - t, s.first)
         profile.runs += 1
 
     def output_values(self) -> dict[str, np.ndarray]:

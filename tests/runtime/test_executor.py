@@ -1,0 +1,126 @@
+"""The compiled executor equals the reference executor on every example model, runs in its
+planned arena, and keeps `archc check` free of Numba."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import archc
+from archc.runtime.executor import BufferUse, Executor, Profile, plan_arena
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT / "tests" / "fixtures" / "hf"
+INPUT_NAMES = {"ids": "input_ids", "mask": "attention_mask", "types": "token_type_ids",
+               "decoder_ids": "decoder_input_ids", "decoder_mask": "decoder_attention_mask",
+               "global_mask": "global_attention_mask"}
+# examples without a fixture: tiny configs
+TINY = {
+    "palm": dict(n_layer=2, d_model=32, n_head=4, head_dim=8, d_ff=64, vocab=64),
+    "memory": dict(n_layers=2, n_heads=2, d_model=32, n_mem=4, n_keys=8, topk=4, pkm_heads=2,
+                   vocab=64, n_ctx=32),
+    "retro": dict(n_layers=2, n_enc_layers=1, n_heads=2, d_model=32, d_ff=64, vocab=64,
+                  n_ctx=32, chunk=4),
+}
+
+
+def _inputs(model, fam, rng):
+    names = {model.graph.node(n).attrs["name"]: model.graph.node(n) for n in model.graph.inputs}
+    z = np.load(FIXTURES / fam / "io.npz") if (FIXTURES / fam).is_dir() else {}
+    if z and all(INPUT_NAMES.get(n, n) in z for n in names):
+        out = {n: z[INPUT_NAMES.get(n, n)] for n in names}
+        if "decoder_mask" in names and "decoder_attention_mask" not in z:
+            out["decoder_mask"] = np.ones_like(out["decoder_ids"])
+        return out
+    sizes = {"B": 2, "T": 8, "S": 8, "C": 2, "K": 2, "R": 8}
+    out = {}
+    for n, node in names.items():
+        shape = tuple(d if isinstance(d, int) else d.evaluate(sizes) for d in node.shape)
+        out[n] = (rng.integers(0, 2, shape) if "mask" in n else rng.integers(0, 16, shape))
+    return out
+
+
+def _examples():
+    for p in sorted((ROOT / "examples").glob("*.arch")):
+        yield pytest.param(p.stem, id=p.stem)
+
+
+@pytest.mark.parametrize("fam", _examples())
+def test_example_matches_reference(fam):
+    rng = np.random.default_rng(0)
+    path = ROOT / "examples" / f"{fam}.arch"
+    if fam == "ffn":
+        model = archc.load(path)
+        inputs = {"x": np.load(ROOT / "examples" / "ffn_input.npy")}
+    elif (FIXTURES / fam).is_dir():
+        model = archc.load(path, weights=FIXTURES / fam)
+        inputs = _inputs(model, fam, rng)
+    elif fam in TINY:
+        try:
+            model = archc.load(path, config=TINY[fam])
+        except archc.ArchError as e:
+            pytest.skip(f"tiny config does not fit {fam}: {e.message}")
+        inputs = _inputs(model, fam, rng)
+    else:
+        pytest.skip(f"no small configuration known for {fam}")
+    want = model.run(inputs)
+    got = Executor(model.graph, model.params).run(inputs)
+    assert set(got) == set(want)
+    for k in want:
+        assert got[k].shape == want[k].shape
+        np.testing.assert_allclose(got[k], want[k], atol=1e-4, rtol=0, err_msg=k)
+
+
+def test_program_is_reused_and_planned():
+    model = archc.load(ROOT / "examples" / "gpt2.arch",
+                       config=dict(n_layer=3, d_model=32, n_head=2, vocab=64, n_ctx=32))
+    ex = Executor(model.graph, model.params)
+    ids = np.arange(10).reshape(2, 5)
+    first = ex.run({"ids": ids})
+    prog = ex.program({"B": 2, "T": 5})
+    arena = prog.arena
+    prof = Profile()
+    second = ex.run({"ids": ids}, profile=prof)
+    assert ex.program({"B": 2, "T": 5}) is prog and prog.arena is arena   # nothing rebuilt
+    np.testing.assert_array_equal(first["logits"], second["logits"])
+    assert prog.arena_bytes < prog.naive_bytes              # buffers are shared
+    assert prof.calls["attention"] == 3 and prof.runs == 1
+    assert "compile" in prof.table()
+
+
+def test_plan_arena_never_overlaps_live_buffers():
+    rng = np.random.default_rng(1)
+    uses = {}
+    for i in range(60):
+        a = int(rng.integers(0, 40))
+        uses[i] = BufferUse(int(rng.integers(1, 5000)), a, a + int(rng.integers(0, 6)))
+    offsets, size = plan_arena(uses)
+    for i in uses:
+        for j in uses:
+            if i < j and not (uses[i].last < uses[j].first or uses[j].last < uses[i].first):
+                a0, a1 = offsets[i], offsets[i] + uses[i].nbytes
+                b0, b1 = offsets[j], offsets[j] + uses[j].nbytes
+                assert a1 <= b0 or b1 <= a0, (i, j)
+    assert size <= sum(-(-u.nbytes // 64) * 64 for u in uses.values())
+    assert all(o % 64 == 0 for o in offsets.values())
+
+
+def test_check_and_dump_do_not_import_numba():
+    code = ("import sys; from archc.cli import main; main(['check', 'examples/gpt2.arch']); "
+            "main(['dump', 'examples/ffn.arch']); print('numba' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "False", out.stderr
+
+
+def test_cli_run_profile_and_executors(tmp_path):
+    base = [sys.executable, "-m", "archc", "run", "examples/ffn.arch", "--input",
+            "examples/ffn_input.npy"]
+    fast = subprocess.run(base + ["--profile", "--threads", "1"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    ref = subprocess.run(base + ["--executor", "reference"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert fast.returncode == 0 and ref.returncode == 0, fast.stderr + ref.stderr
+    assert fast.stdout == ref.stdout
+    assert "share" in fast.stderr and "compile" in fast.stderr
