@@ -98,7 +98,7 @@ def read_inputs(graph, items: Sequence[str]) -> dict:
     names = [graph.node(n).attrs["name"] for n in graph.inputs]
     arrays: dict = {}
     for name, path in parse_named_files(items):
-        data = read_array(path, what=f"input {name}" if name else "input")
+        data = read_array(path, what=f"input `{name}`" if name else "input")
         if isinstance(data, dict):
             if name is not None:
                 raise ArchError(f"{path} is an .npz archive; pass it without a name",
@@ -156,9 +156,11 @@ def cmd_run(args) -> int:
     for w in model.warnings:
         print(f"warning: {w}", file=sys.stderr)
     arrays = read_inputs(model.graph, args.input)
-    _, _, warnings = bind_inputs(model.graph, arrays)
+    _, sizes, warnings = bind_inputs(model.graph, arrays)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
+    from .runtime.budget import check_run
+    check_run(model.graph, sizes, model.max_memory)   # before any executor allocates
     from .run_cmds import run_model
     outputs = run_model(model, arrays, args)
     if args.output:

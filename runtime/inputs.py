@@ -33,14 +33,14 @@ def read_array(path: str | os.PathLike, what: str = "input") -> np.ndarray | dic
     if magic[:4] == b"PK\x03\x04":
         try:
             with np.load(p, allow_pickle=False) as z:
-                return {k: _checked(z[k], f"{p}[{k}]") for k in z.files}
+                return {k: _checked(z[k], f"{what} {p}[{k}]") for k in z.files}
         except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
             raise ArchError(f"{what} {p} is not a readable .npz archive: {_reason(e)}") from None
     if magic != b"\x93NUMPY":
         raise ArchError(f"{what} {p} is not a .npy file (it does not start with the NumPy "
                         "magic bytes)", hint="save arrays with numpy.save(path, array)")
     try:
-        return _checked(np.load(p, allow_pickle=False), str(p))
+        return _checked(np.load(p, allow_pickle=False), f"{what} {p}")
     except ValueError as e:
         if "allow_pickle" in str(e) or "Object arrays" in str(e):
             raise ArchError(f"{what} {p} holds pickled Python objects; archc never unpickles "
