@@ -25,8 +25,9 @@ from .kernels import attention as k_attn
 
 # ops whose result depends on where in the sequence a token sits, beyond what the
 # session shifts itself (positions, rope, attention): a cached step cannot compute them
-POSITIONAL = ("alibi", "relative_position_bias", "t5_relative_bias", "longformer_attention",
-              "sinusoidal_positions_full")
+POSITIONAL = ("alibi", "relative_position_bias", "longformer_attention",
+              "chunked_cross_attention", "prepend_memory", "memory_mask", "stack")
+ATTENTION = ("attention", "rope_attention")
 
 
 @dataclass
@@ -95,16 +96,17 @@ def cached_attentions(ex) -> list[str]:
         node = g.node(nid)
         if nid not in ex.dynamic:
             continue
-        if node.op in POSITIONAL:
-            raise ArchError(f"`{node.op}` depends on the whole sequence; this model cannot "
-                            "decode with a KV cache", node.span)
-        if node.op != "attention":
-            continue
         args = g.args(nid)
+        if node.op in POSITIONAL or (node.op == "matmul" and all(a in ex.dynamic for a in args)):
+            raise ArchError(f"`{node.op}` mixes positions of the sequence; this model cannot "
+                            "decode with a KV cache", node.span)
+        if node.op not in ATTENTION:
+            continue
         if not node.attrs.get("cache"):
             raise ArchError("this attention declares no KV cache (cache=false)", node.span,
                             "decoding recomputes the whole sequence for every token")
-        if len(args) > 3:
+        if node.attrs.get("has_mask") or node.attrs.get("has_bias") or \
+                (node.op == "attention" and len(args) > 3):
             raise ArchError("cached decoding of attention with a mask or bias is not "
                             "supported yet", node.span)
         found.append(nid)

@@ -262,34 +262,61 @@ def build_positions(P, node, args, attrs):
     return out
 
 
+def _positions(P, node, B, T, offset, tag="pos"):
+    """(B, T) positions offset + arange(T), continuing the cache in a decoding session."""
+    pos = P.temp(tag, (B, T), np.int64)
+    base = np.broadcast_to(np.arange(T, dtype=np.int64) + int(offset or 0), (B, T)).copy()
+    sess = P.session
+    if sess is not None and P.is_dynamic(node.id):
+        P.step(lambda: np.add(base, sess.pos, out=pos))
+    else:
+        P.step(np.copyto, pos, base)
+    return pos
+
+
+def _rope(P, out, x, heads, attrs, pos):
+    """Steps rotating x (B, T, heads*D) into out; returns nothing."""
+    B, T, C = x.shape
+    D = attrs.get("head_dim") or C // heads
+    r = attrs.get("rotary_dim") or D
+    inv_freq = float(attrs.get("theta", 10000.0)) ** (-np.arange(0, r, 2, dtype=np.float64) / r)
+    x4 = view_as(x, (B, T, heads, D))
+    if x4 is None:
+        x4 = P.contiguous(x, f"rope{heads}").reshape(B, T, heads, D)
+    P.step(k_pos.rope, out.reshape(B, T, heads, D), x4, pos, inv_freq,
+           bool(attrs.get("interleaved")), op=P._node.op)
+
+
 @steps_for("rope")
 def build_rope(P, node, args, attrs):
     x = args[0]
     if x.ndim != 3 or x.dtype.kind != "f":
         return None
-    B, T, C = x.shape
-    H = attrs["heads"]
-    D = attrs.get("head_dim") or C // H
-    r = attrs.get("rotary_dim") or D
-    inv_freq = float(attrs.get("theta", 10000.0)) ** (-np.arange(0, r, 2, dtype=np.float64) / r)
+    B, T, _ = x.shape
+    pos = args[1] if len(args) > 1 else _positions(P, node, B, T, attrs.get("offset"))
     out = P.output()
-    x4 = view_as(x, (B, T, H, D))
-    if x4 is None:
-        x4 = P.contiguous(x).reshape(B, T, H, D)
-    if len(args) > 1:
-        pos = args[1]
-    else:
-        pos = P.temp("pos", (B, T), np.int64)
-        base = np.broadcast_to(np.arange(T, dtype=np.int64) + int(attrs.get("offset") or 0),
-                               (B, T)).copy()
-        sess = P.session
-        if sess is not None and P.is_dynamic(node.id):
-            P.step(lambda: np.add(base, sess.pos, out=pos))
-        else:
-            P.step(np.copyto, pos, base)
-    P.step(k_pos.rope, out.reshape(B, T, H, D), x4, pos, inv_freq,
-           bool(attrs.get("interleaved")))
+    _rope(P, out, x, attrs["heads"], attrs, pos)
     return out
+
+
+@steps_for("rope_attention")
+def build_rope_attention(P, node, args, attrs):
+    q, k, v, *extra = args
+    if q.ndim != 3 or not (q.dtype == k.dtype == v.dtype) or q.dtype.kind != "f":
+        return None
+    mask = extra.pop(0) if attrs.get("has_mask") else None
+    bias = extra.pop(0) if attrs.get("has_bias") else None
+    B, T, _ = q.shape
+    pos = extra.pop(0) if attrs.get("has_positions") else \
+        _positions(P, node, B, T, attrs.get("offset"))
+    if k.shape[1] != T:
+        return None
+    H = attrs["heads"]
+    qr = P.temp("q_rot", q.shape, q.dtype)
+    kr = P.temp("k_rot", k.shape, k.dtype)
+    _rope(P, qr, q, H, attrs, pos)
+    _rope(P, kr, k, attrs.get("kv_heads") or H, attrs, pos)
+    return _attention(P, node, qr, kr, v, mask, bias, attrs)
 
 
 # ---- attention -------------------------------------------------------------------------------
@@ -301,6 +328,10 @@ def build_attention(P, node, args, attrs):
         return None
     mask = args[3] if len(args) > 3 else None
     bias = args[4] if len(args) > 4 else None
+    return _attention(P, node, q, k, v, mask, bias, attrs)
+
+
+def _attention(P, node, q, k, v, mask, bias, attrs):
     B, T, C = q.shape
     S = k.shape[1]
     H = attrs["heads"]
