@@ -182,7 +182,6 @@ def plan(g: Graph, dims: Mapping[str, int] | None = None, batch: int = 1,
             last[root] = max(last[root], last[nid])
 
     # in place: a value takes over an argument's slot when that argument dies right here
-    taken: set[str] = set()
     for nid in order:
         if nid not in owner or owner[nid] != nid:
             continue
@@ -197,14 +196,13 @@ def plan(g: Graph, dims: Mapping[str, int] | None = None, batch: int = 1,
             if a not in owner:
                 continue
             root = owner[a]
-            if root in taken or last[root] != born[nid] or size[root] != size[nid]:
+            if last[root] != born[nid] or size[root] != size[nid]:
                 continue
             if g.node(a).dtype != node.dtype:
                 continue
             owner[nid] = root
             mp.inplace[nid] = a
-            last[root] = max(last[root], last[nid])
-            taken.add(root)
+            last[root] = max(last[root], last[nid])   # chains: the next op may take it again
             break
 
     roots = [n for n in owner if owner[n] == n]
