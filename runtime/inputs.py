@@ -5,6 +5,7 @@ so a pickled object array is refused, never unpickled.
 """
 from __future__ import annotations
 
+import math
 import os
 import zipfile
 from pathlib import Path
@@ -32,6 +33,10 @@ def read_array(path: str | os.PathLike, what: str = "input") -> np.ndarray | dic
         raise ArchError(f"cannot read {what} {p}: {e.strerror}") from None
     if magic[:4] == b"PK\x03\x04":
         try:
+            with zipfile.ZipFile(p) as zf:
+                for info in zf.infolist():
+                    with zf.open(info) as member:
+                        _check_header(member, info.file_size, f"{what} {p}[{info.filename}]")
             with np.load(p, allow_pickle=False) as z:
                 return {k: _checked(z[k], f"{what} {p}[{k}]") for k in z.files}
         except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
@@ -40,7 +45,11 @@ def read_array(path: str | os.PathLike, what: str = "input") -> np.ndarray | dic
         raise ArchError(f"{what} {p} is not a .npy file (it does not start with the NumPy "
                         "magic bytes)", hint="save arrays with numpy.save(path, array)")
     try:
+        with open(p, "rb") as f:
+            _check_header(f, p.stat().st_size, f"{what} {p}")
         return _checked(np.load(p, allow_pickle=False), f"{what} {p}")
+    except MemoryError:
+        raise ArchError(f"{what} {p} is too large to load") from None
     except ValueError as e:
         if "allow_pickle" in str(e) or "Object arrays" in str(e):
             raise ArchError(f"{what} {p} holds pickled Python objects; archc never unpickles "
@@ -48,6 +57,27 @@ def read_array(path: str | os.PathLike, what: str = "input") -> np.ndarray | dic
         raise ArchError(f"{what} {p} is not a valid .npy file: {_reason(e)}") from None
     except (OSError, EOFError) as e:
         raise ArchError(f"{what} {p} is truncated or unreadable: {_reason(e)}") from None
+
+
+def _check_header(f, size: int, label: str) -> None:
+    """Refuse before loading: a header whose shape needs more bytes than the file holds (a
+    corrupt or hostile header would make NumPy allocate them), or a pickled dtype."""
+    from numpy.lib import format as npy
+    version = npy.read_magic(f)
+    if version == (1, 0):
+        shape, _, dtype = npy.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, _, dtype = npy.read_array_header_2_0(f)
+    else:
+        return   # np.load reports versions it cannot read
+    if dtype.hasobject:
+        raise ArchError(f"{label} holds pickled Python objects; archc never unpickles files",
+                        hint="save a plain numeric array (not dtype=object)")
+    need = math.prod(shape) * dtype.itemsize
+    have = size - f.tell()
+    if need > have:
+        raise ArchError(f"{label} is truncated or corrupt: its header says shape "
+                        f"{shape_str(shape)} ({need:,} bytes) but the file holds {have:,}")
 
 
 def _reason(e: Exception) -> str:

@@ -85,10 +85,26 @@ def test_pickled_npy_is_refused_and_never_unpickled(work, capsys, monkeypatch):
 def test_truncated_npy(work, capsys):
     data = (work / "x.npy").read_bytes()
     (work / "t.npy").write_bytes(data[:-10])
-    code, _, err = run_m(capsys, "--input", "x=t.npy")
-    assert code == 2
-    assert err.startswith("error: input `x` t.npy is not a valid .npy file: Failed to read all "
-                          "data for array.")
+    assert run_m(capsys, "--input", "x=t.npy")[::2] == (
+        2, "error: input `x` t.npy is truncated or corrupt: its header says shape [1, 3, 4] "
+           "(48 bytes) but the file holds 38\n")
+
+
+def test_npy_header_claiming_a_huge_shape_is_refused_before_allocating(work, capsys):
+    hdr = "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 200000000000, 4), }"
+    hdr = hdr.ljust(118) + "\n"
+    (work / "liar.npy").write_bytes(b"\x93NUMPY\x01\x00" + len(hdr).to_bytes(2, "little")
+                                    + hdr.encode() + bytes(48))
+    assert run_m(capsys, "--input", "x=liar.npy")[::2] == (
+        2, "error: input `x` liar.npy is truncated or corrupt: its header says shape "
+           "[1, 200000000000, 4] (3,200,000,000,000 bytes) but the file holds 48\n")
+
+
+def test_pickled_member_of_npz_is_refused(work, capsys):
+    np.savez("evil.npz", ids=np.array([[1, 2, 3]]), x=np.array([1, None], dtype=object))
+    assert run(capsys, "run", "m.arch", "--input", "evil.npz")[::2] == (
+        2, "error: input evil.npz[x.npy] holds pickled Python objects; archc never unpickles "
+           "files\nhint: save a plain numeric array (not dtype=object)\n")
 
 
 def test_wrong_dtype(work, capsys):
