@@ -20,6 +20,9 @@ Rejected (listed by `--explain`): a projection also read elsewhere; projections 
 different dtypes; biases on some projections only; RoPE on q and k with different
 settings or positions.
 
+Not done: a hand-written scaled dot-product (softmax(q @ k^T * scale + mask) @ v over
+reshaped heads) is not yet recognised as one `attention` op; it runs as primitives.
+
 Requires: simplify ran (projections are `linear`). Ensures: the same outputs;
 coverage "attention" = (attention ops whose projections merged, attention ops seen).
 """
