@@ -1,0 +1,332 @@
+"""The contenders of benchmarks/lm.py, each in its own worker process.
+
+    python benchmarks/contenders.py make-hf gpt2 DIR [--tiny]        # random HF checkpoint
+    python benchmarks/contenders.py worker archc|hf-eager|hf-sdpa --family gpt2 --weights DIR
+    python benchmarks/contenders.py ttft archc --family gpt2 --weights DIR --prompt 128 --new 8
+
+A worker loads one model once and then answers JSON commands, one per line on stdin, with
+one JSON line on stdout. The driver alternates the workers, so each measurement of one
+contender sits between measurements of the others (drift hits them alike), and no
+contender's thread pool or heap can slow another's. `ttft` is one fresh process from
+start to first token and on to the end of a generation: time to first token, and the
+peak resident memory next to what archc's plans predict.
+
+Both sides read the same safetensors checkpoint (made by Hugging Face from a fixed seed);
+archc maps the names through the model's `weights hf` section. Token ids come from a
+seeded NumPy generator, so every contender sees the same prompts.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Hugging Face configs: the issue's model sizes, and tiny ones for a smoke check
+FAMILIES = {
+    "gpt2": {
+        "arch": "examples/gpt2.arch",
+        "hf_class": "GPT2LMHeadModel",
+        "full": dict(n_layer=12, n_embd=768, n_head=12, n_inner=3072, vocab_size=50257,
+                     n_positions=1024),
+        "tiny": dict(n_layer=2, n_embd=64, n_head=4, n_inner=256, vocab_size=512,
+                     n_positions=256),
+        # archc config names, for runs without PyTorch (random weights from archc's seed)
+        "archc_full": {},
+        "archc_tiny": dict(n_layer=2, d_model=64, n_head=4, d_ff=256, vocab=512, n_ctx=256),
+        "common": dict(activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0,
+                       attn_pdrop=0.0, layer_norm_epsilon=1e-5, tie_word_embeddings=True),
+    },
+    "llama": {
+        "arch": "examples/llama.arch",
+        "hf_class": "LlamaForCausalLM",
+        "full": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12,
+                     num_key_value_heads=4, intermediate_size=2048, vocab_size=32000,
+                     max_position_embeddings=1024),
+        "tiny": dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4,
+                     num_key_value_heads=2, intermediate_size=176, vocab_size=512,
+                     max_position_embeddings=256),
+        "archc_full": dict(n_layer=12, d_model=768, n_head=12, n_kv_head=4, d_ff=2048,
+                           vocab=32000, eps=1e-6),
+        "archc_tiny": dict(n_layer=2, d_model=64, n_head=4, n_kv_head=2, d_ff=176, vocab=512,
+                           eps=1e-6),
+        "common": dict(rms_norm_eps=1e-6, rope_theta=10000.0, tie_word_embeddings=False,
+                       attention_bias=False, mlp_bias=False, hidden_act="silu"),
+    },
+}
+
+
+def prompt_ids(vocab: int, T: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, vocab, size=(1, T), dtype=np.int64)
+
+
+def peak_rss() -> dict:
+    """Resident memory now and at its peak (bytes), from /proc/self/status."""
+    out = {}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            key = line.split(":", 1)[0]
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(line.split()[1]) * 1024
+    except OSError:
+        import resource
+        out["VmHWM"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return out
+
+
+# ---- making the shared checkpoint ------------------------------------------------------------
+
+def make_hf(family: str, out: str, tiny: bool, seed: int = 0) -> None:
+    """A Hugging Face model with random weights from `seed`, saved as config.json +
+    model.safetensors (what archc's --weights DIR reads)."""
+    import torch
+    import transformers
+    spec = FAMILIES[family]
+    cls = getattr(transformers, spec["hf_class"])
+    config = cls.config_class(**spec["common"], **spec["tiny" if tiny else "full"])
+    torch.manual_seed(seed)
+    model = cls(config).eval()
+    model.save_pretrained(out, safe_serialization=True)
+
+
+# ---- the contenders --------------------------------------------------------------------------
+
+class Archc:
+    """archc's compiled executor: Executor for forward passes, runtime.generate for decoding."""
+
+    name = "archc"
+
+    def __init__(self, family: str, weights: str | None, threads: int, config: dict | None):
+        import archc
+        from archc.runtime.executor import Executor
+        arch = ROOT / FAMILIES[family]["arch"]
+        self.model = archc.load(arch, weights=weights, config=config)
+        for w in self.model.warnings:
+            print(f"archc warning: {w}", file=sys.stderr)
+        self.ex = Executor(self.model.graph, self.model.params, threads=threads)
+        g = self.model.graph
+        self.vocab = int(g.node(g.outputs["logits"]).shape[-1])
+
+    def logits(self, ids: np.ndarray) -> np.ndarray:
+        return self.ex.run({"ids": ids})["logits"]
+
+    def _program(self, T: int):
+        prog = self.ex.program({"B": 1, "T": T})
+        prog.compile()
+        return prog
+
+    def prefill(self, ids: np.ndarray) -> float:
+        """Seconds of one forward pass over the prompt (logits for every position)."""
+        prog = self._program(ids.shape[1])
+        t = time.perf_counter()
+        prog.execute({"ids": ids})
+        return time.perf_counter() - t
+
+    def decode(self, ids: np.ndarray, new: int, on_first=None) -> tuple[float, int, list]:
+        """(seconds of the decode steps, steps, tokens): greedy, KV cache, `new` tokens of
+        which the first comes from the prefill."""
+        from archc.runtime.generate import generate
+        hook = None if on_first is None else (lambda i, tok: on_first() if i == 0 else None)
+        res = generate(self.ex, ids, new, on_token=hook)
+        if not res.cached:
+            raise RuntimeError("archc decoded without a KV cache: " + "; ".join(res.warnings))
+        return res.seconds, res.ids.shape[1] - 1, res.ids[0].tolist()
+
+    def plan(self, prompt: int, new: int) -> dict:
+        """What archc's plans say the process needs: weights as loaded, weight layouts
+        folded at build time, the KV cache of one generation, every program's arena."""
+        from archc.runtime.kv_cache import Session
+        g = self.model.graph
+        out = {"params": sum(a.nbytes for a in self.model.params.values()),
+               "executor_weights": sum(a.nbytes for k, a in self.ex.weights.items()
+                                       if not _shares(a, self.model.params.get(k))),
+               "folded": sum(a.nbytes for a in self.ex.folded_values.values()),
+               "arenas": sum(p.arena_bytes for p in self.ex._programs.values()),
+               "programs": len(self.ex._programs)}
+        try:
+            limit = prompt + new
+            out["kv_cache"] = Session(self.ex, 1, limit).nbytes
+        except Exception as e:  # noqa: BLE001  (a model without a cache still benchmarks)
+            out["kv_cache"] = 0
+            out["kv_note"] = str(e)
+        out["total"] = sum(out[k] for k in ("params", "executor_weights", "folded", "arenas",
+                                            "kv_cache"))
+        out["weight_read_bytes"] = weight_read_bytes(g)
+        return out
+
+
+def _shares(a: np.ndarray, b) -> bool:
+    return b is not None and np.shares_memory(a, b)
+
+
+def weight_read_bytes(g) -> int:
+    """Bytes of parameters a decode step reads whole: every parameter except tables only
+    gathered by an embedding lookup (one row per token)."""
+    total = 0
+    for node in g.params():
+        users = [g.node(u).op for u, _ in g.users(node.id)]
+        if users and all(op == "embedding" for op in users):
+            continue
+        total += int(np.prod([int(d) for d in node.shape])) * np.dtype(node.dtype).itemsize
+    return total
+
+
+def flops_per_token(g, T: int) -> float:
+    """archc's FLOP count of one forward pass over T tokens (batch 1), per token."""
+    from archc.compiler.dump import layer_groups, totals
+    from archc.dsl.dims import evaluate
+    return evaluate(totals(g, layer_groups(g))["flops"], {"B": 1, "T": T}) / T
+
+
+class HF:
+    """Hugging Face transformers on PyTorch eager (attention: "eager" or "sdpa")."""
+
+    def __init__(self, family: str, weights: str, threads: int, attn: str):
+        import torch
+        import transformers
+        torch.set_num_threads(threads)
+        self.torch = torch
+        self.name = f"hf-{attn}"
+        cls = getattr(transformers, FAMILIES[family]["hf_class"])
+        self.model = cls.from_pretrained(weights, attn_implementation=attn,
+                                         dtype=torch.float32).eval()
+        self.vocab = self.model.config.vocab_size
+
+    def logits(self, ids: np.ndarray) -> np.ndarray:
+        with self.torch.inference_mode():
+            return self.model(input_ids=self.torch.from_numpy(ids),
+                              use_cache=False).logits.numpy()
+
+    def prefill(self, ids: np.ndarray) -> float:
+        x = self.torch.from_numpy(ids)
+        with self.torch.inference_mode():
+            t = time.perf_counter()
+            self.model(input_ids=x, use_cache=False)
+            return time.perf_counter() - t
+
+    def decode(self, ids: np.ndarray, new: int, on_first=None) -> tuple[float, int, list]:
+        """A greedy loop over past_key_values (leaner than `generate`, so the peer is not
+        charged for generate's logits processors); timed like archc: the decode steps
+        after the prefill's token, argmax included."""
+        torch = self.torch
+        with torch.inference_mode():
+            out = self.model(input_ids=torch.from_numpy(ids), use_cache=True)
+            tok = out.logits[:, -1].argmax(-1, keepdim=True)
+            if on_first is not None:
+                on_first()
+            toks = [int(tok)]
+            pkv = out.past_key_values
+            t = time.perf_counter()
+            for _ in range(new - 1):
+                out = self.model(input_ids=tok, past_key_values=pkv, use_cache=True)
+                pkv = out.past_key_values
+                tok = out.logits[:, -1].argmax(-1, keepdim=True)
+                toks.append(int(tok))
+            return time.perf_counter() - t, new - 1, toks
+
+    def plan(self, prompt: int, new: int) -> dict:
+        return {}
+
+
+def make(kind: str, family: str, weights: str | None, threads: int, config: dict | None):
+    if kind == "archc":
+        return Archc(family, weights, threads, config)
+    if kind.startswith("hf-"):
+        return HF(family, weights, threads, kind[3:])
+    raise SystemExit(f"unknown contender {kind}")
+
+
+# ---- worker: JSON commands in, JSON results out ---------------------------------------------
+
+def serve(c) -> None:
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        op = cmd["op"]
+        if op == "quit":
+            break
+        if op == "logits":
+            ids = prompt_ids(c.vocab, cmd["T"], cmd["seed"])
+            np.save(cmd["out"], c.logits(ids))
+            res = {}
+        elif op == "prefill":
+            res = {"seconds": c.prefill(prompt_ids(c.vocab, cmd["T"], cmd["seed"]))}
+        elif op == "decode":
+            s, steps, toks = c.decode(prompt_ids(c.vocab, cmd["prompt"], cmd["seed"]),
+                                      cmd["new"])
+            res = {"seconds": s, "steps": steps, "tokens": toks}
+        elif op == "stats":
+            res = {"rss": peak_rss(), "plan": c.plan(cmd["prompt"], cmd["new"])}
+            if isinstance(c, Archc):
+                res["flops_per_token"] = {str(T): flops_per_token(c.model.graph, T)
+                                          for T in cmd.get("T", [])}
+        else:
+            res = {"error": f"unknown op {op}"}
+        print(json.dumps(res), flush=True)
+
+
+def ttft(args, t_start: float) -> dict:
+    """One fresh process: imports, load, prefill to the first token, decode, memory."""
+    rss0 = peak_rss()
+    out: dict = {"t_start": t_start}
+    config = json.loads(args.config) if args.config else None
+    if args.kind == "archc":
+        import archc  # noqa: F401
+        from archc.runtime.executor import Executor  # noqa: F401  (the runtime's imports)
+        from archc.runtime.generate import generate  # noqa: F401
+    else:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    out["imported"] = time.time()
+    out["rss_after_imports"] = peak_rss()["VmRSS"] if "VmRSS" in rss0 else None
+    c = make(args.kind, args.family, args.weights, args.threads, config)
+    out["loaded"] = time.time()
+    ids = prompt_ids(c.vocab, args.prompt, args.seed)
+    first = {}
+    s, steps, toks = c.decode(ids, args.new, on_first=lambda: first.setdefault("t", time.time()))
+    out["first_token"] = first["t"]
+    out["done"] = time.time()
+    out["decode_seconds"], out["steps"] = s, steps
+    out["rss"] = peak_rss()
+    out["plan"] = c.plan(args.prompt, args.new)
+    return out
+
+
+def main() -> None:
+    t_start = time.time()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    mk = sub.add_parser("make-hf")
+    mk.add_argument("family", choices=FAMILIES)
+    mk.add_argument("out")
+    mk.add_argument("--tiny", action="store_true")
+    mk.add_argument("--seed", type=int, default=0)
+    for name in ("worker", "ttft"):
+        p = sub.add_parser(name)
+        p.add_argument("kind")
+        p.add_argument("--family", choices=FAMILIES, required=True)
+        p.add_argument("--weights")
+        p.add_argument("--config", help="JSON config overrides (archc without --weights)")
+        p.add_argument("--threads", type=int, default=1)
+        p.add_argument("--prompt", type=int, default=128)
+        p.add_argument("--new", type=int, default=8)
+        p.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    if args.cmd == "make-hf":
+        make_hf(args.family, args.out, args.tiny, args.seed)
+    elif args.cmd == "worker":
+        config = json.loads(args.config) if args.config else None
+        c = make(args.kind, args.family, args.weights, args.threads, config)
+        print(json.dumps({"ready": c.name, "vocab": c.vocab}), flush=True)
+        serve(c)
+    else:
+        print(json.dumps(ttft(args, t_start)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
