@@ -224,10 +224,20 @@ def _describe(tok: Token) -> str:
     return f"`{tok}`"
 
 
+def _terminal_name(e: str) -> str:
+    if e in TOKEN_NAMES:
+        return TOKEN_NAMES[e]
+    if e.startswith("__"):   # an anonymous terminal such as `->`: show its text
+        try:
+            return f"`{_lark().get_terminal(e).pattern.value}`"
+        except KeyError:
+            return e
+    return f"`{e.lower()}`" if e.isupper() else e
+
+
 def _expected(expected) -> str:
-    names = sorted({TOKEN_NAMES.get(e, f"`{e.lower()}`" if e.isupper() else e) for e in expected
-                    if not e.startswith("__")})
-    if len(names) > 6:
+    names = sorted({_terminal_name(e) for e in expected})
+    if not names or len(names) > 6:
         return ""
     return "expected " + (", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1
                           else names[0])
