@@ -63,13 +63,16 @@ def _check_header(f, size: int, label: str) -> None:
     """Refuse before loading: a header whose shape needs more bytes than the file holds (a
     corrupt or hostile header would make NumPy allocate them), or a pickled dtype."""
     from numpy.lib import format as npy
-    version = npy.read_magic(f)
-    if version == (1, 0):
-        shape, _, dtype = npy.read_array_header_1_0(f)
-    elif version == (2, 0):
-        shape, _, dtype = npy.read_array_header_2_0(f)
-    else:
-        return   # np.load reports versions it cannot read
+    try:
+        version = npy.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = npy.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, _, dtype = npy.read_array_header_2_0(f)
+        else:
+            return   # np.load reports versions it cannot read
+    except Exception as e:  # noqa: BLE001 - NumPy's header parser raises many kinds
+        raise ArchError(f"{label} has a corrupt .npy header: {_reason(e)}") from None
     if dtype.hasobject:
         raise ArchError(f"{label} holds pickled Python objects; archc never unpickles files",
                         hint="save a plain numeric array (not dtype=object)")

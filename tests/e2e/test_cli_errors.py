@@ -100,6 +100,16 @@ def test_npy_header_claiming_a_huge_shape_is_refused_before_allocating(work, cap
            "[1, 200000000000, 4] (3,200,000,000,000 bytes) but the file holds 48\n")
 
 
+def test_npy_with_a_mangled_header(work, capsys):
+    data = bytearray((work / "x.npy").read_bytes())
+    i = data.index(b"}")
+    data[i:i + 1] = b"("          # found by tests/fuzz/fuzz_arch.py: tokenize.TokenError
+    (work / "h.npy").write_bytes(bytes(data))
+    assert run_m(capsys, "--input", "x=h.npy")[::2] == (
+        2, "error: input `x` h.npy has a corrupt .npy header: ('EOF in multi-line statement', "
+           "(2, 0))\n")
+
+
 def test_pickled_member_of_npz_is_refused(work, capsys):
     np.savez("evil.npz", ids=np.array([[1, 2, 3]]), x=np.array([1, None], dtype=object))
     assert run(capsys, "run", "m.arch", "--input", "evil.npz")[::2] == (
