@@ -242,7 +242,11 @@ COMMANDS = {"run": cmd_run, "dump": cmd_dump, "check": cmd_check, "stats": cmd_s
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except ArchError as e:   # an argument `type=` that checks its value (e.g. --max-memory)
+        print(e.render(), file=sys.stderr)
+        return EXIT_USER_ERROR
     try:
         return COMMANDS[args.command](args)
     except ArchError as e:

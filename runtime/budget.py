@@ -26,9 +26,10 @@ from ..dsl.errors import ArchError
 from ..dsl.graph import Graph
 
 DEFAULT_SHARE = 0.8
-UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1000, "kib": 1 << 10, "m": 1 << 20, "mb": 1000 ** 2,
-         "mib": 1 << 20, "g": 1 << 30, "gb": 1000 ** 3, "gib": 1 << 30, "t": 1 << 40,
-         "tb": 1000 ** 4, "tib": 1 << 40}
+# binary units whatever the spelling, as `archc dump --max-memory` reads them
+UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20,
+         "mb": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30,
+         "t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40}
 
 
 @dataclass

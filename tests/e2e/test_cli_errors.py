@@ -259,6 +259,9 @@ def test_huge_activations_are_refused_before_running(work, capsys):
 def test_bad_max_memory_value(work, capsys):
     assert run_m(capsys, "--input", "x=x.npy", "--max-memory", "lots")[::2] == (
         2, "error: --max-memory lots: expected a size such as 8G, 512M or 1.5GiB\n")
+    # checked by argparse's `type=` in `dump`: must not escape as a traceback
+    code, _, err = run(capsys, "dump", "m.arch", "--max-memory", "lots")
+    assert code == 2 and err.startswith("error: --max-memory lots: expected a size")
 
 
 # ---- outputs and the CLI itself ---------------------------------------------------------
