@@ -80,6 +80,9 @@ def attention(ctx, x, heads, kv_heads=None, causal=False, bias=True, out_bias=No
         # persistent memory: N learned key/value slots every query sees (after rope: they
         # have no position); prepended, so a causal query i at S - T + i sees all of them
         N = _size(ctx, memory, "Attention: `memory`")
+        if window is not None:
+            raise ctx.error("Attention: `memory` slots with a sliding `window` are not "
+                            "supported", "the window would hide the slots from later tokens")
         with ctx.sub("memory"):
             mk = ctx.param("k", (N, Hkv * hd), std=std)
             mv = ctx.param("v", (N, Hkv * hd), std=std)
