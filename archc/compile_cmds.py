@@ -43,7 +43,8 @@ def add_dump_args(dump: argparse.ArgumentParser) -> None:
     g = dump.add_argument_group("compiler passes")
     g.add_argument("-O", "--optimize", action="store_true",
                    help="show the graph after the whole pass pipeline")
-    g.add_argument("--after", metavar="PASS", choices=PASS_NAMES,
+    # no argparse `choices`: the pipeline checks the name and suggests the closest one
+    g.add_argument("--after", metavar="PASS",
                    help="show the graph after this pass: " + ", ".join(PASS_NAMES))
     g.add_argument("--passes", metavar="A,B,...", help="run only these passes (in order)")
     for name in PASS_NAMES:

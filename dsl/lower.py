@@ -654,7 +654,8 @@ class Lowerer:
             raise ArchError(f"`as` names a layer or block call; `{e.func}` is a plain op with "
                             "no parameters", e.span)
         if e.func in OPS and e.func not in INTERNAL_OPS:
-            if all(not isinstance(a, Tensor) for a in args) and e.func in SCALAR_FUNCS \
+            # sqrt(2.0) is a number; sqrt(x) and sqrt([0.25, 0.25]) are tensors
+            if all(not isinstance(a, (Tensor, list)) for a in args) and e.func in SCALAR_FUNCS \
                     and not kwargs:
                 return self.scalar_call(e, args)
             return self.call_op(e, args, kwargs)

@@ -125,6 +125,14 @@ def test_cli_no_pass_and_passes(arch_file, capsys):
     assert "no pass named `simplfy`" in capsys.readouterr().err
 
 
+def test_cli_after_unknown_pass_suggests_the_closest(arch_file, capsys):
+    # like --passes: our error with a did-you-mean hint, not argparse's list of choices
+    assert main(["dump", str(arch_file(GPT12)), "--after", "fuse_attn"]) == 2
+    err = capsys.readouterr().err
+    assert "error: --after: no pass named `fuse_attn`" in err
+    assert "hint: did you mean `fuse_attention`?" in err and "invalid choice" not in err
+
+
 def test_cli_check_dump_stats_do_not_import_numba(arch_file):
     path = arch_file(GPT12)
     code = ("import sys\nfrom archc.cli import main\n"
