@@ -98,18 +98,19 @@ def make_hf(family: str, out: str, tiny: bool, seed: int = 0) -> None:
 # ---- the contenders --------------------------------------------------------------------------
 
 class Archc:
-    """archc's compiled executor: Executor for forward passes, runtime.generate for decoding."""
+    """archc through its Python API: model.compiled(threads) (the Numba executor) for
+    forward passes, model.generate for decoding."""
 
     name = "archc"
 
     def __init__(self, family: str, weights: str | None, threads: int, config: dict | None):
         import archc
-        from archc.runtime.executor import Executor
         arch = ROOT / FAMILIES[family]["arch"]
         self.model = archc.load(arch, weights=weights, config=config)
         for w in self.model.warnings:
             print(f"archc warning: {w}", file=sys.stderr)
-        self.ex = Executor(self.model.graph, self.model.params, threads=threads)
+        self.threads = threads
+        self.ex = self.model.compiled(threads)
         g = self.model.graph
         self.vocab = int(g.node(g.outputs["logits"]).shape[-1])
 
@@ -131,9 +132,8 @@ class Archc:
     def decode(self, ids: np.ndarray, new: int, on_first=None) -> tuple[float, int, list]:
         """(seconds of the decode steps, steps, tokens): greedy, KV cache, `new` tokens of
         which the first comes from the prefill."""
-        from archc.runtime.generate import generate
         hook = None if on_first is None else (lambda i, tok: on_first() if i == 0 else None)
-        res = generate(self.ex, ids, new, on_token=hook)
+        res = self.model.generate(ids, new, threads=self.threads, on_token=hook)
         if not res.cached:
             raise RuntimeError("archc decoded without a KV cache: " + "; ".join(res.warnings))
         return res.seconds, res.ids.shape[1] - 1, res.ids[0].tolist()
@@ -150,8 +150,11 @@ class Archc:
                "arenas": sum(p.arena_bytes for p in self.ex._programs.values()),
                "programs": len(self.ex._programs)}
         try:
-            limit = prompt + new
+            # sized as model.generate sizes it: the model's context length if it has one
+            from archc.runtime import generate as gen
+            limit = getattr(gen, "_context", lambda g: None)(g) or prompt + new
             out["kv_cache"] = Session(self.ex, 1, limit).nbytes
+            out["kv_positions"] = limit
         except Exception as e:  # noqa: BLE001  (a model without a cache still benchmarks)
             out["kv_cache"] = 0
             out["kv_note"] = str(e)
@@ -276,9 +279,9 @@ def ttft(args, t_start: float) -> dict:
     out: dict = {"t_start": t_start}
     config = json.loads(args.config) if args.config else None
     if args.kind == "archc":
-        import archc  # noqa: F401
-        from archc.runtime.executor import Executor  # noqa: F401  (the runtime's imports)
-        from archc.runtime.generate import generate  # noqa: F401
+        import archc
+        archc.Model.compiled, archc.Model.generate  # noqa: B018  (the API the run uses)
+        from archc.runtime import executor, generate  # noqa: F401  (the runtime's imports)
     else:
         import torch  # noqa: F401
         import transformers  # noqa: F401

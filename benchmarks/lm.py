@@ -312,7 +312,8 @@ def report(title, family, threads, args, workers, peers, measures, times, stats,
         lines.append(
             f"- memory plan ({args.prompt}+{args.ttft_new} tokens): parameters "
             f"{mb(p['params'])} + weight layouts {mb(p['folded'] + p['executor_weights'])} "
-            f"+ KV cache {mb(p['kv_cache'])} + activation arenas {mb(p['arenas'])} "
+            f"+ KV cache {mb(p['kv_cache'])} ({p.get('kv_positions', '?')} positions) "
+            f"+ activation arenas {mb(p['arenas'])} "
             f"({p['programs']} programs) = {mb(p['total'])}; peak RSS {mb(peak)}, of which "
             f"{mb(base)} is the interpreter and imports: (peak − imports) / plan = "
             f"{(peak - base) / p['total']:.2f}")
