@@ -44,6 +44,13 @@ class LayerDef:
         except TypeError as e:
             msg = str(e).replace("'", "`")
             raise ArchError(f"{self.name}(): {msg}", ctx.span, f"usage: {self.usage()}") from None
+        for i, (name, value) in enumerate(list(bound.arguments.items())[1:]):
+            want = _type_mismatch(value, sig.parameters[name].default)
+            if want:
+                from ..lower import describe
+                span = kw_spans[name] if name in kw_spans else ctx.arg_span(i)
+                raise ArchError(f"{self.name}(): `{name}` must be {want}, got {describe(value)}",
+                                span, f"usage: {self.usage()}")
         return self.fn(*bound.args, **bound.kwargs)
 
     def usage(self) -> str:
@@ -53,6 +60,20 @@ class LayerDef:
                          else f"{p.name}={p.default!r}".replace("True", "true")
                          .replace("False", "false").replace("None", "none"))
         return f"{self.name}({', '.join(parts)})"
+
+
+def _type_mismatch(value, default) -> str | None:
+    """What an argument must be, judged by its default's type (bool, number, string), when
+    `value` is not that; None when it fits or the default says nothing."""
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "true or false"
+    if isinstance(default, (int, float)):
+        from ..dims import Dim
+        ok = isinstance(value, (int, float, Dim)) and not isinstance(value, bool)
+        return None if ok else "a number"
+    if isinstance(default, str):
+        return None if isinstance(value, str) else "a string"
+    return None
 
 
 LAYERS: dict[str, LayerDef] = {}

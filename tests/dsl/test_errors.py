@@ -198,6 +198,17 @@ model m(x: float[T, 4]) {
         '                            ^^^^^^^\n'
         'hint: did you mean `eps`?\n'
      )),
+    ("layer_argument_type", """
+model m(x: float[T, 4]) {
+    return LayerNorm(x, "1e-5")
+}
+""",
+     (
+        '{f}:2:25: error: LayerNorm(): `eps` must be a number, got the string \'1e-5\'\n'
+        '        return LayerNorm(x, "1e-5")\n'
+        '                            ^^^^^^\n'
+        'hint: usage: LayerNorm(x, eps=1e-05, bias=true)\n'
+     )),
     ("duplicate_block", """
 block f(x) { return x }
 block f(x) { return relu(x) }

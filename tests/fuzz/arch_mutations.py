@@ -85,6 +85,29 @@ def check_arch(path: Path, source: Path) -> None:
                         "--max-memory", "256M"]) in (0, None)
 
 
+def check_run_random(path: Path, work: Path, rng: np.random.Generator) -> None:
+    """Run a model that checks, on random inputs (every symbolic size 3, ids in 0..3)."""
+    from archc.dsl.dims import evaluate
+    from archc.dsl.lower import lower
+    try:
+        g = lower(path)
+    except ArchError:
+        return
+    argv = ["run", str(path), "--max-memory", "256M"]
+    for nid in g.inputs:
+        node = g.node(nid)
+        syms = {s: 3 for d in node.shape if not isinstance(d, int) for s in d.symbols()}
+        shape = tuple(evaluate(d, syms) for d in node.shape)
+        if node.dtype.startswith("float"):
+            arr = rng.standard_normal(shape).astype(node.dtype)
+        else:
+            arr = rng.integers(0, 4, size=shape).astype(node.dtype)
+        f = work / f"in_{node.attrs['name']}.npy"
+        np.save(f, arr)
+        argv += ["--input", f"{node.attrs['name']}={f}"]
+    assert quietly(argv) in (0, None)
+
+
 def check_npy(path: Path) -> None:
     """The oracle for a random or corrupted input to the FFN example."""
     assert quietly(["run", str(FFN), "--input", str(path), "--max-memory", "256M"]) in (0, None)

@@ -42,6 +42,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=120)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--save", type=Path, default=None, help="folder for failing inputs")
+    ap.add_argument("--run", type=float, default=0.3,
+                    help="share of mutated models also run on random inputs (default 0.3)")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     nrng = np.random.default_rng(args.seed)
@@ -56,7 +58,10 @@ def main() -> int:
                 source = rng.choice(m.EXAMPLES)
                 case = work / "case.arch"
                 case.write_bytes(m.mutate(source.read_text(), random_steps(rng)))
-                run = lambda: m.check_arch(case, source)   # noqa: E731
+                def run(case=case, source=source):
+                    m.check_arch(case, source)
+                    if args.run and rng.random() < args.run:
+                        m.check_run_random(case, work, nrng)
             else:
                 case = work / "case.npy"
                 np.save(case, m.random_array(nrng))
