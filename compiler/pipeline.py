@@ -111,8 +111,9 @@ def explain_text(res: PipelineResult) -> str:
     lines = []
     for name, step in res.steps:
         if step.rejected:
+            verb = "not lowered" if name == "lower_layers" else "not fused"
             lines.append(f"{name}: {len(step.rejected)} candidate"
-                         f"{'s' if len(step.rejected) != 1 else ''} not fused")
+                         f"{'s' if len(step.rejected) != 1 else ''} {verb}")
             lines.extend(f"  {why}" for why in step.rejected)
         else:
             lines.append(f"{name}: no rejected candidates")

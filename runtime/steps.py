@@ -225,6 +225,8 @@ def build_matmul(P, node, args, attrs):
     a, b = args
     if a.dtype != b.dtype or a.dtype != np.dtype(node.dtype):
         return None
+    if attrs.get("transpose_b"):
+        b = np.swapaxes(b, -1, -2)      # a strided view: BLAS reads b transposed
     out = P.output()
     P.step(np.matmul, a, b, out)
     return out

@@ -2,7 +2,9 @@
 
     before                                   after
     dropout(x, rate)                         x                       (inference)
-    matmul(x, W)        W 2-D, from params   linear(x, W)
+    matmul(x, W)        W 2-D, from params   linear(x, W)      (W^T with transpose_b: the
+                                                                   transpose runs once at load)
+    matmul(a, transpose(b))  b computed      matmul(a, b, transpose_b=true)   (no transpose node)
     add(linear(x, W), b)  b (out,)           linear(x, W, b)
     transpose(transpose(x, p), q)            x  (or one transpose with the composed perm)
     add(x, 0) / mul(x, 1) / div(x, 1)        x  (when that does not change x's shape/type)
@@ -39,6 +41,10 @@ def _matmul_to_linear(g: Graph, m) -> str | None:
         return None
     if len(xn.shape) == 1:
         return None   # a vector @ matrix keeps matmul's rank rules
+    if mm.attrs.get("transpose_b"):
+        # W^T is parameter-derived: arranged once when the weights load
+        w = emit(g, "transpose", [w], scope=mm.scope, span=mm.span)
+        wn = g.node(w)
     users = g.users(mm.id)
     if g.n_uses(mm.id) == 1 and users and g.node(users[0][0]).op == "add":
         # x @ W + b in one step, so the new node needs no second rewrite
@@ -70,6 +76,18 @@ def _linear_bias(g: Graph, m) -> str | Reject | None:
     if b.dtype != lin.dtype or add.dtype != lin.dtype:
         return Reject(f"add at {where(add)}: bias type {b.type_str} differs from {lin.type_str}")
     return emit(g, "linear", [x, w, b.id], scope=lin.scope, span=add.span)
+
+
+def _fold_transpose_b(g: Graph, m) -> str | None:
+    mm, t = g.node(m["mm"]), g.node(m["t"])
+    b = g.args(t.id)[0]
+    rank = len(t.shape)
+    perm = t.attrs.get("perm")
+    swap = list(range(rank - 2)) + [rank - 1, rank - 2]
+    if mm.attrs.get("transpose_b") or rank < 2 or \
+            (perm is not None and [p % rank for p in perm] != swap):
+        return None
+    return emit(g, "matmul", [m["a"], b], {"transpose_b": True}, scope=mm.scope, span=mm.span)
 
 
 def _compose_transpose(g: Graph, m) -> str | None:
@@ -132,6 +150,9 @@ RULES = [
     Rule("dropout", Pat("dropout", any_("x"), name="drop"), _drop_dropout),
     # x @ W with W a 2-D weight -> linear(x, W)
     Rule("matmul->linear", Pat("matmul", any_("x"), any_("w"), name="mm"), _matmul_to_linear),
+    # matmul(a, transpose(b)) -> matmul(a, b, transpose_b=true)   (after matmul->linear)
+    Rule("transpose->matmul", Pat("matmul", any_("a"), Pat("transpose", name="t", any_args=True),
+                                  name="mm"), _fold_transpose_b),
     # linear(x, W) + b -> linear(x, W, b)
     Rule("linear+bias", Pat("add", Pat("linear", name="lin", any_args=True), any_("b"),
                             name="add"), _linear_bias),

@@ -5,15 +5,21 @@ from ..dims import dim_add, dim_mul, numel, shape_str
 from . import TT, is_float, ShapeError, broadcast, op, promote
 
 
-def _matmul_flops(out: TT, a: TT, b: TT, *rest) -> object:
+def _matmul_flops(out: TT, a: TT, b: TT, *rest, **_attrs) -> object:
     return dim_mul(2, dim_mul(numel(out.shape), a.shape[-1]))
 
 
-@op("matmul", inputs=("a", "b"), flops=_matmul_flops, kinds=("matmul",))
-def matmul(a: TT, b: TT) -> TT:
-    """matmul(a, b) = a @ b, batched over leading dims with broadcasting"""
+@op("matmul", inputs=("a", "b"), attrs={"transpose_b": False}, flops=_matmul_flops,
+    kinds=("matmul",))
+def matmul(a: TT, b: TT, transpose_b: bool = False) -> TT:
+    """matmul(a, b, transpose_b=false) = a @ b, batched over leading dims with broadcasting;
+    transpose_b=true reads b with its last two axes swapped (a @ b^T, no transpose node)"""
     if len(a.shape) < 1 or len(b.shape) < 1:
         raise ShapeError("matmul needs operands of rank >= 1")
+    if transpose_b:
+        if len(b.shape) < 2:
+            raise ShapeError(f"matmul: transpose_b needs b of rank >= 2, got {b}", arg=1)
+        b = TT(tuple(b.shape[:-2]) + (b.shape[-1], b.shape[-2]), b.dtype)
     if not is_float(a.dtype) or not is_float(b.dtype):
         raise ShapeError(f"matmul needs float operands, got {a} @ {b}",
                          arg=0 if not is_float(a.dtype) else 1)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 
-def ref_matmul(a, b):
-    return np.matmul(a, b)
+def ref_matmul(a, b, transpose_b=False):
+    return np.matmul(a, np.swapaxes(b, -1, -2) if transpose_b else b)
 
 
 def ref_linear(x, weight, bias=None):

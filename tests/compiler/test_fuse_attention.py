@@ -31,7 +31,8 @@ def test_gqa_qkv_merge_with_rope(arch_file):
     w = r.graph.node("attn.qkv_weight")
     assert w.shape == (16, 32) and [r.graph.node(a).attrs["name"] for a in r.graph.args(w.id)] \
         == ["attn.q.weight", "attn.k.weight", "attn.v.weight"]
-    assert r.stats == {"qkv": 1, "rope": 1} and r.coverage == {"attention": (1, 1)}
+    assert r.stats == {"qkv": 1, "rope": 1}
+    assert r.coverage == {"attention": (1, 1), "QKV projections": (1, 1)}
     assert_same_outputs(g, r.graph)
 
 
@@ -70,6 +71,6 @@ def test_projection_read_elsewhere_is_rejected(arch_file):
         }
     """)
     assert op_counts(r.graph)["split"] == 0
-    assert r.coverage == {"attention": (0, 1)}
+    assert r.coverage == {"attention": (1, 1), "QKV projections": (0, 1)}
     assert "projection q (line 2) has a second consumer" in r.rejected[0]
     assert_same_outputs(g, r.graph)

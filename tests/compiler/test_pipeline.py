@@ -56,10 +56,14 @@ def test_gpt2_stack_fusion_counts(arch_file):
     counts = op_counts(res.graph)
     assert counts["add_layernorm"] == 24 and counts["layernorm"] == 1   # layers.0.ln_1 reads x
     assert counts["ffn"] == 12 and counts["gelu"] == 0
+    # lower_layers writes the 12 attention ops out as primitives; fuse_attention recomposes
+    assert res.result("lower_layers").stats == {"attention": 12}
+    assert res.result("fuse_attention").stats["sdpa"] == 12
+    assert counts["attention"] == 12 and counts["softmax"] == counts["matmul"] == 0
     assert res.coverage() == {"residual+norm": (24, 24), "FFN": (12, 12),
-                              "attention": (12, 12)}
+                              "attention": (12, 12), "QKV projections": (12, 12)}
     assert "fusion coverage: 24/24 residual+norm fused, 12/12 FFN fused, 12/12 attention " \
-           "fused" in stats_text(res)
+           "fused, 12/12 QKV projections fused" in stats_text(res)
     assert_same_outputs(g, res.graph)
 
 
@@ -107,7 +111,9 @@ def test_cli_dump_after_stats_explain(arch_file, capsys):
     assert main(["dump", str(path), "--after", "fuse_ffn", "--stats", "--explain",
                  "--verify", "--layer", "layers.1"]) == 0
     out = capsys.readouterr().out
-    assert "ffn(" in out and "add_layernorm(" in out and "attention(" in out
+    assert "ffn(" in out and "add_layernorm(" in out
+    # attention is written out until fuse_attention puts it back together
+    assert "attention(" not in out and "softmax(" in out and "attention_mask(" in out
     assert "passes: lower_layers -> simplify -> fuse_residual_norm -> fuse_ffn\n" in out
     assert "fusion coverage: 24/24 residual+norm fused, 12/12 FFN fused" in out
     assert "fuse_ffn: no rejected candidates" in out
