@@ -3,13 +3,20 @@
     ids = generate(ex, prompt_ids, max_new_tokens=32)                 # greedy
     ids = generate(ex, prompt_ids, 32, temperature=0.8, top_k=40, top_p=0.95, seed=0)
 
-The model needs one int input (B, T) of token ids and an output of logits (B, T, vocab)
-(named `logits`, or its only output). A batch holds prompts of equal length. Each step
-reads only the new token: its keys/values are appended to the cache, earlier ones are read
-from it (no recomputation of the prompt). Models whose attention cannot be cached (no
-`cache`, a mask or position-dependent bias) fall back to recomputing the whole sequence per
-token, with a warning; `use_cache=False` asks for that explicitly (the oracle the cached
-path is tested against).
+The model needs an input of token ids (B, T) feeding an embedding and an output of logits
+(B, T, vocab) (named `logits`, or its only output). A batch holds prompts of equal length;
+other int/bool inputs of the same length are padding masks and get ones (every token real).
+
+Decoder-only: the prompt is the start of the decoded sequence. Encoder-decoder (a second
+token input with its own length, e.g. T5's `ids` beside `decoder_ids`): the prompt is the
+encoder's input, the encoder runs once (runtime/seq2seq.py), and decoding starts from the
+decoder start token (`decoder_start=`, else the config constant `decoder_start`).
+
+Each step reads only the new token: its keys/values are appended to the cache, earlier ones
+are read from it (no recomputation of the prompt); position biases (T5 buckets, ALiBi) are
+rebuilt per step from positions (runtime/kv_cache.py). Models whose attention cannot be
+cached fall back to recomputing the whole sequence per token, with a warning;
+`use_cache=False` asks for that explicitly (the oracle the cached path is tested against).
 """
 from __future__ import annotations
 
@@ -19,8 +26,11 @@ from typing import Callable
 
 import numpy as np
 
+from ..dsl.dims import Dim
 from ..dsl.errors import ArchError
 from .kv_cache import Session
+
+DECODER_START = ("decoder_start", "decoder_start_token_id", "decoder_start_token")
 
 
 @dataclass
@@ -28,7 +38,7 @@ class GenerateResult:
     ids: np.ndarray                    # (B, n_new) generated tokens
     logits: list[np.ndarray] = field(default_factory=list)   # per step (B, vocab), if kept
     seconds: float = 0.0               # decode loop time, prefill excluded
-    prefill_seconds: float = 0.0
+    prefill_seconds: float = 0.0       # encoder (if any) + prompt
     cached: bool = True
     warnings: list[str] = field(default_factory=list)
 
@@ -38,20 +48,99 @@ class GenerateResult:
         return n / self.seconds if self.seconds > 0 else float("nan")
 
 
-def token_io(graph) -> tuple[str, str]:
-    """(name of the token-id input, name of the logits output)."""
+@dataclass
+class TokenIO:
+    """Which inputs and output generation uses."""
+    tokens: str                        # token ids of the decoded sequence
+    logits: str
+    vocab: int                         # logits' last dim
+    rows: int                          # rows of the embedding `tokens` reads
+    length: str                        # size name of the decoded sequence's length
+    batch: str | None                  # size name of the batch (None: a fixed number)
+    ones: tuple[str, ...] = ()         # padding masks of the decoded sequence
+    encoder: str | None = None         # encoder-decoder: the encoder's token ids
+    encoder_rows: int = 0
+    encoder_length: str | None = None
+    encoder_ones: tuple[str, ...] = ()
+
+
+def _symbol(d) -> str | None:
+    """The name of a plain size symbol (`T`), else None."""
+    if isinstance(d, Dim) and len(d.terms) == 1 and d.terms[0][1] == 1 \
+            and len(d.terms[0][0]) == 1:
+        return d.terms[0][0][0]
+    return None
+
+
+def _embedding_rows(graph, nid: str) -> int | None:
+    for user, pos in graph.users(nid):
+        node = graph.node(user)
+        if node.op == "embedding" and pos == 0:
+            rows = graph.node(graph.args(user)[1]).shape[0]
+            return rows if isinstance(rows, int) else None
+    return None
+
+
+def _token_input(graph, nodes):
+    ints = [n for n in nodes if n.dtype == "int64"]
+    embedded = [n for n in ints if _embedding_rows(graph, n.id) is not None]
+    if len(embedded) == 1:
+        return embedded[0]
+    return ints[0] if len(ints) == 1 else None
+
+
+def token_io(graph) -> TokenIO:
+    """Find the token-id input(s), the logits output and the masks; ArchError otherwise."""
     ins = [graph.node(n) for n in graph.inputs]
-    ids = [n for n in ins if n.dtype == "int64" and len(n.shape) == 2]
-    if len(ins) != 1 or len(ids) != 1:
-        desc = ", ".join(f"{n.attrs['name']}: {n.type_str}" for n in ins)
-        raise ArchError(f"generate needs a model with one input of token ids int[B, T]; this "
-                        f"one takes {desc}")
+    desc = ", ".join(f"{n.attrs['name']}: {n.type_str}" for n in ins) or "no inputs"
     outs = graph.outputs
     name = "logits" if "logits" in outs else (next(iter(outs)) if len(outs) == 1 else None)
     if name is None:
         raise ArchError(f"generate needs an output named `logits`; the model returns "
                         f"{', '.join(outs)}", hint="return logits = ... from the model")
-    return ids[0].attrs["name"], name
+    lg = graph.node(outs[name])
+    if lg.dtype not in ("float32", "float64") or lg.shape is None or len(lg.shape) != 3 \
+            or not isinstance(lg.shape[-1], int) or _symbol(lg.shape[1]) is None:
+        raise ArchError(f"generate needs logits of shape (B, T, vocab); output `{name}` is "
+                        f"{lg.type_str}", lg.span,
+                        "return the LM head's output, e.g. logits = h @ transpose(wte)")
+    length = _symbol(lg.shape[1])
+    seq = [n for n in ins if n.shape is not None and len(n.shape) == 2
+           and _symbol(n.shape[1]) == length]
+    tok = _token_input(graph, seq)
+    if tok is None:
+        raise ArchError(f"generate needs a model with an input of token ids int[B, {length}] "
+                        f"(the length of its logits); this one takes {desc}")
+
+    def masks(nodes, what):
+        for n in nodes:
+            if n.dtype not in ("int64", "bool"):
+                raise ArchError(f"generate cannot fill input `{n.attrs['name']}` "
+                                f"({n.type_str}): only token ids and padding masks are given "
+                                f"while {what}", n.span)
+        return tuple(n.attrs["name"] for n in nodes)
+
+    io = TokenIO(tok.attrs["name"], name, lg.shape[-1],
+                 _embedding_rows(graph, tok.id) or lg.shape[-1], length,
+                 _symbol(tok.shape[0]), masks([n for n in seq if n is not tok], "decoding"))
+    rest = [n for n in ins if n not in seq]
+    if rest:
+        enc = _token_input(graph, [n for n in rest if n.shape is not None
+                                   and len(n.shape) == 2])
+        if enc is None:
+            raise ArchError(f"generate needs the inputs besides the decoded tokens to be an "
+                            f"encoder's token ids and masks; this model takes {desc}")
+        io.encoder = enc.attrs["name"]
+        io.encoder_rows = _embedding_rows(graph, enc.id) or lg.shape[-1]
+        io.encoder_length = _symbol(enc.shape[1])
+        others = [n for n in rest if n is not enc]
+        for n in others:
+            if len(n.shape) != 2 or n.shape[1] != enc.shape[1]:
+                raise ArchError(f"generate cannot fill input `{n.attrs['name']}` "
+                                f"({n.type_str}): it is neither the encoder's ids "
+                                f"{enc.type_str} nor a mask of their length", n.span)
+        io.encoder_ones = masks(others, "encoding")
+    return io
 
 
 def sample(logits: np.ndarray, rng: np.random.Generator, temperature: float = 0.0,
@@ -80,13 +169,56 @@ def sample(logits: np.ndarray, rng: np.random.Generator, temperature: float = 0.
     return out
 
 
+# ---- the two ways to get the next logits -------------------------------------------------
+
+class _Cached:
+    """Feed only new tokens; the session's cache holds the rest."""
+
+    def __init__(self, session: Session, io: TokenIO, profile):
+        self.session, self.io, self.profile = session, io, profile
+
+    def __call__(self, ids: np.ndarray) -> np.ndarray:
+        B, T = ids.shape
+        io = self.io
+        inputs = {io.tokens: ids, **{m: np.ones((B, T), np.int64) for m in io.ones}}
+        sizes = {io.length: T, **({io.batch: B} if io.batch else {})}
+        out = self.session.forward(inputs, sizes, self.profile)
+        return np.array(out[io.logits][:, -1, :])
+
+
+class _Recompute:
+    """Run the whole model over the whole sequence for every token."""
+
+    def __init__(self, ex, io: TokenIO, fixed: dict[str, np.ndarray], profile):
+        self.ex, self.io, self.fixed, self.profile = ex, io, fixed, profile
+        self.seq = None
+
+    def __call__(self, ids: np.ndarray) -> np.ndarray:
+        self.seq = ids if self.seq is None else np.concatenate([self.seq, ids], axis=1)
+        B, T = self.seq.shape
+        io = self.io
+        inputs = {io.tokens: self.seq, **{m: np.ones((B, T), np.int64) for m in io.ones},
+                  **self.fixed}
+        return self.ex.run(inputs, profile=self.profile)[io.logits][:, -1, :]
+
+
+def _check_ids(ids: np.ndarray, rows: int, what: str) -> None:
+    if ids.size and (ids.min() < 0 or ids.max() >= rows):
+        bad = ids[(ids < 0) | (ids >= rows)]
+        raise ArchError(f"{what} has token id {int(bad.flat[0])}, outside the model's "
+                        f"vocabulary (0..{rows - 1}); {bad.size} id{'s' if bad.size > 1 else ''}"
+                        " out of range",
+                        hint="a tokenizer with a larger vocabulary than the model's?")
+
+
 def generate(ex, prompt: np.ndarray, max_new_tokens: int, *, temperature: float = 0.0,
              top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
              eos: int | None = None, max_seq: int | None = None, use_cache: bool = True,
              keep_logits: bool = False, on_token: Callable[[int, np.ndarray], None] | None = None,
-             profile=None) -> GenerateResult:
-    """Generate up to `max_new_tokens` after `prompt` (B, T) with executor `ex`."""
-    ids_name, logits_name = token_io(ex.graph)
+             profile=None, decoder_start: int | None = None) -> GenerateResult:
+    """Generate up to `max_new_tokens` after `prompt` (B, T) with executor `ex` (for an
+    encoder-decoder, `prompt` is the encoder's input)."""
+    io = token_io(ex.graph)
     prompt = np.asarray(prompt)
     if prompt.ndim == 1:
         prompt = prompt[None, :]
@@ -95,32 +227,56 @@ def generate(ex, prompt: np.ndarray, max_new_tokens: int, *, temperature: float 
                         f"{prompt.dtype}{list(prompt.shape)}")
     prompt = prompt.astype(np.int64)
     B, T0 = prompt.shape
+    context, context_from = _context(ex.graph)
+    if context is not None and T0 > context:
+        raise ArchError(f"the prompt has {T0} tokens but the model's context is {context} "
+                        f"({context_from})", hint="shorten the prompt")
+    _check_ids(prompt, io.encoder_rows if io.encoder else io.rows, "the prompt")
+    fixed: dict[str, np.ndarray] = {}
+    if io.encoder is None:
+        start = prompt
+    else:
+        if decoder_start is None:
+            decoder_start = _decoder_start(ex.graph)
+        if decoder_start is None:
+            raise ArchError("this encoder-decoder model declares no decoder start token",
+                            hint="give --decoder-start ID (0 for T5), or declare "
+                                 "`decoder_start = ID` in the model's config")
+        start = np.full((B, 1), int(decoder_start), np.int64)
+        _check_ids(start, io.rows, "the decoder start")
+        fixed = {io.encoder: prompt, **{m: np.ones((B, T0), np.int64) for m in io.encoder_ones}}
     rng = np.random.default_rng(seed)
     res = GenerateResult(np.zeros((B, 0), np.int64), cached=use_cache)
     if max_new_tokens <= 0:
         return res
-    limit = max_seq or _context(ex.graph) or (T0 + max_new_tokens)
+    # positions the decoded sequence takes: the start and every new token but the last
+    need = start.shape[1] + max_new_tokens - 1
+    limit = max_seq or context or need
+    limit_from = f"--max-seq {max_seq}" if max_seq else context_from
 
-    session = None
+    t0 = time.perf_counter()
+    step = None
     if use_cache:
         try:
-            session = Session(ex, B, max(limit, 1))
+            step = _cached_decoder(ex, io, B, T0, limit, fixed, profile)
         except ArchError as e:
             res.warnings.append(f"decoding without a KV cache: {e.message}")
             res.cached = False
+        if step is not None and not step.session.bounded and need > limit:
+            raise ArchError(f"{start.shape[1]} start token{'s' if start.shape[1] > 1 else ''}"
+                            f" + {max_new_tokens} new need {need} positions but the KV cache "
+                            f"holds {limit} ({limit_from})",
+                            hint="ask for fewer --max-new-tokens" + (
+                                "" if max_seq is None and context else " or a larger --max-seq"))
+    if step is None:
+        step = _Recompute(ex, io, fixed, profile)
 
     new = np.zeros((B, max_new_tokens), np.int64)
     done = np.zeros(B, bool)
-    t0 = time.perf_counter()
-    if session is not None:
-        logits = session.forward({ids_name: prompt}, {"B": B, "T": T0}, profile)[logits_name]
-    else:
-        logits = ex.run({ids_name: prompt}, profile=profile)[logits_name]
-    last = np.array(logits[:, -1, :])
+    last = step(start)
     res.prefill_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
     n = 0
-    step_ids = np.zeros((B, 1), np.int64)
     for n in range(1, max_new_tokens + 1):
         tok = sample(last, rng, temperature, top_k, top_p)
         if eos is not None:
@@ -135,22 +291,42 @@ def generate(ex, prompt: np.ndarray, max_new_tokens: int, *, temperature: float 
             break
         if n == 1:
             t0 = time.perf_counter()     # tokens/s counts decode steps, not the prefill
-        step_ids[:, 0] = tok
-        if session is not None:
-            out = session.forward({ids_name: step_ids}, {"B": B, "T": 1}, profile)
-            last = np.array(out[logits_name][:, -1, :])
-        else:
-            seq = np.concatenate([prompt, new[:, :n]], axis=1)
-            last = ex.run({ids_name: seq}, profile=profile)[logits_name][:, -1, :]
+        last = step(tok[:, None].copy())
     res.seconds = time.perf_counter() - t0
     res.ids = new[:, :n]
     return res
 
 
-def _context(graph) -> int | None:
+def _cached_decoder(ex, io: TokenIO, B: int, T0: int, limit: int, fixed, profile) -> _Cached:
+    """A session over the decoder: `ex` itself, or (encoder-decoder) the decoder part after
+    running the encoder once."""
+    if io.encoder is None:
+        return _Cached(Session(ex, B, max(limit, 1), length=io.length, ones=io.ones), io,
+                       profile)
+    from .seq2seq import for_executor
+    if io.encoder_length is None or io.encoder_length == io.length:
+        raise ArchError("the encoder's and the decoder's lengths need their own size names "
+                        "(e.g. ids: int[B, T], decoder_ids: int[B, S])")
+    s2s = for_executor(ex, [io.encoder, *io.encoder_ones], io.batch)
+    dims = {io.encoder_length: T0, **({io.batch: B} if io.batch else {})}
+    dec = s2s.decoder(dims)
+    session = Session(dec, B, max(limit, 1), length=io.length, dims=dims, ones=io.ones)
+    s2s.encode(fixed, dims, profile)
+    return _Cached(session, io, profile)
+
+
+def _context(graph) -> tuple[int | None, str]:
     try:
         from ..compiler.passes.plan_kv_cache import context_length
-        n, _ = context_length(graph)
-        return n
     except ImportError:
-        return None
+        return None, ""
+    return context_length(graph)
+
+
+def _decoder_start(graph) -> int | None:
+    cfg = graph.meta.get("config", {})
+    for name in DECODER_START:
+        v = cfg.get(name)
+        if isinstance(v, int) and not isinstance(v, bool):
+            return v
+    return None

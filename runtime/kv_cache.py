@@ -1,9 +1,11 @@
-"""The KV cache of one generation: every cached self-attention's keys and values in one
-arena, and the position the next token will take.
+"""The KV cache of one generation: every cached attention's keys and values in one arena,
+and the position the next token will take.
 
     entry per attention      K, V: (B, Hkv, slots, D)    pos: (slots,) key positions (-1 empty)
-    full context             slots = max_seq             slot of position p is p
-    sliding window W         slots = min(W, max_seq)     ring buffer: slot p % W
+    self, full context       slots = max_seq             slot of position p is p
+    self, sliding window W   slots = min(W, max_seq)     ring buffer: slot p % W
+    cross (K/V from the      slots = S_enc               laid out once, on the first forward
+      encoder side)
 
 Keys are stored after RoPE, with their absolute positions, so the causal and window masks
 come from positions and a wrapped ring buffer needs no reordering. Decoding never grows
@@ -13,6 +15,15 @@ A `Session` plugs into the executor's programs (Program(..., session)): attentio
 write the new keys/values into their entry and attend over it; `positions` and `rope`
 count from `session.pos`. The session runs a prefill (the prompt, T tokens) and then one
 program with T = 1 per generated token, reused every step.
+
+Masks and biases in a cached step:
+    padding-mask inputs the generator fills with ones (`ones`)   every key real: ignored
+    a cross-attention's mask (encoder padding)                   by key position, as given
+    relative_position_bias / alibi of the decoded sequence       rebuilt per step from
+                                                                 positions: (1, H, T, max_seq)
+The biases are indexed by absolute key position, so the new query row is computed against
+every cached key without recomputing earlier rows; a per-relative-distance table (H, 2L-1)
+is made once and each step copies T slices of it.
 """
 from __future__ import annotations
 
@@ -20,14 +31,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..dsl.dims import evaluate
 from ..dsl.errors import ArchError
 from .kernels import attention as k_attn
+from .kernels.relative_position import relative_position_bucket
+from .steps import STEPS
 
 # ops whose result depends on where in the sequence a token sits, beyond what the
-# session shifts itself (positions, rope, attention): a cached step cannot compute them
-POSITIONAL = ("alibi", "relative_position_bias", "longformer_attention",
-              "chunked_cross_attention", "prepend_memory", "memory_mask", "stack")
+# session shifts itself (positions, rope, attention, the biases below): a cached step
+# cannot compute them
+POSITIONAL = ("longformer_attention", "chunked_cross_attention", "prepend_memory",
+              "memory_mask", "stack")
+BIASES = ("alibi", "relative_position_bias")      # rebuilt per step from positions
 ATTENTION = ("attention", "rope_attention")
+# single-argument ops a padding mask may pass through on its way to an attention
+MASK_PATH = ("cast", "reshape")
 
 
 @dataclass
@@ -37,15 +55,24 @@ class CacheEntry:
     kpos: np.ndarray     # (slots,) int64
     ring: bool
     session: "Session"
+    cross: bool = False
 
     @property
     def slots(self) -> int:
         return self.kpos.shape[0]
 
-    def build(self, P, out4, q4, k4, v4, mask, bias4, causal, window, scale) -> np.ndarray:
-        """Add the steps of one cached attention to program P."""
+    def build(self, P, out4, q4, k4, v4, mask, bias, causal, window, scale) -> np.ndarray:
+        """Add the steps of one cached attention to program P; `mask`/`bias` are the op's
+        arrays (or None) as the graph computes them."""
+        if self.cross:
+            return self._build_cross(P, out4, q4, k4, v4, mask, causal, window, scale)
         kc, vc, kpos, cap, sess = self.kc, self.vc, self.kpos, self.slots, self.session
         B, T, H, D = q4.shape
+        m = np.zeros((B, 0), np.bool_)            # self-attention masks are all ones here
+        if bias is not None:                      # (1|B, H, T, max_seq) by key position
+            bias4 = np.broadcast_to(bias, (B, H, T, bias.shape[-1]))
+        else:
+            bias4 = np.broadcast_to(np.zeros(1, q4.dtype), (B, H, T, 0))
         if self.ring and T > 1:
             # prefill through a ring: attend over [ring | new keys] in scratch, then keep
             # the newest `cap` keys in the ring
@@ -62,12 +89,12 @@ class CacheEntry:
                 tv[:, :, :cap] = vc
                 tpos[:cap] = kpos
                 k_attn.kv_write(tk, tv, tpos, k4, v4, pos, cap, cap + T)
-                k_attn.attend(out4, q4, tk, tv, tpos, cap + T, pos, mask, bias4, causal,
+                k_attn.attend(out4, q4, tk, tv, tpos, cap + T, pos, m, bias4, causal,
                               window, scale, scores, acc)
                 k_attn.kv_write(kc, vc, kpos, k4[:, T - keep:], v4[:, T - keep:],
                                 pos + T - keep, (pos + T - keep) % cap, cap)
             P.step(run, op="attention")
-            P.deferred(k_attn.attend, out4, q4, tk, tv, tpos, cap + T, 0, mask, bias4, causal,
+            P.deferred(k_attn.attend, out4, q4, tk, tv, tpos, cap + T, 0, m, bias4, causal,
                        window, scale, scores, acc)
             P.deferred(k_attn.kv_write, tk, tv, tpos, k4, v4, 0, 0, cap + T)
             return out4.reshape(B, T, H * D)
@@ -78,20 +105,70 @@ class CacheEntry:
         def run():
             pos = sess.pos
             k_attn.kv_write(kc, vc, kpos, k4, v4, pos, pos % cap if ring else pos, cap)
-            k_attn.attend(out4, q4, kc, vc, kpos, cap if ring else pos + T, pos, mask, bias4,
+            k_attn.attend(out4, q4, kc, vc, kpos, cap if ring else pos + T, pos, m, bias4,
                           causal, window, scale, scores, acc)
         P.step(run, op="attention")
-        P.deferred(k_attn.attend, out4, q4, kc, vc, kpos, cap, 0, mask, bias4, causal, window,
+        P.deferred(k_attn.attend, out4, q4, kc, vc, kpos, cap, 0, m, bias4, causal, window,
                    scale, scores, acc)
         P.deferred(k_attn.kv_write, kc, vc, kpos, k4, v4, 0, 0, cap)
         return out4.reshape(B, T, H * D)
 
+    def _build_cross(self, P, out4, q4, k4, v4, mask, causal, window, scale):
+        # keys/values come from the encoder side, fixed for the whole generation: laid out
+        # into the cache on the session's first forward, then only read
+        kc, vc, kpos, S, sess = self.kc, self.vc, self.kpos, self.slots, self.session
+        B, T, H, D = q4.shape
+        if mask is not None:
+            m = sess.buffer((P._node.id, "mask"), mask.shape, np.bool_)   # kept across steps
+        else:
+            m = np.zeros((B, 0), np.bool_)
+        bias4 = np.broadcast_to(np.zeros(1, q4.dtype), (B, H, T, 0))
+        scores = P.temp("scores", (B * H, S), np.float64)
+        acc = P.temp("acc", (B * H, D), np.float64)
 
-def cached_attentions(ex) -> list[str]:
-    """Attention nodes a session caches: self-attention (keys from the tokens) with
-    `cache` set. Raises ArchError naming what stops cached decoding."""
+        def run():
+            pos = sess.pos
+            if pos == 0:
+                k_attn.kv_write(kc, vc, kpos, k4, v4, 0, 0, S)
+                if mask is not None:
+                    np.not_equal(mask, 0, m)
+            k_attn.attend(out4, q4, kc, vc, kpos, S, pos, m, bias4, causal, window, scale,
+                          scores, acc)
+        P.step(run, op="attention")
+        P.deferred(k_attn.attend, out4, q4, kc, vc, kpos, S, 0, m, bias4, causal, window,
+                   scale, scores, acc)
+        P.deferred(k_attn.kv_write, kc, vc, kpos, k4, v4, 0, 0, S)
+        return out4.reshape(B, T, H * D)
+
+
+def _slots(node, args) -> tuple[int | None, int | None]:
+    """Argument positions of an attention's mask and bias (None: absent)."""
+    if node.op == "attention":
+        return (3 if len(args) > 3 else None), (4 if len(args) > 4 else None)
+    has_mask = bool(node.attrs.get("has_mask"))
+    return (3 if has_mask else None), ((3 + has_mask) if node.attrs.get("has_bias") else None)
+
+
+def _mask_input(g, nid: str) -> str | None:
+    """The model input a mask argument is (through casts/reshapes), or None."""
+    for _ in range(8):
+        node = g.node(nid)
+        if node.op == "input":
+            return node.attrs["name"]
+        if node.op not in MASK_PATH or len(g.args(nid)) != 1:
+            return None
+        nid = g.args(nid)[0]
+    return None
+
+
+def cached_attentions(ex, ones: tuple[str, ...] = ()) -> list[tuple[str, bool]]:
+    """(node, is_cross) for every attention a session caches: causal self-attention over
+    the decoded tokens, and cross-attention whose keys come from outside them (an encoder).
+    `ones` names inputs the generator fills with ones (padding masks: every token real).
+    Raises ArchError naming what stops cached decoding."""
     g = ex.graph
     found = []
+    bias_users: dict[str, list[str]] = {}
     for nid in g.topo():
         node = g.node(nid)
         if nid not in ex.dynamic:
@@ -100,55 +177,108 @@ def cached_attentions(ex) -> list[str]:
         if node.op in POSITIONAL or (node.op == "matmul" and all(a in ex.dynamic for a in args)):
             raise ArchError(f"`{node.op}` mixes positions of the sequence; this model cannot "
                             "decode with a KV cache", node.span)
+        if node.op in BIASES:
+            if node.op == "relative_position_bias" and not all(a in ex.dynamic
+                                                               for a in args[:2]):
+                raise ArchError("a relative position bias between the decoded tokens and a "
+                                "fixed sequence cannot be cached", node.span)
+            bias_users[nid] = []
+            continue
         if node.op not in ATTENTION:
             continue
         if not node.attrs.get("cache"):
             raise ArchError("this attention declares no KV cache (cache=false)", node.span,
                             "decoding recomputes the whole sequence for every token")
-        if node.attrs.get("has_mask") or node.attrs.get("has_bias") or \
-                (node.op == "attention" and len(args) > 3):
-            raise ArchError("cached decoding of attention with a mask or bias is not "
-                            "supported yet", node.span)
-        found.append(nid)
+        mask_at, bias_at = _slots(node, args)
+        mask = args[mask_at] if mask_at is not None else None
+        bias = args[bias_at] if bias_at is not None else None
+        cross = args[1] not in ex.dynamic
+        if cross:
+            if args[2] in ex.dynamic:
+                raise ArchError("cross-attention whose values (not keys) depend on the decoded "
+                                "tokens cannot be cached", node.span)
+            if bias is not None or node.attrs.get("causal") or node.attrs.get("window"):
+                raise ArchError("cached cross-attention with a bias, causal mask or window is "
+                                "not supported", node.span)
+            if mask is not None and mask in ex.dynamic:
+                raise ArchError("a cross-attention mask that depends on the decoded tokens "
+                                "cannot be cached", node.span)
+            found.append((nid, True))
+            continue
+        if not node.attrs.get("causal"):
+            raise ArchError("this self-attention is not causal: every token sees later ones, "
+                            "so earlier tokens change as the sequence grows", node.span,
+                            "only causal (decoder) attention decodes with a KV cache")
+        if mask is not None and _mask_input(g, mask) not in ones:
+            raise ArchError("cached decoding of attention with a mask that is not a padding "
+                            "input is not supported", node.span)
+        if bias is not None:
+            if g.node(bias).op not in BIASES or bias not in ex.dynamic:
+                raise ArchError("cached decoding needs a score bias computed from positions "
+                                "(relative_position_bias or alibi)", node.span)
+            if node.attrs.get("window"):
+                raise ArchError("cached decoding of a sliding window with a score bias is not "
+                                "supported", node.span)
+            bias_users[bias].append(nid)
+        found.append((nid, False))
+    for nid, users in bias_users.items():
+        # the session's bias has the layout (1, H, T, max_seq) only cached attention reads
+        uses = {u for u, _ in g.users(nid)}
+        if uses != set(users) or any(pos != _slots(g.node(u), g.args(u))[1]
+                                     for u, pos in g.users(nid)) \
+                or nid in g.outputs.values():
+            raise ArchError(f"`{g.node(nid).op}` feeds something other than a cached "
+                            "attention's score bias", g.node(nid).span)
     return found
 
 
 class Session:
-    """One generation: the cache arena for batch B and `max_seq` positions, and `pos`."""
+    """One generation: the cache arena for batch B and `max_seq` positions, and `pos`.
+    `length` names the size a forward's token count binds (T unless the model says
+    otherwise), `dims` binds sizes fixed for the whole generation (an encoder's length), and
+    `ones` names the padding-mask inputs the generator fills with ones."""
 
-    def __init__(self, ex, batch: int, max_seq: int):
+    def __init__(self, ex, batch: int, max_seq: int, *, length: str = "T",
+                 dims: dict[str, int] | None = None, ones: tuple[str, ...] = ()):
         self.ex = ex
+        self.length = length
         self.batch = batch
         self.max_seq = max_seq
+        self.dims = dict(dims or {})
+        self.ones = tuple(ones)
         self.pos = 0
+        self.buffers: dict = {}         # per-step biases, outside the programs' arenas
         g = ex.graph
         layout = []
-        for nid in cached_attentions(ex):
+        for nid, cross in cached_attentions(ex, self.ones):
             node = g.node(nid)
             H = node.attrs["heads"]
             Hkv = node.attrs.get("kv_heads") or H
             D = int(node.shape[-1]) // H
             window = node.attrs.get("window")
-            ring = bool(window) and bool(node.attrs.get("causal"))
-            slots = min(int(window), max_seq) if ring else max_seq
-            layout.append((nid, Hkv, D, slots, ring, np.dtype(node.dtype)))
+            ring = bool(window) and not cross
+            if cross:
+                slots = evaluate(g.node(g.args(nid)[1]).shape[-2], {"B": batch, **self.dims})
+            else:
+                slots = min(int(window), max_seq) if ring else max_seq
+            layout.append((nid, Hkv, D, slots, ring, cross, np.dtype(node.dtype)))
         # one arena: per entry K then V then positions, each 64-byte aligned
         offsets, off = [], 0
-        for nid, Hkv, D, slots, ring, dt in layout:
+        for nid, Hkv, D, slots, ring, cross, dt in layout:
             kv_bytes = _align(batch * Hkv * slots * D * dt.itemsize)
             offsets.append((off, off + kv_bytes, off + 2 * kv_bytes))
             off += 2 * kv_bytes + _align(slots * 8)
         self.nbytes = off
         self.arena = np.empty(off, np.uint8)
         self.entries: dict[str, CacheEntry] = {}
-        for (nid, Hkv, D, slots, ring, dt), (ko, vo, po) in zip(layout, offsets):
+        for (nid, Hkv, D, slots, ring, cross, dt), (ko, vo, po) in zip(layout, offsets):
             shape = (batch, Hkv, slots, D)
             n = batch * Hkv * slots * D * dt.itemsize
             kc = np.ndarray(shape, dt, buffer=self.arena[ko:ko + n])
             vc = np.ndarray(shape, dt, buffer=self.arena[vo:vo + n])
             kpos = np.ndarray((slots,), np.int64, buffer=self.arena[po:po + slots * 8])
-            self.entries[nid] = CacheEntry(kc, vc, kpos, ring, self)
-        self.bounded = all(e.ring for e in self.entries.values())
+            self.entries[nid] = CacheEntry(kc, vc, kpos, ring, self, cross)
+        self.bounded = all(e.ring for e in self.entries.values() if not e.cross)
         self.reset()
 
     def reset(self) -> None:
@@ -159,15 +289,22 @@ class Session:
     def cache_entry(self, P, node, B, Hkv, D, dtype) -> CacheEntry | None:
         return self.entries.get(node.id)
 
+    def buffer(self, key, shape, dtype) -> np.ndarray:
+        """An array that lives as long as the session (both build passes share it)."""
+        k = (key, tuple(shape), np.dtype(dtype).str)
+        if k not in self.buffers:
+            self.buffers[k] = np.zeros(shape, dtype)
+        return self.buffers[k]
+
     def forward(self, inputs: dict[str, np.ndarray], bindings: dict[str, int],
                 profile=None) -> dict[str, np.ndarray]:
         """Run T new tokens (a prefill, or one decode step) and advance; returns views of
         the outputs, valid until the next call."""
-        T = bindings["T"]
+        T = bindings[self.length]
         if not self.bounded and self.pos + T > self.max_seq:
             raise ArchError(f"the KV cache holds {self.max_seq} positions; generating past "
                             f"position {self.pos + T} needs a larger --max-seq")
-        prog = self.ex.program(bindings, self)
+        prog = self.ex.program({**self.dims, **bindings}, self)
         prog.compile(profile)
         prog.execute(inputs, profile)
         self.pos += T
@@ -176,3 +313,50 @@ class Session:
 
 def _align(n: int) -> int:
     return -(-n // 64) * 64
+
+
+# ---- the position biases of a decoded sequence -------------------------------------------
+# In a session the bias of T new queries (positions pos..pos+T-1) against every key
+# position 0..L-1 (L = max_seq) is a slice of one table over relative distances
+# r = key - query in [lo, hi]: bias[0, h, i, j] = rel[h, j - (pos + i) - lo].
+
+def _relative_table(node, args, L: int, offset: int) -> np.ndarray:
+    """(H, hi - lo + 1) bias per relative distance, and lo."""
+    lo, hi = -(L - 1) - max(offset, 0), (L - 1) - min(offset, 0)
+    rel = np.arange(lo, hi + 1)
+    if node.op == "relative_position_bias":
+        table = args[2]                                                  # (NB, H)
+        b = relative_position_bucket(rel, bool(node.attrs.get("bidirectional", True)),
+                                     table.shape[0], node.attrs.get("max_distance", 128))
+        return np.ascontiguousarray(table[b].T), lo                     # (H, R)
+    slopes = k_attn.alibi_slopes(node.attrs.get("heads", 1))             # (H,)
+    # -slope * |query - key|: per visible (causal) row this differs from the reference's
+    # -slope * (S - 1 - key) by a constant, which softmax ignores
+    return (-slopes[:, None] * np.abs(rel)[None, :]), lo
+
+
+def _position_bias_steps(op: str):
+    plain = STEPS.get(op)
+
+    def build(P, node, args, attrs):
+        sess = P.session
+        if sess is None or not P.is_dynamic(node.id):
+            return plain(P, node, args, attrs) if plain is not None else None
+        L = sess.max_seq
+        T = args[0].shape[-2]
+        offset = int(attrs.get("offset") or 0) if op == "relative_position_bias" else 0
+        rel, lo = _relative_table(node, args, L, offset)
+        H = rel.shape[0]
+        out = sess.buffer(node.id, (1, H, T, L), node.dtype)            # (1, H, T, L)
+
+        def run():
+            for i in range(T):
+                start = -(sess.pos + offset + i) - lo
+                out[0, :, i, :] = rel[:, start:start + L]
+        P.step(run, op=op)
+        return out
+    return build
+
+
+for _op in BIASES:
+    STEPS[_op] = _position_bias_steps(_op)

@@ -353,6 +353,11 @@ def _attention(P, node, q, k, v, mask, bias, attrs):
     v4 = view_as(v, (B, S, Hkv, D))
     if v4 is None:
         v4 = P.contiguous(v, "v").reshape(B, S, Hkv, D)
+    entry = P.session.cache_entry(P, node, B, Hkv, D, q.dtype) \
+        if P.session is not None else None
+    if entry is not None:
+        # the session's KV cache; it decides how a mask or bias reads it (kv_cache.py)
+        return entry.build(P, out4, q4, k4, v4, mask, bias, causal, window, scale)
     if mask is not None:
         m = P.temp("mask", mask.shape, np.bool_)
         P.step(np.not_equal, mask, 0, m)
@@ -362,23 +367,16 @@ def _attention(P, node, q, k, v, mask, bias, attrs):
         bias4 = np.broadcast_to(bias, (B, H, T, S))
     else:
         bias4 = np.broadcast_to(np.zeros(1, q.dtype), (B, H, T, 0))
-
-    entry = P.session.cache_entry(P, node, B, Hkv, D, q.dtype) \
-        if P.session is not None else None
-    if entry is None:
-        # a plain forward: a transient cache holding keys 0..S-1
-        kc = P.temp("kc", (B, Hkv, S, D), q.dtype)
-        vc = P.temp("vc", (B, Hkv, S, D), q.dtype)
-        kpos = P.temp("kpos", (S,), np.int64)
-        scores = P.temp("scores", (B * H, S), np.float64)
-        acc = P.temp("acc", (B * H, D), np.float64)
-        P.step(k_attn.kv_write, kc, vc, kpos, k4, v4, 0, 0, S)
-        P.step(k_attn.attend, out4, q4, kc, vc, kpos, S, S - T, m, bias4, causal, window,
-               scale, scores, acc)
-        return out
-    if bias is not None or mask is not None or S != T:
-        raise ExecutionError(f"{node.id}: cached attention supports no mask/bias here")
-    return entry.build(P, out4, q4, k4, v4, m, bias4, causal, window, scale)
+    # a plain forward: a transient cache holding keys 0..S-1
+    kc = P.temp("kc", (B, Hkv, S, D), q.dtype)
+    vc = P.temp("vc", (B, Hkv, S, D), q.dtype)
+    kpos = P.temp("kpos", (S,), np.int64)
+    scores = P.temp("scores", (B * H, S), np.float64)
+    acc = P.temp("acc", (B * H, D), np.float64)
+    P.step(k_attn.kv_write, kc, vc, kpos, k4, v4, 0, 0, S)
+    P.step(k_attn.attend, out4, q4, kc, vc, kpos, S, S - T, m, bias4, causal, window,
+           scale, scores, acc)
+    return out
 
 
 # ---- data movement ---------------------------------------------------------------------------
