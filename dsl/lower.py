@@ -54,6 +54,13 @@ def bounded(v, span: Span):
     return v
 
 
+def _show(v) -> str:
+    """An attribute as the user wrote it: sizes by name, lists in brackets."""
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_show(x) for x in v) + "]"
+    return str(v) if isinstance(v, Dim) else repr(v)
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
@@ -241,6 +248,12 @@ class Lowerer:
                     notes.append(f"`{arg_name}` is {a.tt}, from {a.origin}")
             raise ArchError(f"{op}: {e.message}" if not e.message.startswith(op) else e.message,
                             span, e.hint, notes) from None
+        except (TypeError, ValueError, OverflowError, ZeroDivisionError) as e:
+            # attributes reach inference unvalidated (`reshape(x, [-1e400, R])`); --debug
+            # still shows the original exception, in case the inference itself is wrong
+            given = ", ".join(f"{k}={_show(v)}" for k, v in attrs.items())
+            raise ArchError(f"{op}: cannot use these arguments ({given}): {e}", span,
+                            self.signature_hint(spec)) from e
         clean_attrs = {k: v for k, v in attrs.items()}
         ids = [a.node for a in args]
         if not isinstance(out, TT):

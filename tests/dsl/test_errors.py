@@ -209,6 +209,18 @@ model m(x: float[T, 4]) {
         '                            ^^^^^^\n'
         'hint: usage: LayerNorm(x, eps=1e-05, bias=true)\n'
      )),
+    ("op_attribute_unusable", """
+model m(x: float[T, 4]) {
+    return reshape(x, [-1e400, 2])
+}
+""",
+     (
+        '{f}:2:12: error: reshape: cannot use these arguments (shape=[-inf, 2]): cannot convert '
+        'float infinity to integer\n'
+        '        return reshape(x, [-1e400, 2])\n'
+        '               ^^^^^^^^^^^^^^^^^^^^^^^\n'
+        'hint: usage: reshape(x, shape=None)\n'
+     )),
     ("duplicate_block", """
 block f(x) { return x }
 block f(x) { return relu(x) }
