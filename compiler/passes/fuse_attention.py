@@ -192,14 +192,14 @@ def _score_terms(g: Graph, nid: str):
     return None
 
 
-def _scale_value(g: Graph, scale: str, prod: str) -> float | Reject:
+def _scale_value(g: Graph, scale: str, prod: str, what: str) -> float | Reject:
     node = g.node(scale)
     c = g.node(next(a for a in g.args(scale) if a != prod))
     value = np.asarray(c.attrs.get("value")) if c.op == "const" else None
     if value is None or value.size != 1 or not np.isfinite(value).all() or \
             (node.op == "div" and float(value.reshape(())) == 0.0):
-        return Reject(f"attention at {where(node)}: scale is not a constant scalar "
-                      f"({'a ' + c.op if c.op != 'const' else 'const'} {c.type_str})")
+        return Reject(f"{what}: scale is not a constant scalar ({c.op} {c.type_str} at "
+                      f"{where(c)})")
     v = float(value.reshape(()))
     return 1.0 / v if node.op == "div" else v
 
@@ -290,7 +290,7 @@ def _recompose(g: Graph, m) -> str | Reject | None:
     D = g.node(qh).shape[-1]
     s = 1.0
     if scale is not None:
-        s = _scale_value(g, scale, prod)
+        s = _scale_value(g, scale, prod, what)
         if isinstance(s, Reject):
             return s
     default = isinstance(D, int) and math.isclose(s, 1.0 / math.sqrt(D), rel_tol=1e-6)

@@ -92,3 +92,36 @@ def test_common_subexpressions_merge_and_dead_code_goes(arch_file):
     assert (c["exp"], c["add"], c["tanh"]) == (1, 1, 0)
     assert r.stats["cse"] >= 2
     assert_same_outputs(g, r.graph)
+
+
+def test_transpose_folds_into_matmul(arch_file):
+    # a computed right operand: matmul reads it transposed, no transpose node is left;
+    # a weight: linear on W^T, which is parameter-derived (arranged once at load)
+    g, r = _run(arch_file, """
+        model m(a: float[B, T, 4], b: float[B, S, 4]) {
+            param W: float[6, 4]
+            s = a @ transpose(b)
+            y = a @ transpose(W, [1, 0])
+            return s = s, y = y, z = matmul(a, W, transpose_b=true)
+        }
+    """)
+    c = op_counts(r.graph)
+    assert r.stats["transpose->matmul"] == 1 and c["matmul"] == 1 and c["linear"] == 2
+    (mm,) = [n for n in r.graph.nodes() if n.op == "matmul"]
+    assert mm.attrs["transpose_b"] is True and mm.shape[-2:] == g.node(g.outputs["s"]).shape[-2:]
+    assert [r.graph.node(x).op for x in r.graph.args(mm.id)] == ["input", "input"]
+    from archc.compiler.ir import param_derived
+    derived = param_derived(r.graph)
+    ts = [n.id for n in r.graph.nodes() if n.op == "transpose"]
+    assert len(ts) == 2 and set(ts) <= derived       # W^T for y and for z
+    assert_same_outputs(g, r.graph)
+
+
+def test_transpose_of_other_axes_is_not_folded(arch_file):
+    g, r = _run(arch_file, """
+        model m(a: float[2, 3, 4], b: float[3, 2, 4]) {
+            return a @ transpose(b, [1, 2, 0])
+        }
+    """)
+    assert op_counts(r.graph)["transpose"] == 1 and "transpose->matmul" not in r.stats
+    assert_same_outputs(g, r.graph)
