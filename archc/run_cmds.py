@@ -4,9 +4,12 @@
     archc generate MODEL --weights W --input prompt_ids.npy --max-new-tokens N
                    [--temperature T --top-k K --top-p P --seed S] [--eos ID]
                    [--tokenizer tokenizer.json --prompt "text"] [--no-cache] [--max-seq N]
+                   [--decoder-start ID]
 
 Tokens stream to stdout as they are produced (ids, or text with --tokenizer), and the
-tokens/s of the decode loop is printed to stderr at the end.
+tokens/s of the decode loop is printed to stderr at the end. For an encoder-decoder (T5)
+the prompt is the encoder's input and decoding starts from --decoder-start (default: the
+model's config constant `decoder_start`).
 """
 from __future__ import annotations
 
@@ -50,6 +53,9 @@ def add_generate_parser(sub, common, inputs_arg) -> None:
     gen.add_argument("--seed", type=int, default=0,
                      help="seed for sampling and for parameters without weights")
     gen.add_argument("--eos", type=int, metavar="ID", help="stop when this token is produced")
+    gen.add_argument("--decoder-start", type=int, metavar="ID",
+                     help="encoder-decoder models: the token decoding starts from (default: "
+                          "the config constant decoder_start)")
     gen.add_argument("--max-seq", type=int, metavar="N",
                      help="positions the KV cache holds (default: the model's context)")
     gen.add_argument("--no-cache", action="store_true",
@@ -94,7 +100,7 @@ def _tokenizer(path: str):
 
 def cmd_generate(args, load, parse_sets, read_array) -> int:
     from .runtime.executor import Profile
-    from .runtime.generate import generate
+    from .runtime.generate import generate, token_io
     tok = _tokenizer(args.tokenizer) if args.tokenizer else None
     if args.prompt is not None:
         if tok is None:
@@ -122,22 +128,35 @@ def cmd_generate(args, load, parse_sets, read_array) -> int:
     batch = 1 if prompt.ndim == 1 else prompt.shape[0]
     out = sys.stdout
 
+    shown = {"ids": [], "text": ""}
+    # a decoder-only model continues the prompt (shown first); an encoder-decoder's output
+    # is a new text
+    if tok is not None and batch == 1 and token_io(ex.graph).encoder is None:
+        shown["ids"] = [int(t) for t in np.ravel(prompt)]
+        shown["text"] = tok.decode(shown["ids"])
+
     def show(step: int, toks: np.ndarray) -> None:
         if tok is not None and batch == 1:
-            out.write(tok.decode([int(toks[0])]))
+            if step == 0:
+                out.write(shown["text"])      # after generate's checks, not before
+            # decode the whole text and print what it gained: a token alone can lose the
+            # space before it (word-level) or be half a character (byte-level BPE)
+            shown["ids"].append(int(toks[0]))
+            text = tok.decode(shown["ids"])
+            if text.startswith(shown["text"]):
+                out.write(text[len(shown["text"]):])
+                shown["text"] = text
         elif batch == 1:
             out.write(f"{int(toks[0])} ")
         else:
             out.write(" ".join(str(int(t)) for t in toks) + "\n")
         out.flush()
 
-    if tok is not None and batch == 1:
-        out.write(tok.decode([int(t) for t in np.ravel(prompt)]))
     prof = Profile() if args.profile else None
     res = generate(ex, prompt, args.max_new_tokens, temperature=args.temperature,
                    top_k=args.top_k, top_p=args.top_p, seed=args.seed, eos=args.eos,
                    max_seq=args.max_seq, use_cache=not args.no_cache, on_token=show,
-                   profile=prof)
+                   profile=prof, decoder_start=args.decoder_start)
     out.write("\n")
     out.flush()
     for w in res.warnings:
