@@ -28,7 +28,7 @@ import numpy as np
 
 from ..dsl.dims import Dim
 from ..dsl.errors import ArchError
-from .kv_cache import Session
+from .kv_cache import Session, caveats
 
 DECODER_START = ("decoder_start", "decoder_start_token_id", "decoder_start_token")
 
@@ -270,6 +270,8 @@ def generate(ex, prompt: np.ndarray, max_new_tokens: int, *, temperature: float 
                                 "" if max_seq is None and context else " or a larger --max-seq"))
     if step is None:
         step = _Recompute(ex, io, fixed, profile)
+    else:
+        res.warnings.extend(caveats(step.session.ex))
 
     new = np.zeros((B, max_new_tokens), np.int64)
     done = np.zeros(B, bool)

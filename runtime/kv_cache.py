@@ -232,6 +232,18 @@ def cached_attentions(ex, ones: tuple[str, ...] = ()) -> list[tuple[str, bool]]:
     return found
 
 
+def caveats(ex) -> list[str]:
+    """What a cached step computes differently from a full forward, though not wrongly."""
+    g = ex.graph
+    for nid in ex.dynamic:
+        node = g.node(nid)
+        if node.op == "moe" and (node.attrs.get("capacity") or node.attrs.get("capacity_factor")):
+            return ["expert capacity counts tokens per forward: cached decoding routes each "
+                    "new token alone (as Hugging Face's generate does), so it can differ from "
+                    "recomputing the sequence (--no-cache)"]
+    return []
+
+
 class Session:
     """One generation: the cache arena for batch B and `max_seq` positions, and `pos`.
     `length` names the size a forward's token count binds (T unless the model says

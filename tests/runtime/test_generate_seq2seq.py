@@ -201,3 +201,14 @@ def test_bias_not_from_positions_falls_back_to_recomputation(tmp_path):
     full = run_reference(model.graph, {"ids": seq[:, :6], "mask": np.ones((1, 6), np.int64)},
                          model.params)
     np.testing.assert_allclose(res.logits[-1], full["logits"][:, -1], atol=1e-4)
+
+
+def test_switch_capacity_is_a_stated_caveat_of_cached_decoding():
+    # capacity counts per forward: one-token steps route alone, unlike a full re-forward
+    if not (FIXTURES / "switch" / "io.npz").is_file():
+        pytest.skip("no fixture for switch")
+    model = archc.load(ROOT / "examples" / "switch.arch", weights=FIXTURES / "switch")
+    ids = np.load(FIXTURES / "switch" / "io.npz")["input_ids"][:1]
+    res = model.generate(ids, 3)
+    assert res.cached and len(res.warnings) == 1 and "expert capacity" in res.warnings[0]
+    assert model.generate(ids, 3, use_cache=False).warnings == []
