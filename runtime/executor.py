@@ -10,13 +10,14 @@ prebuilt steps `fn(*args)` whose arguments are fixed arrays (arena views, weight
 buffers). Running it is `for fn, args in steps: fn(*args)`: nothing is allocated in the
 steady state (a decode step reuses its program), and Python dispatch is one call per step.
 
-Memory plan (ours, until the compiler's plan_memory lands): pass 1 builds the steps with
-throw-away buffers and records, per buffer, its size and the first and last step that
-touches it (views such as reshape/transpose/split extend the life of what they view);
-then buffers are packed greedily, largest first, at the lowest offset that does not
-overlap any buffer alive at the same time (the idea of ggml's allocator and ONNX Runtime's
-memory patterns); pass 2 builds the steps again on views of one arena. Graph outputs live
-to the end; inputs are copied in at the start.
+Memory: the compiler's plan (compiler/passes/plan_memory.py) for the bound sizes says where
+every value and every kernel's scratch lives in one arena (`slots`), which values are
+views of others, and which write in place over a dying argument; the program allocates
+that arena (`plan.arena_bytes`, exactly) plus one buffer per model input and output,
+and builds its steps on views of them. A decoding session's programs are planned with
+the session's KV plan, so cached attentions get the scratch of cached decoding. A buffer
+a step builder asks for that the plan does not hold is allocated on its own and counted
+in `Program.unplanned` (tests keep it empty).
 
 Values computable from parameters alone (concatenated QKV / gate-up weights made by the
 fusion passes, transposes of weights) are folded once when the executor is made: that is
@@ -41,7 +42,6 @@ from .inputs import bind_inputs
 from .kernels import REFERENCE
 from .reference import ExecutionError, resolve
 
-ALIGN = 64          # bytes: every buffer starts on a cache line
 LEAVES = ("input", "param", "const")
 
 
@@ -58,66 +58,6 @@ def optimise(g: Graph, warnings: list[str] | None = None) -> Graph:
         if warnings is not None:
             warnings.append(f"optimisation skipped (compiler error: {type(e).__name__}: {e})")
         return g
-
-
-# ---- the arena plan ------------------------------------------------------------------------
-
-@dataclass
-class BufferUse:
-    nbytes: int
-    first: int
-    last: int
-
-
-def plan_arena(buffers: Mapping[Any, BufferUse]) -> tuple[dict[Any, int], int]:
-    """Offsets for buffers so that no two alive at once overlap; returns (offsets, size)."""
-    placed: list[tuple[int, int, BufferUse]] = []      # (offset, end, use)
-    offsets: dict[Any, int] = {}
-    for key, use in sorted(buffers.items(), key=lambda kv: (-kv[1].nbytes, kv[1].first)):
-        size = -(-max(use.nbytes, 1) // ALIGN) * ALIGN
-        busy = sorted((o, e) for o, e, u in placed
-                      if not (u.last < use.first or use.last < u.first))
-        off = 0
-        for o, e in busy:
-            if off + size <= o:
-                break
-            off = max(off, e)
-        offsets[key] = off
-        placed.append((off, off + size, use))
-    return offsets, max((e for _, e, _ in placed), default=0)
-
-
-class _Recorder:
-    """Pass 1: hand out scratch arrays and remember each buffer's size and lifetime."""
-
-    def __init__(self):
-        self.uses: dict[Any, BufferUse] = {}
-
-    def buffer(self, key, shape, dtype, idx: int) -> np.ndarray:
-        arr = np.empty(shape, dtype)
-        self.uses[key] = BufferUse(arr.nbytes, idx, idx)
-        return arr
-
-    def touch(self, keys, idx: int) -> None:
-        for k in keys:
-            u = self.uses[k]
-            u.last = max(u.last, idx)
-
-
-class _ArenaAlloc:
-    """Pass 2: the same buffers, as views of one arena at the planned offsets."""
-
-    def __init__(self, arena: np.ndarray, offsets: dict[Any, int]):
-        self.arena, self.offsets = arena, offsets
-
-    def buffer(self, key, shape, dtype, idx: int) -> np.ndarray:
-        dt = np.dtype(dtype)
-        n = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
-        off = self.offsets[key]
-        return np.ndarray(shape, dt, buffer=self.arena[off:off + n]) if n else np.empty(shape, dt)
-
-    def touch(self, keys, idx: int) -> None:
-        pass
 
 
 # ---- a program -------------------------------------------------------------------------------
@@ -160,18 +100,18 @@ class Program:
     """The graph at fixed sizes: planned buffers and prebuilt steps."""
 
     def __init__(self, ex: "Executor", bindings: Mapping[str, int], session=None):
+        from ..compiler.passes.plan_memory import plan
         self.ex = ex
         self.graph = ex.graph
         self.bindings = dict(bindings)
         self.session = session
         self.order = [n for n in self.graph.topo() if n not in ex.folded]
-        rec = _Recorder()
-        self._build(rec)
-        offsets, size = plan_arena(rec.uses)
-        self.arena_bytes = size
-        self.naive_bytes = sum(u.nbytes for u in rec.uses.values())
-        self.arena = np.empty(size, np.uint8)
-        self._build(_ArenaAlloc(self.arena, offsets))
+        self.plan = plan(self.graph, self.bindings, kv=getattr(session, "kv_plan", None))
+        self.arena_bytes = self.plan.arena_bytes
+        self.naive_bytes = self.plan.naive_bytes
+        self.arena = np.empty(self.arena_bytes, np.uint8)
+        self.unplanned: dict[Any, int] = {}          # key -> bytes allocated off the plan
+        self._build()
         self.compiled = False
 
     # ----- what step builders (runtime/steps.py) use
@@ -183,15 +123,23 @@ class Program:
     def output(self, part: int | None = None) -> np.ndarray:
         """The buffer of the node being built (or of one part of a tuple node)."""
         node = self._node
-        key = (node.id, part)
-        dtype = node.parts[part][1] if part is not None else node.dtype
-        arr = self._alloc.buffer(key, self.shape(node, part), dtype, self._idx)
-        self._owned.add(key)
-        return arr
+        if part is None:
+            key, dtype = node.id, node.dtype
+        else:
+            parts = self.plan.parts.get(node.id)
+            key = parts[part] if parts else f"{node.id}.{part}"
+            dtype = node.parts[part][1]
+        if key in self.output_buffers:
+            return self.output_buffers[key]
+        return self._slot(key, self.shape(node, part), dtype)
 
     def temp(self, tag: str, shape, dtype) -> np.ndarray:
-        """Scratch used only by this node's steps."""
-        return self._alloc.buffer((self._node.id, "tmp", tag), tuple(shape), dtype, self._idx)
+        """Scratch used only by this node's steps (planned by compiler/scratch.py)."""
+        return self._slot(f"{self._node.id}#{tag}", tuple(shape), dtype)
+
+    def planned_view(self, node: Node) -> bool:
+        """Does the memory plan make this node a view of its argument (no storage)?"""
+        return node.id in self.plan.views
 
     def step(self, fn: Callable, *args, op: str | None = None) -> None:
         first = not self.steps or self.steps[-1].node != self._node.id
@@ -214,25 +162,31 @@ class Program:
         return nid in self.ex.dynamic
 
     # ----- building
-    def _build(self, alloc) -> None:
+    def _slot(self, key, shape: tuple[int, ...], dtype) -> np.ndarray:
+        dt = np.dtype(dtype)
+        n = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+        got = self.plan.slots.get(key)
+        if got is None or got[1] < n:
+            self.unplanned[key] = n
+            return np.empty(shape, dt)
+        return np.ndarray(shape, dt, buffer=self.arena, offset=got[0])
+
+    def _build(self) -> None:
         from .steps import STEPS, build_reference
         g = self.graph
-        self._alloc = alloc
         self.steps: list[Step] = []
         self._deferred_compiles: list = []
         self.values: dict[str, Any] = {}
-        self.input_buffers: dict[str, np.ndarray] = {}
-        owners: dict[str, set] = {}
-        for idx, nid in enumerate(self.order):
+        self.input_buffers = {g.node(n).attrs["name"]: np.empty(self.shape(n), g.node(n).dtype)
+                              for n in g.inputs}
+        self.output_buffers = {n: np.empty(self.shape(n), g.node(n).dtype)
+                               for n in set(g.outputs.values())}
+        for nid in self.order:
             node = g.node(nid)
-            self._idx, self._node, self._owned = idx, node, set()
+            self._node = node
             args = g.args(nid)
-            for a in args:
-                alloc.touch(owners.get(a, ()), idx)
             if node.op == "input":
-                buf = self.output()
-                self.input_buffers[node.attrs["name"]] = buf
-                value = buf
+                value = self.input_buffers[node.attrs["name"]]
             elif node.op == "param":
                 value = self.ex.weights[node.attrs["name"]]
             elif node.op == "const":
@@ -247,14 +201,13 @@ class Program:
                 value = build(self, node, vals, attrs) if build is not None else None
                 if value is None:
                     value = build_reference(self, node, vals, attrs)
+            out = self.output_buffers.get(nid)
+            if out is not None and value is not out:
+                # an output that is a view, an input or a weight: copied into its buffer
+                self.step(np.copyto, out, value, op="copy")
+                value = out
             self.values[nid] = value
-            owners[nid] = set(self._owned) if self._owned else \
-                set().union(*(owners.get(a, set()) for a in args)) if args else set()
-            alloc.touch(owners[nid], idx)
-        end = len(self.order)
-        for nid in self.graph.outputs.values():
-            alloc.touch(owners.get(nid, ()), end)
-        self._alloc = None
+        self._node = None
 
     # ----- running
     def compile(self, profile: Profile | None = None) -> None:
@@ -311,9 +264,10 @@ class Executor:
                         for n in self.graph.params()}
         self.dynamic = self._dynamic_nodes()
         self.folded_values = self._fold()
+        outputs = set(self.graph.outputs.values())
         self.folded = {n for n in self.folded_values
                        if all(u in self.folded_values for u, _ in self.graph.users(n))
-                       and n not in self.graph.outputs.values()}
+                       and n not in outputs}
         self._programs: dict[Any, Program] = {}
 
     def _dynamic_nodes(self) -> set[str]:
@@ -324,23 +278,27 @@ class Executor:
                 dyn.add(nid)
         return dyn
 
-    def _fold(self) -> dict[str, np.ndarray]:
-        """Evaluate once every op whose inputs are weights or constants (weight layouts)."""
+    def _fold(self) -> dict[str, Any]:
+        """Evaluate once every op computed from weights and constants alone (weight
+        layouts): the values the memory plan keeps outside the arena."""
+        from ..compiler.ir import param_derived
         g = self.graph
-        values: dict[str, np.ndarray] = {}
+        derived = param_derived(g)
+        values: dict[str, Any] = {}
         for nid in g.topo():
             node = g.node(nid)
-            if nid in self.dynamic:
+            if nid not in derived:
                 continue
             if node.op == "param":
                 values[nid] = self.weights[node.attrs["name"]]
             elif node.op == "const":
                 values[nid] = np.asarray(node.attrs["value"])
-            elif node.op in REFERENCE and node.dtype != "tuple" \
-                    and all(a in values for a in g.args(nid)) and _concrete(node):
-                attrs = dict(node.attrs)
-                out = REFERENCE[node.op](*[values[a] for a in g.args(nid)], **attrs)
-                values[nid] = np.ascontiguousarray(out)
+            elif node.op == "getitem":
+                values[nid] = values[g.args(nid)[0]][node.attrs.get("index", 0)]
+            else:
+                out = REFERENCE[node.op](*[values[a] for a in g.args(nid)], **node.attrs)
+                values[nid] = tuple(np.ascontiguousarray(o) for o in out) \
+                    if node.dtype == "tuple" else np.ascontiguousarray(out)
         # leaves stay leaves; only computed values count as folded
         return {n: v for n, v in values.items() if g.node(n).op not in LEAVES}
 
@@ -360,14 +318,10 @@ class Executor:
         return {k: np.array(v) for k, v in prog.output_values().items()}
 
 
-def _concrete(node: Node) -> bool:
-    return node.shape is not None and all(isinstance(d, int) for d in node.shape)
-
-
 def run_compiled(g: Graph, inputs: Mapping[str, np.ndarray], params: Mapping[str, np.ndarray],
                  **options) -> dict[str, np.ndarray]:
     """One-shot convenience: build an Executor and run it once."""
     return Executor(g, params, **options).run(inputs)
 
 
-__all__ = ["Executor", "Program", "Profile", "ExecutionError", "plan_arena", "run_compiled"]
+__all__ = ["Executor", "Program", "Profile", "ExecutionError", "run_compiled"]

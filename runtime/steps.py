@@ -276,7 +276,7 @@ def _positions(P, node, B, T, offset, tag="pos"):
     return pos
 
 
-def _rope(P, out, x, heads, attrs, pos):
+def _rope(P, out, x, heads, attrs, pos, tag="rope_q"):
     """Steps rotating x (B, T, heads*D) into out; returns nothing."""
     B, T, C = x.shape
     D = attrs.get("head_dim") or C // heads
@@ -284,7 +284,7 @@ def _rope(P, out, x, heads, attrs, pos):
     inv_freq = float(attrs.get("theta", 10000.0)) ** (-np.arange(0, r, 2, dtype=np.float64) / r)
     x4 = view_as(x, (B, T, heads, D))
     if x4 is None:
-        x4 = P.contiguous(x, f"rope{heads}").reshape(B, T, heads, D)
+        x4 = P.contiguous(x, tag).reshape(B, T, heads, D)
     P.step(k_pos.rope, out.reshape(B, T, heads, D), x4, pos, inv_freq,
            bool(attrs.get("interleaved")), op=P._node.op)
 
@@ -317,7 +317,7 @@ def build_rope_attention(P, node, args, attrs):
     qr = P.temp("q_rot", q.shape, q.dtype)
     kr = P.temp("k_rot", k.shape, k.dtype)
     _rope(P, qr, q, H, attrs, pos)
-    _rope(P, kr, k, attrs.get("kv_heads") or H, attrs, pos)
+    _rope(P, kr, k, attrs.get("kv_heads") or H, attrs, pos, "rope_k")
     return _attention(P, node, qr, kr, v, mask, bias, attrs)
 
 
@@ -385,7 +385,7 @@ def _attention(P, node, q, k, v, mask, bias, attrs):
 def build_reshape(P, node, args, attrs):
     x = args[0]
     shape = P.shape(node)
-    v = view_as(x, shape)
+    v = view_as(x, shape) if P.planned_view(node) else None
     if v is not None:
         return v
     out = P.output()

@@ -12,23 +12,37 @@ How (the scheme of ggml's graph allocator and ONNX Runtime's memory pattern plan
      other symbol = `max_seq` or the model's context length, see
      plan_kv_cache.context_length, or 1 when neither is known).
   2. Liveness: a value is born at its node's step and dies after its last consumer.
-     getitem parts are born with their multi-output node. `reshape` is a view of its
-     input (one buffer, the lifetime of both).
-  3. In place: an element-wise op, or part 0 (the sum) of add_layernorm/add_rmsnorm,
-     whose argument dies at this op and has the same byte size writes over it.
-  4. Allocate in order, first fit in a free list that merges neighbours; buffers whose
+     getitem parts are born with their multi-output node.
+  3. Views share their source's bytes and extend its life: transpose, slice, take,
+     dropout (inference), the parts of split, and reshape of a contiguous value (a
+     reshape of a strided view is a copy). Each value gets a layout, as NumPy's flags
+     will see it: "C" contiguous, "R" rows (a last-axis slice: (B, T, H*D) still views
+     as (B, T, H, D)), "S" other strided.
+  4. Scratch: what each op's compiled kernel needs besides its output (compiler/scratch.py,
+     e.g. attention's float64 scores, an FFN's hidden activations, a contiguous copy of a
+     strided argument), born and dead at the op's step.
+  5. In place: an element-wise op, or part 0 (the sum) of add_layernorm/add_rmsnorm,
+     whose argument dies at this op, is contiguous, covers its whole slot and has the
+     same byte size writes over it (unless another argument reads those bytes through a
+     different view).
+  6. Allocate in order, first fit in a free list that merges neighbours; buffers whose
      last use is this step are freed after the step's outputs are placed. Offsets are
      aligned to `ALIGN` bytes.
 
 Outside the arena: model inputs, parameters and parameter-derived values (loaded once),
-graph outputs (handed to the caller), and the KV cache (plan_kv_cache's arena).
+graph outputs (handed to the caller; an output that would be a view is copied into its
+own buffer), views of those, and the KV cache (plan_kv_cache's arena).
 
-The plan (graph.meta["memory_plan"], a `MemoryPlan`) is what a runtime needs:
-`slots[node id] = (offset, nbytes)` for each value with storage (a part of a multi-output
-node that nothing reads gets a scratch slot keyed `<node id>.<index>`), `views[node id] = node id`
-for reshapes that share their input's slot, `inplace[node id] = node id` when a value
-took over its argument's slot, `arena_bytes` to allocate, and `bindings` the sizes it
-was planned for. Requires: concrete sizes after binding. Ensures: the graph is unchanged.
+The plan (graph.meta["memory_plan"], a `MemoryPlan`) is what the runtime allocates
+(runtime/executor.py runs every value and scratch buffer at these offsets):
+`slots[key] = (offset, nbytes)` for each value with storage, each scratch buffer
+(keyed `<node id>#<tag>`) and each part of a multi-output node that nothing reads
+(keyed `<node id>.<index>`); `parts[node id]` the slot keys of a multi-output node's
+parts; `views[node id] = node id` for views (no slot); `inplace[node id] = node id` when
+a value took over its argument's slot; `arena_bytes` to allocate; `bindings` the sizes it
+was planned for. With `kv` (a decoding session's KVPlan) the cached attentions get the
+scratch of cached decoding instead of a transient cache. Requires: concrete sizes after
+binding. Ensures: the graph is unchanged.
 """
 from __future__ import annotations
 
@@ -41,9 +55,12 @@ from ...dsl.dims import evaluate
 from ...dsl.graph import Graph
 from ...dsl.ops import OPS
 from ..ir import PassResult, param_derived
+from ..scratch import Arg, scratch_for
 
 ALIGN = 64
 INPLACE_FUSED = ("add_layernorm", "add_rmsnorm")
+VIEW_OPS = ("transpose", "slice", "take", "dropout")   # always views (reshape: when contiguous)
+TUPLE_VIEWS = ("split",)
 
 
 @dataclass
@@ -53,6 +70,7 @@ class MemoryPlan:
     naive_bytes: int = 0
     slots: dict[str, tuple[int, int]] = field(default_factory=dict)
     views: dict[str, str] = field(default_factory=dict)
+    parts: dict[str, list[str]] = field(default_factory=dict)   # multi-output node -> slots
     inplace: dict[str, str] = field(default_factory=dict)
     lifetimes: dict[str, tuple[int, int]] = field(default_factory=dict)   # slot owner -> steps
     outside: dict[str, str] = field(default_factory=dict)                # node -> why
@@ -137,49 +155,77 @@ def default_bindings(g: Graph, dims: Mapping[str, int] | None, batch: int = 1,
 
 
 def plan(g: Graph, dims: Mapping[str, int] | None = None, batch: int = 1,
-         max_seq: int | None = None) -> MemoryPlan:
+         max_seq: int | None = None, kv=None) -> MemoryPlan:
+    """The memory plan for these sizes; `kv` (a KVPlan) when a decoding session caches
+    the attentions it lists, whose scratch then differs (runtime/kv_cache.py)."""
     bindings = default_bindings(g, dims, batch, max_seq)
     mp = MemoryPlan(dict(sorted(bindings.items())))
     order = g.topo()
     step = {n: i for i, n in enumerate(order)}
     pd = param_derived(g)
     outputs = set(g.outputs.values())
+    cached = {e.node: (e.slots, e.kind == "window") for e in (kv.entries if kv else [])
+              if e.kind != "cross"}
 
     owner: dict[str, str] = {}          # value -> the value whose slot it uses
     size: dict[str, int] = {}
     born: dict[str, int] = {}
     last: dict[str, int] = {}
+    layout: dict[str, str] = {}         # "C" contiguous, "R" rows, "S" strided (scratch.py)
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def bound(shape) -> tuple[int, ...]:
+        return tuple(evaluate(d, bindings) for d in shape)
+
+    def storage(key: str, nbytes_: int, at: int, until: int) -> None:
+        owner[key], size[key], born[key], last[key] = key, nbytes_, at, until
+
     for nid in order:
         node = g.node(nid)
+        args = g.args(nid)
+        if node.shape is not None:
+            shapes[nid] = bound(node.shape)
         if node.op in ("input", "param", "const") or nid in pd:
             mp.outside[nid] = "parameter" if nid in pd and node.op != "input" else node.op
+            layout[nid] = "C"
             continue
-        if nid in outputs:
-            mp.outside[nid] = "output"
-            continue
+        infos = [Arg(shapes.get(a, ()), g.node(a).dtype, layout.get(a, "C")) for a in args]
+        for tag, shape, dtype in scratch_for(node, infos, cached.get(nid)):
+            storage(f"{nid}#{tag}", nbytes(shape, dtype, {}), step[nid], step[nid])
         if node.dtype == "tuple":
+            if node.op in TUPLE_VIEWS:
+                continue            # split: its parts are views of its argument
             # its parts (getitem nodes) hold the storage; a part nobody reads still needs a
             # scratch slot for the kernel to write, keyed like its getitem would be
-            read = {g.node(u).attrs.get("index") for u, _ in g.users(nid)}
+            parts: list[str | None] = [None] * len(node.parts)
+            for u in sorted(u for u, _ in g.users(nid)):
+                i = g.node(u).attrs.get("index")
+                parts[i] = parts[i] or u
             for i, (shape, dtype) in enumerate(node.parts):
-                if i not in read:
-                    key = f"{nid}.{i}"
-                    born[key] = last[key] = step[nid]
-                    size[key] = nbytes(shape, dtype, bindings)
-                    owner[key] = key
+                if parts[i] is None:
+                    parts[i] = f"{nid}.{i}"
+                    storage(parts[i], nbytes(shape, dtype, bindings), step[nid], step[nid])
+            mp.parts[nid] = parts
             continue
-        src = g.args(nid)[0] if node.op == "getitem" else None
-        born[nid] = step[src] if src else step[nid]
-        size[nid] = nbytes(node.shape, node.dtype, bindings)
-        uses = [step[u] for u, _ in g.users(nid)]
-        last[nid] = max(uses, default=born[nid])
-        owner[nid] = nid
-        arg = g.args(nid)[0] if node.op == "reshape" else None
-        if arg is not None and arg in owner:
-            root = owner[arg]
-            owner[nid] = root
-            mp.views[nid] = arg
-            last[root] = max(last[root], last[nid])
+        src = _view_source(g, node, mp, layout, shapes)
+        if src is not None and nid not in outputs:
+            mp.views[nid] = src
+            layout[nid] = _view_layout(g, node, layout[src], shapes[src], shapes[nid])
+            if src in owner:
+                root = owner[owner[src]]
+                owner[nid] = root
+                last[root] = max([last[root]] + [step[u] for u, _ in g.users(nid)])
+            else:
+                mp.outside[nid] = "view"        # of an input, parameter or output
+            continue
+        layout[nid] = "C"
+        if nid in outputs:
+            mp.outside[nid] = "output"          # the runtime copies a view into it
+            continue
+        tup = g.args(nid)[0] if node.op == "getitem" else None
+        storage(nid, nbytes(node.shape, node.dtype, bindings), step[tup] if tup else step[nid],
+                step[nid])
+        last[nid] = max([born[nid]] + [step[u] for u, _ in g.users(nid)])
 
     # in place: a value takes over an argument's slot when that argument dies right here
     for nid in order:
@@ -188,17 +234,23 @@ def plan(g: Graph, dims: Mapping[str, int] | None = None, batch: int = 1,
         node = g.node(nid)
         cands: list[str] = []
         if node.op != "getitem" and "elementwise" in OPS[node.op].kinds:
-            cands = g.args(nid)
+            reads = cands = g.args(nid)
         elif node.op == "getitem" and node.attrs.get("index") == 0 and \
                 g.node(g.args(nid)[0]).op in INPLACE_FUSED:
-            cands = g.args(g.args(nid)[0])[:1]
+            reads = g.args(g.args(nid)[0])
+            cands = reads[:1]
         for a in cands:
             if a not in owner:
                 continue
             root = owner[a]
-            if last[root] != born[nid] or size[root] != size[nid]:
+            if last[root] != born[nid] or size[root] != size[nid] or layout[a] != "C":
                 continue
             if g.node(a).dtype != node.dtype:
+                continue
+            # another argument reading the same bytes through a different view would
+            # see them overwritten
+            if any(owner.get(b) == root and (layout[b] != "C" or size[b] != size[root])
+                   for b in reads if b != a):
                 continue
             owner[nid] = root
             mp.inplace[nid] = a
@@ -221,9 +273,51 @@ def plan(g: Graph, dims: Mapping[str, int] | None = None, batch: int = 1,
             fl.release(offset[r], size[r])
     mp.arena_bytes = fl.end
     for n, r in owner.items():
-        mp.slots[n] = (offset[r], size[n])
+        if n not in mp.views:
+            mp.slots[n] = (offset[r], size[n])
     mp.lifetimes = {r: (born[r], last[r]) for r in roots}
     return mp
+
+
+def _view_source(g: Graph, node, mp: MemoryPlan, layout, shapes) -> str | None:
+    """The value `node` is a view of (no storage, no copy), or None."""
+    args = g.args(node.id)
+    if node.op in VIEW_OPS:
+        return args[0]
+    if node.op == "reshape" and layout[args[0]] == "C":
+        return args[0]           # a reshape of a strided view is a copy
+    if node.op == "getitem":
+        tup = g.node(args[0])
+        if tup.op in TUPLE_VIEWS:
+            return g.args(tup.id)[0]
+        first = mp.parts.get(tup.id, [])[node.attrs.get("index", 0)]
+        if first != node.id:
+            return first         # a second getitem of the same part
+    return None
+
+
+def _view_layout(g: Graph, node, src: str, shape: tuple, out: tuple) -> str:
+    """Layout of a view (see compiler/scratch.py), as NumPy's flags will see it."""
+    if src == "S" or node.op in ("reshape", "dropout") or node.op == "getitem" and \
+            g.node(g.args(node.id)[0]).op not in TUPLE_VIEWS:
+        return src
+    a = node.attrs
+    if node.op == "transpose":
+        perm = a.get("perm") or list(range(len(shape) - 2)) + [len(shape) - 1, len(shape) - 2]
+        kept = [p for p in perm if shape[p] != 1]
+        return src if kept == sorted(kept) else "S"
+    if node.op == "take":
+        ax = a.get("axis", 0) % len(shape)
+        return src if all(d == 1 for d in shape[:ax]) else "S"
+    # slice, or a part of split: a range along one axis
+    tup = g.node(g.args(node.id)[0]) if node.op == "getitem" else node
+    ax = tup.attrs.get("axis", -1 if tup.op == "split" else 0) % len(shape)
+    step_ = a.get("step", 1) if node.op == "slice" else 1
+    if out[ax] == shape[ax] or (all(d == 1 for d in out[:ax]) and (step_ == 1 or out[ax] <= 1)):
+        return src
+    if ax == len(shape) - 1 and step_ == 1 and src == "C":
+        return "R"
+    return "S"
 
 
 def overlaps(mp: MemoryPlan) -> list[tuple[str, str]]:
