@@ -22,7 +22,7 @@ import numpy as np
 
 from . import ast
 from .dims import Dim, DimLike, dim_add, dim_div, dim_mul, dim_neg, dim_sub, shape_str
-from .errors import ArchError, Span, did_you_mean
+from .errors import ArchError, ArchErrors, Span, did_you_mean
 from .graph import Graph, RepeatInfo
 from .layers import LAYERS
 from .ops import OPS, REQUIRED, TT, ShapeError, infer
@@ -187,7 +187,44 @@ def _check_formals(block: ast.Block) -> None:
 
 # ---- the lowering -----------------------------------------------------------------------
 
+class _Poison:
+    """The value of a name whose definition failed (its error is already recorded)."""
+
+    def __repr__(self) -> str:
+        return "POISON"
+
+
+POISON = _Poison()
+MAX_ERRORS = 20
+
+
+class _Reported(ArchError):
+    """A use of a poisoned value: a consequence of a recorded error, never shown."""
+
+    def __init__(self):
+        super().__init__("(already reported)")
+
+
+def _unpoisoned(*values) -> None:
+    for v in values:
+        if v is POISON or (isinstance(v, (list, tuple)) and any(x is POISON for x in v)):
+            raise _Reported()
+
+
+def _defined_names(stmt) -> list[str]:
+    """Names a statement (and any body inside it) binds: poisoned if it fails."""
+    if isinstance(stmt, ast.Assign):
+        return list(stmt.targets)
+    if isinstance(stmt, ast.ParamDecl):
+        return [stmt.name]
+    return [n for s in getattr(stmt, "body", ()) for n in _defined_names(s)]
+
+
 class Lowerer:
+    """Semantic errors are recorded and lowering goes on with the next statement (names the
+    failed statement defines are poisoned, so their uses add no follow-on errors); the
+    recorded errors are raised together at the end."""
+
     def __init__(self, prog: Program, config: dict[str, Any] | None = None):
         self.prog = prog
         self.overrides = dict(config or {})     # config constants set from outside
@@ -198,6 +235,26 @@ class Lowerer:
         self.name_counts: dict[tuple[str, str], int] = {}
         self.param_spans: dict[str, Span] = {}
         self.call_stack: list[str] = []
+        self.errors: list[ArchError] = []
+        self.error_keys: set = set()
+
+    def record(self, err: ArchError) -> None:
+        """Keep an error and carry on; a repeat or a second call of a block repeats none."""
+        if isinstance(err, _Reported):
+            return
+        if len(self.g) > MAX_NODES:
+            raise err   # a bound: going on would only hit it again
+        for e in getattr(err, "errors", [err]):
+            key = (e.span, e.message)
+            if key not in self.error_keys:
+                self.error_keys.add(key)
+                self.errors.append(e)
+        if len(self.errors) >= MAX_ERRORS:
+            self.raise_recorded()
+
+    def raise_recorded(self) -> None:
+        if self.errors:
+            raise self.errors[0] if len(self.errors) == 1 else ArchErrors(self.errors)
 
     # ----- scopes
     @property
@@ -313,24 +370,42 @@ class Lowerer:
                                 f"`{k}`", None, did_you_mean(k, names))
         for d in self.prog.consts:
             # an override replaces only this definition; constants derived from it follow
-            self.consts[d.name] = self.overrides[d.name] if d.name in self.overrides \
-                else self.eval(d.value, {}, const_only=True)
+            try:
+                self.consts[d.name] = self.overrides[d.name] if d.name in self.overrides \
+                    else self.eval(d.value, {}, const_only=True)
+            except ArchError as e:
+                self.record(e)
+                self.consts[d.name] = POISON
         self.g.meta["config"] = {k: v for k, v in self.consts.items()
                                  if isinstance(v, (int, float, bool, str))}
         env: dict[str, Any] = {}
         for f in model.formals:
-            if not isinstance(f.type, ast.TensorType):
-                raise ArchError(f"model input `{f.name}` needs a tensor type", f.span,
-                                f"e.g. `{f.name}: float[B, T, d_model]` or `ids: int[B, T]`")
-            if f.default is not None:
-                raise ArchError("model inputs take no default value", f.default.span)
-            shape = tuple(self.eval_dim(d, env, symbolic=True) for d in f.type.dims)
-            dtype = DTYPES[f.type.dtype]
-            nid = self.g.add("input", [], shape=shape, dtype=dtype, attrs={"name": f.name},
-                             span=f.span, name=f"input.{f.name}" if f.name in self.g else f.name)
-            self.g.inputs.append(nid)
-            env[f.name] = Tensor(nid, TT(shape, dtype), f.span)
-        result = self.run_body(model.body, env, model)
+            try:
+                self.model_input(f, env)
+            except ArchError as e:
+                self.record(e)
+                env[f.name] = POISON
+        try:
+            result = self.run_body(model.body, env, model)
+        except ArchError as e:   # raised between statements, e.g. code after `return`
+            self.record(e)
+        self.raise_recorded()
+        return self.finish_model(model, result)
+
+    def model_input(self, f: ast.Formal, env: dict) -> None:
+        if not isinstance(f.type, ast.TensorType):
+            raise ArchError(f"model input `{f.name}` needs a tensor type", f.span,
+                            f"e.g. `{f.name}: float[B, T, d_model]` or `ids: int[B, T]`")
+        if f.default is not None:
+            raise ArchError("model inputs take no default value", f.default.span)
+        shape = tuple(self.eval_dim(d, env, symbolic=True) for d in f.type.dims)
+        dtype = DTYPES[f.type.dtype]
+        nid = self.g.add("input", [], shape=shape, dtype=dtype, attrs={"name": f.name},
+                         span=f.span, name=f"input.{f.name}" if f.name in self.g else f.name)
+        self.g.inputs.append(nid)
+        env[f.name] = Tensor(nid, TT(shape, dtype), f.span)
+
+    def finish_model(self, model: ast.Block, result) -> Graph:
         if result is None:
             raise ArchError(f"model `{model.name}` returns nothing", model.span,
                             "end the model with `return name` (its outputs)")
@@ -350,7 +425,15 @@ class Lowerer:
     # ----- statements
     def run_body(self, body, env: dict, owner: ast.Block):
         for i, stmt in enumerate(body):
-            result = self.exec(stmt, env, owner)
+            try:
+                result = self.exec(stmt, env, owner)
+            except ArchError as e:
+                self.record(e)
+                for name in _defined_names(stmt):
+                    env[name] = POISON
+                if isinstance(stmt, ast.Return):
+                    return [(None, POISON, stmt.span)]
+                continue
             if result is not None:
                 if i != len(body) - 1:
                     raise ArchError("code after `return` never runs", body[i + 1].span)
@@ -360,7 +443,7 @@ class Lowerer:
     def exec(self, stmt, env: dict, owner: ast.Block):
         if isinstance(stmt, ast.Assign):
             value = self.eval(stmt.value, env)
-            if len(stmt.targets) == 1:
+            if len(stmt.targets) == 1 or value is POISON:
                 env[stmt.targets[0]] = value
             else:
                 if not isinstance(value, (tuple, list)) or len(value) != len(stmt.targets):
@@ -369,6 +452,9 @@ class Lowerer:
                                     f"gives {got} value{'s' if got != 1 else ''}", stmt.span)
                 for t, v in zip(stmt.targets, value):
                     env[t] = v
+            if value is POISON:
+                for t in stmt.targets:
+                    env[t] = POISON
             return None
         if isinstance(stmt, ast.Return):
             items = []
@@ -457,8 +543,10 @@ class Lowerer:
     # ----- expressions
     def lookup(self, name: str, env: dict, span: Span, const_only: bool = False):
         if name in env:
+            _unpoisoned(env[name])
             return env[name]
         if name in self.consts:
+            _unpoisoned(self.consts[name])
             return self.consts[name]
         known = list(env) + list(self.consts)
         if name in self.prog.blocks or name in LAYERS or name in OPS:
@@ -502,6 +590,7 @@ class Lowerer:
             return [self.eval(x, env, const_only) for x in e.items]
         if isinstance(e, ast.Neg):
             v = self.eval(e.operand, env, const_only)
+            _unpoisoned(v)
             if isinstance(v, Tensor):
                 return self.emit("neg", [v], {}, e.span)
             if isinstance(v, Dim):
@@ -522,6 +611,7 @@ class Lowerer:
         raise ArchError(f"unsupported expression {type(e).__name__}", e.span)
 
     def binop(self, e: ast.BinOp, a, b):
+        _unpoisoned(a, b)
         op = e.op
         if isinstance(a, Tensor) or isinstance(b, Tensor):
             if op == "**":
@@ -621,6 +711,7 @@ class Lowerer:
 
     def index(self, e: ast.Index, env: dict):
         base = self.eval(e.value, env)
+        _unpoisoned(base)
         if isinstance(base, (list, tuple)):
             if len(e.subs) != 1 or isinstance(e.subs[0], ast.SliceSub):
                 raise ArchError("a list takes one index", e.span)
@@ -659,6 +750,7 @@ class Lowerer:
             if kw.name in kwargs:
                 raise ArchError(f"argument `{kw.name}` given twice", kw.span)
             kwargs[kw.name] = (self.eval(kw.value, env), kw.span)
+        _unpoisoned(*args, *(v for v, _ in kwargs.values()))
         if e.func in self.prog.blocks:
             return self.call_block(self.prog.blocks[e.func], e, args, kwargs)
         if e.func in LAYERS:
@@ -785,6 +877,7 @@ class Lowerer:
             self.check_formal(block, f, bound[f.name], env, e)
             env[f.name] = bound[f.name]
         self.call_stack.append(block.name)
+        errors_before = len(self.errors)
         try:
             if e.as_name is not None:
                 self.claim_scope(e.as_name, e.as_name, e.span)
@@ -794,6 +887,8 @@ class Lowerer:
                 result = self.run_body(block.body, env, block)
         finally:
             self.call_stack.pop()
+        if len(self.errors) > errors_before:
+            return POISON   # the block's errors are recorded; its result is unusable
         if result is None:
             return None
         values = tuple(v for _, v, _ in result)

@@ -514,3 +514,52 @@ def test_binary_file_is_not_parsed(tmp_path):
     with pytest.raises(ArchError) as e:
         lower(p)
     assert e.value.render() == f"error: {p} is not UTF-8 text (byte 0); an .arch file is plain text"
+
+
+def test_independent_semantic_errors_are_reported_together(arch_file):
+    path = arch_file("""
+        config {
+            d = 4
+            bad = d / 0
+            e = bad * 2
+        }
+        block Mlp(x) {
+            h = rellu(x)
+            return h @ x
+        }
+        model m(x: float[T, 4]) {
+            a = relu(xx)
+            b = a + 1
+            c = Mlp(x) as mlp
+            repeat 3 as layers {
+                y = softmax(x, axs=1)
+                z = y + c
+            }
+            return x @ x
+        }
+    """)
+    with pytest.raises(ArchErrors) as e:
+        lower(path)
+    # each mistake once: no error for `e`, `b`, `h @ x` or `z` (they use failed names), and
+    # the repeat's error is not repeated per iteration
+    assert [(err.span.line, err.message) for err in e.value.errors] == [
+        (3, "division by zero"),
+        (11, "unknown name `xx`"),
+        (7, "unknown op or block `rellu`"),
+        (15, "softmax() has no argument `axs`"),
+        (18, "matmul: inner dimensions differ: [T, 4] @ [T, 4] (4 vs T)"),
+    ]
+
+
+def test_code_after_return_is_reported_with_the_other_errors(arch_file):
+    path = arch_file("""
+        model m(x: float[T, 4]) {
+            a = relu(xx)
+            return x
+            b = x
+        }
+    """)
+    with pytest.raises(ArchErrors) as e:
+        lower(path)
+    assert [err.message for err in e.value.errors] == ["unknown name `xx`",
+                                                       "code after `return` never runs"]
