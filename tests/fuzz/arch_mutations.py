@@ -72,7 +72,8 @@ def quietly(argv: list[str]) -> int | None:
         try:
             return main(argv + ["--debug"])
         except ArchError as e:
-            e.render()        # rendering must not fail either
+            text = e.render()        # rendering must not fail either
+            assert "(already reported)" not in text, text   # a follow-on error leaked
             return None
 
 
