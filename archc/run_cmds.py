@@ -58,6 +58,9 @@ def add_generate_parser(sub, common, inputs_arg) -> None:
                           "the config constant decoder_start)")
     gen.add_argument("--max-seq", type=int, metavar="N",
                      help="positions the KV cache holds (default: the model's context)")
+    gen.add_argument("--max-memory", metavar="SIZE",
+                     help="refuse if parameters + KV cache would need more, e.g. 8G "
+                          "(default: 80%% of the RAM)")
     gen.add_argument("--no-cache", action="store_true",
                      help="recompute the whole sequence for every token (slow; for checking)")
     gen.add_argument("--tokenizer", metavar="FILE",
@@ -118,9 +121,12 @@ def cmd_generate(args, load, parse_sets, read_array) -> int:
         raise ArchError(f"--max-new-tokens must not be negative, got {args.max_new_tokens}")
     model = load(args.model, weights=args.weights, seed=args.seed, model=args.model_name,
                  config=parse_sets(args.set), weights_map=args.weights_map,
-                 allow_missing=args.allow_missing)
+                 allow_missing=args.allow_missing, max_memory=args.max_memory)
     for w in model.warnings:
         print(f"warning: {w}", file=sys.stderr)
+    from .runtime.budget import check_generate
+    check_generate(model.graph, 1 if np.ndim(prompt) == 1 else np.shape(prompt)[0],
+                   args.max_seq, model.max_memory)   # before the KV cache is allocated
     ex = model.compiled(args.threads)
     for w in ex.warnings:
         print(f"warning: {w}", file=sys.stderr)

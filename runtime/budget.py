@@ -6,7 +6,8 @@ One place estimates what a run needs, so every check (and later plan) agrees:
     activations   the compiler's activation arena (graph.meta["memory_plan"].arena_bytes)
                   when planned; else the reference executor's peak of live values, which
                   it frees after their last use (needs the input sizes)
-    kv cache      graph.meta["kv_plan"].total_bytes when the compiler planned one
+    kv cache      graph.meta["kv_plan"].total_bytes when the compiler planned one; for
+                  `generate`, the plan for its batch and --max-seq (check_generate)
 
 `check_*` raise an ArchError naming the figure, the limit and what to change. The limit is
 `--max-memory` (`8G`, `512M`, `1.5GiB`, bytes), by default DEFAULT_SHARE of the RAM.
@@ -163,6 +164,18 @@ def check_run(g: Graph, bindings: Mapping[str, int], limit: int) -> Estimate:
                       est.describe(), limit,
                       "use shorter or fewer inputs (smaller batch or sequence) or raise "
                       "--max-memory")
+    return est
+
+
+def check_generate(g: Graph, batch: int, max_seq: int | None, limit: int) -> Estimate:
+    """Before generating: parameters + the KV cache the compiler plans for this batch."""
+    from ..compiler.passes.plan_kv_cache import plan
+    kp = plan(g, batch, max_seq, None)
+    est = Estimate(param_bytes(g), None, kp.total_bytes if kp is not None else 0)
+    if est.total > limit:
+        seq = f", {kp.max_seq} positions" if kp is not None else ""
+        raise _refuse(f"generating with `{g.name}` (batch {batch}{seq})", est.describe(), limit,
+                      "lower --max-seq or the batch, or raise --max-memory")
     return est
 
 

@@ -7,6 +7,7 @@ import os
 import struct
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -319,3 +320,15 @@ def test_real_entry_point_pickled_input(work, monkeypatch):
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and "never unpickles" in r.stderr
     assert not pwned.exists()
+
+
+def test_kv_cache_too_large_is_refused_before_generating(work, capsys):
+    np.save("p.npy", np.array([1, 2, 3]))
+    gpt2 = str(Path(__file__).resolve().parents[2] / "examples" / "gpt2.arch")
+    code, _, err = run(capsys, "generate", gpt2, "--input", "p.npy", "--set", "n_layer=2",
+                       "--set", "d_model=64", "--set", "n_head=2", "--set", "vocab=100",
+                       "--max-seq", "1000000", "--max-memory", "100M", "-n", "2")
+    assert (code, err) == (2, "error: generating with `gpt2` (batch 1, 1000000 positions) needs "
+                              "parameters 672.0 KiB + KV cache 991.8 MiB, more than "
+                              "--max-memory 100.0 MiB\n"
+                              "hint: lower --max-seq or the batch, or raise --max-memory\n")
