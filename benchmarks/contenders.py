@@ -152,7 +152,9 @@ class Archc:
         try:
             # sized as model.generate sizes it: the model's context length if it has one
             from archc.runtime import generate as gen
-            limit = getattr(gen, "_context", lambda g: None)(g) or prompt + new
+            ctx = getattr(gen, "_context", lambda g: None)(g)
+            ctx = ctx[0] if isinstance(ctx, tuple) else ctx      # (length, where from)
+            limit = ctx or prompt + new
             out["kv_cache"] = Session(self.ex, 1, limit).nbytes
             out["kv_positions"] = limit
         except Exception as e:  # noqa: BLE001  (a model without a cache still benchmarks)

@@ -177,7 +177,7 @@ def bench_model(family: str, threads: int, args, weights, config, peers, limit: 
         workers["archc"] = Worker("archc", family, weights, config, threads, logdir)
         for p in peers:
             workers[p] = Worker(p, family, weights, None, threads, logdir)
-        notes = check_logits(workers, logdir, min(64, args.prompt))
+        notes = check_logits(workers, logdir, args.prompt)
 
         Ts = args.prefill
         measures = [("prefill", T) for T in Ts] + [("decode", args.prompt)]
@@ -223,9 +223,8 @@ def bench_model(family: str, threads: int, args, weights, config, peers, limit: 
     if not args.skip_ttft:
         log("   time to first token: fresh processes (warm cache), then archc with a cold one")
         for n in workers:
-            runs = [ttft_run(n, family, weights if n != "archc" or weights else None,
-                             config if n == "archc" else None, threads, args.prompt,
-                             args.ttft_new) for _ in range(args.ttft_repeats)]
+            runs = [ttft_run(n, family, weights, config if n == "archc" else None, threads,
+                             args.prompt, args.ttft_new) for _ in range(args.ttft_repeats)]
             ttft[n] = runs
         with tempfile.TemporaryDirectory(prefix="archc-cold-") as cold:
             ttft["archc-cold"] = [ttft_run("archc", family, weights, config, threads,
@@ -317,6 +316,8 @@ def report(title, family, threads, args, workers, peers, measures, times, stats,
             f"({p['programs']} programs) = {mb(p['total'])}; peak RSS {mb(peak)}, of which "
             f"{mb(base)} is the interpreter and imports: (peak − imports) / plan = "
             f"{(peak - base) / p['total']:.2f}")
+        if p.get("kv_note"):
+            lines.append(f"- KV cache not sized: {p['kv_note']}")
     out += lines + [f"- {n}" for n in notes] + [""]
     return "\n".join(out)
 
@@ -354,6 +355,8 @@ def main() -> int:
                     help="Hugging Face attention implementations to run; 'none' for none")
     ap.add_argument("--ttft-repeats", type=int, default=3)
     ap.add_argument("--skip-ttft", action="store_true")
+    ap.add_argument("--skip-startup", action="store_true",
+                    help="do not run benchmarks/startup.py (archc run of the FFN example)")
     ap.add_argument("--write", action="store_true", help="write benchmarks/RESULTS.md")
     args = ap.parse_args()
     args.prefill = [int(x) for x in (args.prefill or ("32,64" if args.tiny else "128,512"))
@@ -405,6 +408,13 @@ def main() -> int:
                 sections.append(bench_model(f, n, args, weights[f], configs[f], peers,
                                             limit_by_threads[n], tmp))
                 print(sections[-1], flush=True)
+        if not args.skip_startup:
+            log("start-up: benchmarks/startup.py")
+            out = subprocess.run([sys.executable, str(HERE / "startup.py")], cwd=ROOT,
+                                 capture_output=True, text=True)
+            sections.append("### Start-up: a warm `archc run` of the FFN example\n\n```\n" +
+                            (out.stdout or out.stderr[-2000:]).strip() + "\n```\n")
+            print(sections[-1], flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     load1 = os.getloadavg()
