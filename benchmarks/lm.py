@@ -322,7 +322,7 @@ def report(title, family, threads, args, workers, peers, measures, times, stats,
     return "\n".join(out)
 
 
-# ---- main ------------------------------------------------------------------------------------------
+# ---- main ----------------------------------------------------------------------------------
 
 def describe_machine() -> str:
     model = platform.processor() or "?"
@@ -405,8 +405,11 @@ def main() -> int:
         print(sections[-1], flush=True)
         for n in threads:
             for f in families:
-                sections.append(bench_model(f, n, args, weights[f], configs[f], peers,
-                                            limit_by_threads[n], tmp))
+                try:
+                    sections.append(bench_model(f, n, args, weights[f], configs[f], peers,
+                                                limit_by_threads[n], tmp))
+                except RuntimeError as e:     # a worker died: report it, run the rest
+                    sections.append(f"### {TITLES[f]}, {n} thread(s): failed\n\n```\n{e}\n```\n")
                 print(sections[-1], flush=True)
         if not args.skip_startup:
             log("start-up: benchmarks/startup.py")

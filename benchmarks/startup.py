@@ -4,8 +4,9 @@
 
 The target is <= 1.5 s wall with the kernel cache warm. The breakdown: the bare interpreter
 (`python -c pass`), each big import measured by `python -X importtime` on the same command
-(the time spent in each package's own modules, whoever imported them), and the rest: archc itself (parse, lower, load
-kernels from the cache, run, print).
+(the time spent in each package's own modules, whoever imported them), and the rest:
+archc itself (parse, lower, load kernels from the cache, run, print). `--profile` adds a
+cProfile of one run.
 """
 from __future__ import annotations
 
