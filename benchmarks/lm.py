@@ -295,14 +295,16 @@ def report(title, family, threads, args, workers, peers, measures, times, stats,
     decode_bound = bw / plan["weight_read_bytes"]
     dec = med(times[measures[-1], "archc"])
     lines = [f"- decode bound: {mb(plan['weight_read_bytes'])} of weights per token "
-             f"at {bw / 1e9:.1f} GB/s = {decode_bound:.0f} tok/s; archc reaches "
-             f"{dec / decode_bound:.0%}"]
+             f"at {bw / 1e9:.1f} GB/s ({threads} thr.) = {decode_bound:.0f} tok/s; archc reaches "
+             f"{dec / decode_bound:.0%}" + "".join(
+                 f", {p} {med(times[measures[-1], p]) / decode_bound:.0%}" for p in peers)]
     for m in measures[:-1]:
         fpt = st["flops_per_token"][str(m[1])]
         bound = sg / fpt
         lines.append(f"- prefill bound at T={m[1]}: {fpt / 1e6:.3g} MFLOP per token at "
-                     f"{sg / 1e9:.0f} GFLOP/s = {bound:.0f} tok/s; archc reaches "
-                     f"{med(times[m, 'archc']) / bound:.0%}")
+                     f"{sg / 1e9:.0f} GFLOP/s ({threads} thr.) = {bound:.0f} tok/s; archc reaches "
+                     f"{med(times[m, 'archc']) / bound:.0%}" + "".join(
+                         f", {p} {med(times[m, p]) / bound:.0%}" for p in peers))
     if ttft:
         r = ttft["archc"][0]
         p = r["plan"]
