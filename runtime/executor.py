@@ -250,6 +250,22 @@ class Program:
         return {name: self.values[nid] for name, nid in self.graph.outputs.items()}
 
 
+# ---- the KV-cache arena ----------------------------------------------------------------------
+
+def kv_arena(kp) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """The compiler's KV plan (compiler/passes/plan_kv_cache.py) made real: one arena of
+    exactly `kp.total_bytes`, and per planned attention its K and V (B, H_kv, slots, D)
+    and key positions (slots,) as views at the planned offsets."""
+    arena = np.empty(kp.total_bytes if kp is not None else 0, np.uint8)
+    views = {}
+    for e in (kp.entries if kp is not None else []):
+        shape = (kp.batch, e.kv_heads, e.slots, e.head_dim)
+        views[e.node] = (np.ndarray(shape, e.dtype, buffer=arena, offset=e.k_offset),
+                         np.ndarray(shape, e.dtype, buffer=arena, offset=e.v_offset),
+                         np.ndarray((e.slots,), np.int64, buffer=arena, offset=e.pos_offset))
+    return arena, views
+
+
 # ---- the executor ----------------------------------------------------------------------------
 
 class Executor:
@@ -324,4 +340,4 @@ def run_compiled(g: Graph, inputs: Mapping[str, np.ndarray], params: Mapping[str
     return Executor(g, params, **options).run(inputs)
 
 
-__all__ = ["Executor", "Program", "Profile", "ExecutionError", "run_compiled"]
+__all__ = ["Executor", "Program", "Profile", "ExecutionError", "kv_arena", "run_compiled"]

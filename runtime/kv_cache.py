@@ -31,8 +31,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..dsl.dims import evaluate
 from ..dsl.errors import ArchError
+from ..compiler.passes.plan_kv_cache import plan as plan_kv
+from .executor import kv_arena
 from .kernels import attention as k_attn
 from .kernels.relative_position import relative_position_bucket
 from .steps import STEPS
@@ -260,36 +261,17 @@ class Session:
         self.ones = tuple(ones)
         self.pos = 0
         self.buffers: dict = {}         # per-step biases, outside the programs' arenas
-        g = ex.graph
-        layout = []
-        for nid, cross in cached_attentions(ex, self.ones):
-            node = g.node(nid)
-            H = node.attrs["heads"]
-            Hkv = node.attrs.get("kv_heads") or H
-            D = int(node.shape[-1]) // H
-            window = node.attrs.get("window")
-            ring = bool(window) and not cross
-            if cross:
-                slots = evaluate(g.node(g.args(nid)[1]).shape[-2], {"B": batch, **self.dims})
-            else:
-                slots = min(int(window), max_seq) if ring else max_seq
-            layout.append((nid, Hkv, D, slots, ring, cross, np.dtype(node.dtype)))
-        # one arena: per entry K then V then positions, each 64-byte aligned
-        offsets, off = [], 0
-        for nid, Hkv, D, slots, ring, cross, dt in layout:
-            kv_bytes = _align(batch * Hkv * slots * D * dt.itemsize)
-            offsets.append((off, off + kv_bytes, off + 2 * kv_bytes))
-            off += 2 * kv_bytes + _align(slots * 8)
-        self.nbytes = off
-        self.arena = np.empty(off, np.uint8)
+        # the compiler's KV plan for exactly the attentions this session caches; the
+        # arena is that plan (executor.kv_arena), and the programs' memory plans see it
+        self.kv_plan = plan_kv(ex.graph, batch, max_seq, {"B": batch, **self.dims},
+                               select=cached_attentions(ex, self.ones))
+        self.arena, views = kv_arena(self.kv_plan)
+        self.nbytes = self.arena.nbytes
         self.entries: dict[str, CacheEntry] = {}
-        for (nid, Hkv, D, slots, ring, cross, dt), (ko, vo, po) in zip(layout, offsets):
-            shape = (batch, Hkv, slots, D)
-            n = batch * Hkv * slots * D * dt.itemsize
-            kc = np.ndarray(shape, dt, buffer=self.arena[ko:ko + n])
-            vc = np.ndarray(shape, dt, buffer=self.arena[vo:vo + n])
-            kpos = np.ndarray((slots,), np.int64, buffer=self.arena[po:po + slots * 8])
-            self.entries[nid] = CacheEntry(kc, vc, kpos, ring, self, cross)
+        for e in (self.kv_plan.entries if self.kv_plan is not None else []):
+            kc, vc, kpos = views[e.node]
+            self.entries[e.node] = CacheEntry(kc, vc, kpos, e.kind == "window", self,
+                                              e.kind == "cross")
         self.bounded = all(e.ring for e in self.entries.values() if not e.cross)
         self.reset()
 
@@ -321,10 +303,6 @@ class Session:
         prog.execute(inputs, profile)
         self.pos += T
         return prog.output_values()
-
-
-def _align(n: int) -> int:
-    return -(-n // 64) * 64
 
 
 # ---- the position biases of a decoded sequence -------------------------------------------

@@ -5,8 +5,10 @@
     self, sliding window W        K, V: (B, H_kv, min(W, S_max), D)   ring buffer
     cross (K/V from another       K, V: (B, H_kv, S_enc, D)           computed once from
       input, e.g. the encoder)                                        the encoder output
-    every entry also stores       pos: (B, slots) int32               the absolute position
+    every entry also stores       pos: (slots,) int64                 the absolute position
                                                                       of the key in each slot
+                                                                      (the batch's prompts
+                                                                      have equal lengths)
 
 H_kv is the K/V head count (kv_heads), so grouped- and multi-query attention store only
 what they read. Positions are stored with the keys so masks come from positions, never
@@ -19,11 +21,13 @@ context_length, seq_len, max_len (`context_length(g)`). Other symbolic sizes (an
 length S) bind from `dims`, defaulting to S_max.
 
 Arena: entries in graph order, each K then V then pos, offsets aligned to 64 bytes;
-`KVPlan.total_bytes` is the arena size. A plan over 1 GiB carries a warning; a plan over
+`KVPlan.total_bytes` is the arena size: exactly what a decoding session allocates
+(runtime/kv_cache.py lays its caches out at these offsets). A plan over 1 GiB carries a warning; a plan over
 `max_memory` is refused with an error saying by how much.
 
 A non-causal self-attention (an encoder's) sees its whole input at once, so it gets no
-cache even when declared `cache=true`.
+cache even when declared `cache=true`. A session that knows which attentions it caches
+(and which read encoder K/V) passes them as `select`: [(node id, is_cross), ...].
 
 Requires: nothing. Ensures: the graph is unchanged; graph.meta["kv_plan"] is a `KVPlan`
 (or None when the model has no cached attention or no known context length).
@@ -44,7 +48,7 @@ from .plan_memory import ALIGN, fmt_bytes
 CONTEXT_NAMES = ("max_seq", "n_ctx", "max_position_embeddings", "block_size",
                  "context_length", "seq_len", "max_len")
 LARGE = 1 << 30
-POS_DTYPE = "int32"
+POS_DTYPE = "int64"
 ATTENTION_OPS = ("attention", "rope_attention")
 PASS_THROUGH = ("rope", "getitem", "split", "linear", "reshape")
 
@@ -113,8 +117,13 @@ def _align(n: int) -> int:
 
 
 def plan(g: Graph, batch: int = 1, max_seq: int | None = None,
-         dims: Mapping[str, int] | None = None) -> KVPlan | None:
-    attn = [n for n in g.nodes() if n.op in ATTENTION_OPS and n.attrs.get("cache")]
+         dims: Mapping[str, int] | None = None,
+         select: list[tuple[str, bool]] | None = None) -> KVPlan | None:
+    if select is None:
+        attn = [n for n in g.nodes() if n.op in ATTENTION_OPS and n.attrs.get("cache")]
+    else:
+        attn = [g.node(nid) for nid, _ in select]
+    chosen = dict(select or [])
     source = "--max-seq"
     if max_seq is None:
         max_seq, source = context_length(g)
@@ -128,9 +137,9 @@ def plan(g: Graph, batch: int = 1, max_seq: int | None = None,
         heads = node.attrs.get("heads", 1)
         kv_heads = node.attrs.get("kv_heads") or heads
         head_dim = dim_div(qn.shape[-1], heads)
-        cross = _source(g, q) != _source(g, k)
+        cross = chosen[node.id] if select is not None else _source(g, q) != _source(g, k)
         window = node.attrs.get("window")
-        if not cross and not node.attrs.get("causal"):
+        if select is None and not cross and not node.attrs.get("causal"):
             continue   # an encoder's self-attention sees the whole input at once: no cache
         if cross:
             kind = "cross"
@@ -143,7 +152,7 @@ def plan(g: Graph, batch: int = 1, max_seq: int | None = None,
             kind, slots = "self", max_seq
         e = KVEntry(node.id, node.scope, kind, kv_heads, int(head_dim), slots, kn.dtype)
         e.kv_bytes = batch * kv_heads * slots * e.head_dim * np.dtype(kn.dtype).itemsize
-        e.pos_bytes = batch * slots * np.dtype(POS_DTYPE).itemsize
+        e.pos_bytes = slots * np.dtype(POS_DTYPE).itemsize
         e.k_offset = off
         e.v_offset = off = off + _align(e.kv_bytes)
         e.pos_offset = off = off + _align(e.kv_bytes)

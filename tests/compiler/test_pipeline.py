@@ -158,10 +158,10 @@ def test_stats_command(arch_file, capsys):
     # + proj (64*16+16) = 64 + 1088 + 1088 + 1040 = 3280
     assert lines["layers.3"][1] == "3,280"
     assert lines["total"][1] == f"{12 * 3280 + 32:,}"
-    # KV per token per layer: K and V, 2 heads * 8 dims * 4 bytes each, + a 4-byte position
-    assert lines["layers.3"][4] == f"{2 * 2 * 8 * 4 + 4:,}"
-    assert lines["total"][4] == f"{12 * 132:,}"
-    # total KV at S_max = 8 tokens, B=1: 12 layers * (K+V 2*2*8*8*4 + pos 8*4) bytes,
+    # KV per token per layer: K and V, 2 heads * 8 dims * 4 bytes each, + an 8-byte position
+    assert lines["layers.3"][4] == f"{2 * 2 * 8 * 4 + 8:,}"
+    assert lines["total"][4] == f"{12 * 136:,}"
+    # total KV at S_max = 8 tokens, B=1: 12 layers * (K+V 2*2*8*8*4 + pos 8*8) bytes,
     # each piece aligned to 64 bytes
     assert lines["total"][5] == f"{12 * (1024 + 64):,}"
 

@@ -35,10 +35,10 @@ def test_plan_matches_hand_arithmetic(arch_file):
     got = [(e.scope, e.kind, e.kv_heads, e.slots, e.head_dim) for e in kp.entries]
     assert got == [("mha.attn", "self", 8, 128, 8), ("gqa.attn", "self", 2, 128, 8),
                    ("mqa.attn", "window", 1, 16, 8), ("cross.attn", "cross", 4, 10, 16)]
-    B, f32, i32 = 3, 4, 4
+    B, f32, i64 = 3, 4, 8
     kv = [B * 8 * 128 * 8 * f32, B * 2 * 128 * 8 * f32, B * 1 * 16 * 8 * f32,
           B * 4 * 10 * 16 * f32]
-    pos = [B * 128 * i32, B * 128 * i32, B * 16 * i32, B * 10 * i32]
+    pos = [128 * i64, 128 * i64, 16 * i64, 10 * i64]           # one position per slot
     assert [e.kv_bytes for e in kp.entries] == kv
     assert [e.pos_bytes for e in kp.entries] == pos
     assert kp.total_bytes == sum(2 * _aligned(k) + _aligned(p) for k, p in zip(kv, pos))
@@ -46,7 +46,7 @@ def test_plan_matches_hand_arithmetic(arch_file):
     assert offsets[0] == 0 and offsets[1] == 2 * _aligned(kv[0]) + _aligned(pos[0])
     assert all(e.v_offset == e.k_offset + _aligned(e.kv_bytes) for e in kp.entries)
     # one more token of context: K and V of each full-context self-attention, + a position
-    assert kp.bytes_per_token() == (2 * 8 * 8 * f32 + i32) + (2 * 2 * 8 * f32 + i32)
+    assert kp.bytes_per_token() == (2 * 8 * 8 * f32 + i64) + (2 * 2 * 8 * f32 + i64)
     assert r.graph.meta is not g.meta and "kv_plan" not in g.meta
 
 
