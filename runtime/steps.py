@@ -34,7 +34,8 @@ def steps_for(*ops: str):
 
 
 def rows(a: np.ndarray) -> np.ndarray:
-    return a.reshape(-1, a.shape[-1]) if a.ndim != 2 else a
+    # the row count is explicit: reshape(-1, 0) cannot infer it for a zero-width tensor
+    return a.reshape(math.prod(a.shape[:-1]), a.shape[-1]) if a.ndim != 2 else a
 
 
 def _zeros(n: int, dtype) -> np.ndarray:
