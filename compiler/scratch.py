@@ -214,3 +214,19 @@ def _retro(node, args, cache):
 @rule("padding_mask")
 def _padding_mask(node, args, cache):
     return [("ok", args[0].shape, "bool")]
+
+
+# contiguous copies for kernels that read flat rows
+@rule("embedding")
+def _embedding(node, args, cache):
+    return _copy("ids", args[0])
+
+
+@rule("sinusoidal_positions")
+def _sinusoidal(node, args, cache):
+    return _copy("c", args[0])
+
+
+@rule("prepend_memory")
+def _prepend_memory(node, args, cache):
+    return _copy("x", args[0])

@@ -237,19 +237,23 @@ def build_matmul(P, node, args, attrs):
 
 @steps_for("embedding")
 def build_embedding(P, node, args, attrs):
+    from .kernels import embedding as k_emb
     ids, table = args
+    if ids.dtype.kind not in "iu" or table.ndim != 2:
+        return None
     out = P.output()
     vocab = table.shape[0]
     span = node.span
+    ids1, out2 = P.contiguous(ids, "ids").reshape(-1), out.reshape(-1, table.shape[1])
 
-    def lookup(out=out, ids=ids, table=table):
-        if ids.size and (ids.min() < 0 or ids.max() >= vocab):
-            bad = ids[(ids < 0) | (ids >= vocab)]
+    def lookup():
+        if k_emb.embedding(out2, ids1, table):
+            bad = ids1[(ids1 < 0) | (ids1 >= vocab)]
             raise ArchError(f"token id {int(bad.flat[0])} is outside the vocabulary "
                             f"(0..{vocab - 1}); {bad.size} id{'s' if bad.size > 1 else ''} "
                             "out of range", span)
-        np.take(table, ids, axis=0, out=out, mode="clip")
     P.step(lookup)
+    P.deferred(k_emb.embedding, out2, ids1, table)
     return out
 
 
@@ -448,6 +452,192 @@ def build_concat(P, node, args, attrs):
 
 def _concat(xs, out, axis):
     np.concatenate(xs, axis=axis, out=out)
+
+
+# ---- families: MoE, memories, long-range attention, position tables ------------------------
+
+@steps_for("moe")
+def build_moe(P, node, args, attrs):
+    from .kernels import moe as k_moe
+    x, router, w_up, w_down, *gate = args
+    if x.dtype.kind != "f" or any(w.dtype != x.dtype for w in [router, w_up, w_down, *gate]):
+        return None
+    T, C = x.shape[-2], x.shape[-1]
+    M, E, F = x.size // C, router.shape[1], w_up.shape[2]
+    k = attrs.get("top_k", 1)
+    cap = k_moe.moe_capacity(T, E, k, attrs.get("capacity"), attrs.get("capacity_factor"))
+    out = P.output()
+    t = P.temp
+    P.step(k_moe.moe, rows(out), rows(P.contiguous(x, "x")), router, w_up, w_down,
+           gate[0] if gate else w_up, bool(gate), T, k, -1 if cap is None else cap,
+           bool(attrs.get("normalize")), bool(attrs.get("scale", True)),
+           k_ew.ACT[attrs.get("act", "relu")],
+           t("logits", (M, E), x.dtype), t("choice", (M, k), np.int64),
+           t("weight", (M, k), np.float64), t("offsets", (E + 1,), np.int64),
+           t("used", (E,), np.int64), t("slot_tok", (M * k,), np.int64),
+           t("slot_w", (M * k,), np.float64), t("xg", (M, C), x.dtype), t("h", (M, F), x.dtype),
+           t("hg", (M if gate else 0, F), x.dtype), t("y", (M, C), x.dtype),
+           t("acc", (M, C), np.float64))
+    return out
+
+
+@steps_for("product_key_memory")
+def build_product_key_memory(P, node, args, attrs):
+    from ..compiler.scratch import LANES
+    from .kernels import memory as k_mem
+    q, keys, values = args
+    if q.dtype.kind != "f" or keys.dtype.kind != "f" or values.dtype != np.dtype(node.dtype):
+        return None
+    q2 = rows(P.contiguous(q, "q"))
+    N, n, k, Dv = q2.shape[0], keys.shape[2], attrs["topk"], values.shape[1]
+    lanes = max(1, min(N, LANES))
+    out = P.output()
+    P.step(k_mem.product_key_memory, rows(out), q2, keys, values, k,
+           P.temp("s", (lanes, 2, n), np.float64), P.temp("top_v", (lanes, 2, k), np.float64),
+           P.temp("top_i", (lanes, 2, k), np.int64), P.temp("best_v", (lanes, k), np.float64),
+           P.temp("best_i", (lanes, k), np.int64), P.temp("acc", (lanes, Dv), np.float64))
+    return out
+
+
+@steps_for("prepend_memory")
+def build_prepend_memory(P, node, args, attrs):
+    from .kernels import memory as k_mem
+    x, slots = args
+    if slots.dtype != x.dtype:
+        return None
+    S, C = x.shape[-2:]
+    out = P.output()
+    P.step(k_mem.prepend_memory, out.reshape(-1, out.shape[-2], C),
+           P.contiguous(x, "x").reshape(-1, S, C), slots)
+    return out
+
+
+@steps_for("memory_mask")
+def build_memory_mask(P, node, args, attrs):
+    mask = args[0]
+    n = attrs.get("slots", 1)
+    out = P.output()
+    P.step(np.copyto, out[..., :n], np.ones((), out.dtype))
+    P.step(np.copyto, out[..., n:], mask)
+    return out
+
+
+@steps_for("stack")
+def build_stack(P, node, args, attrs):
+    out = P.output()
+    P.step(_stack, tuple(args), out, attrs.get("axis", 0))
+    return out
+
+
+def _stack(xs, out, axis):
+    np.stack(xs, axis=axis, out=out)
+
+
+def _heads(P, x, H, tag):
+    """x (..., T, H*D) as (..., T, H, D) without a copy when possible."""
+    shape = x.shape[:-1] + (H, x.shape[-1] // H)
+    v = view_as(x, shape)
+    return v if v is not None else P.contiguous(x, tag).reshape(shape)
+
+
+@steps_for("longformer_attention")
+def build_longformer_attention(P, node, args, attrs):
+    from .kernels import longformer as k_long
+    q, k, v, qg, kg, vg, glob_mask, *mask = args
+    if q.ndim != 3 or any(a.dtype != q.dtype for a in (k, v, qg, kg, vg)) or q.dtype.kind != "f":
+        return None
+    B, T, C = q.shape
+    H = attrs.get("heads", 1)
+    D = C // H
+    scale = 1.0 / math.sqrt(D) if attrs.get("scale") is None else float(attrs["scale"])
+    glob = P.temp("glob", (B, T), np.bool_)
+    P.step(np.not_equal, glob_mask, 0, glob)
+    if mask:
+        real = P.temp("real", (B, T), np.bool_)
+        P.step(np.not_equal, mask[0], 0, real)
+    else:
+        real = np.zeros((B, 0), np.bool_)
+    out = P.output()
+    views = [_heads(P, a, H, tag) for a, tag in zip((q, k, v, qg, kg, vg),
+                                                     ("q", "k", "v", "qg", "kg", "vg"))]
+    P.step(k_long.longformer_attention, out.reshape(B, T, H, D), *views, glob, real,
+           int(attrs.get("window", 2)) // 2, scale, P.temp("gidx", (B, T), np.int64),
+           P.temp("gcount", (B,), np.int64), P.temp("scores", (B * H, T), np.float64),
+           P.temp("acc", (B * H, D), np.float64))
+    return out
+
+
+@steps_for("chunked_cross_attention")
+def build_chunked_cross_attention(P, node, args, attrs):
+    from .kernels import retro as k_retro
+    q, k, v = args
+    if q.ndim != 3 or k.ndim != 4 or not (q.dtype == k.dtype == v.dtype) or q.dtype.kind != "f":
+        return None
+    B, T, HD = q.shape
+    H = attrs.get("heads", 1)
+    D = HD // H
+    scale = 1.0 / math.sqrt(D) if attrs.get("scale") is None else float(attrs["scale"])
+    out = P.output()
+    P.step(k_retro.chunked_cross_attention, out.reshape(B, T, H, D), _heads(P, q, H, "q"),
+           _heads(P, k, H, "k"), _heads(P, v, H, "v"), int(attrs.get("chunk", 1)), scale,
+           P.temp("scores", (B * H, k.shape[2]), np.float64),
+           P.temp("acc", (B * H, D), np.float64))
+    return out
+
+
+@steps_for("relative_position_bias")
+def build_relative_position_bias(P, node, args, attrs):
+    from .kernels import relative_position as k_rel
+    xq, xk, table = args
+    T, S = xq.shape[-2], xk.shape[-2]
+    offset = int(attrs.get("offset") or 0)
+    lo, hi = -(offset + T - 1), S - 1 - offset          # every key - query distance met
+    buckets = k_rel.bucket_table(lo, hi, bool(attrs.get("bidirectional", True)),
+                                 table.shape[0], attrs.get("max_distance", 128))
+    out = P.output()
+    P.step(k_rel.relative_position_bias, out, table, buckets, lo, offset)
+    return out
+
+
+@steps_for("alibi")
+def build_alibi(P, node, args, attrs):
+    out = P.output()
+    slopes = k_attn.alibi_slopes(attrs.get("heads", 1))
+    P.step(k_attn.alibi, out, slopes, bool(attrs.get("symmetric")))
+    return out
+
+
+@steps_for("sinusoidal_positions")
+def build_sinusoidal_positions(P, node, args, attrs):
+    pos = args[0]
+    out = P.output()
+    P.step(k_pos.sinusoidal_positions, out.reshape(-1, out.shape[-1]),
+           P.contiguous(pos, "c").reshape(-1), float(attrs.get("base", 10000.0)))
+    return out
+
+
+@steps_for("attention_mask")
+def build_attention_mask(P, node, args, attrs):
+    # depends on the sizes alone: made once, copied in by each run
+    mask = np.ascontiguousarray(REFERENCE["attention_mask"](*args, **attrs))
+    out = P.output()
+    P.step(np.copyto, out, mask)
+    return out
+
+
+@steps_for("padding_mask")
+def build_padding_mask(P, node, args, attrs):
+    mask = args[0]
+    out = P.output()
+    ok = P.temp("ok", mask.shape, np.bool_)
+    P.step(np.not_equal, mask, 0, ok)
+    P.step(np.copyto, out, np.full((), -np.inf, out.dtype))
+    P.step(_where, out, np.zeros((), out.dtype), ok[..., None, None, :])
+    return out
+
+
+def _where(out, value, where):
+    np.copyto(out, value, where=where)
 
 
 # ---- everything else: the reference kernel ---------------------------------------------------

@@ -177,3 +177,14 @@ def ref_rope_attention(q, k, v, *extra, has_mask=False, has_bias=False, has_posi
     qr = ref_rope(q, pos, heads=heads, **rope)
     kr = ref_rope(k, pos, heads=attn.get("kv_heads") or heads, **rope)
     return ref_attention(qr, kr, v, mask, bias, **attn)
+
+
+@njit(cache=True)
+def alibi(out, slopes, symmetric):
+    # out: (1, H, 1|S, S) float32  slopes: (H,) float64; -slope * distance
+    _, H, R, S = out.shape
+    for h in range(H):
+        for i in range(R):
+            for j in range(S):
+                dist = abs(i - j) if symmetric else S - 1 - j
+                out[0, h, i, j] = -slopes[h] * dist

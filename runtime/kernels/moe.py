@@ -63,3 +63,106 @@ def ref_moe(x, router, w_up, w_down, w_gate=None, top_k=1, act="relu", capacity=
             h = _ACT[act](h)
         np.add.at(out, (n, t), (h @ w_down[e]) * weights[n, t, r][:, None])
     return out.reshape(shape).astype(x.dtype)
+
+
+# ---- compiled kernels (Numba) ------------------------------------------------------------
+# Routing as the reference does it (float32 probabilities, ties to the lower expert, every
+# first choice before any second choice for capacity), then one expert at a time: gather
+# its tokens, two BLAS products, scatter-add weighted rows into a float64 accumulator, in
+# expert order like the reference. Every buffer is planned scratch (compiler/scratch.py).
+
+from ..jit import njit  # noqa: E402
+from .elementwise import _act  # noqa: E402
+
+
+@njit(cache=True)
+def moe(out, x, router, w_up, w_down, w_gate, has_gate, T, top_k, cap, normalize, scale,
+        act, logits, choice, weight, offsets, used, slot_tok, slot_w, xg, h, hg, y, acc):
+    # out, x: (M, C) with M = N*T tokens; router (C, E); w_up, w_gate (E, C, F); w_down (E, F, C)
+    # cap < 0: unlimited; choice[m, r] = -1 marks a dropped assignment
+    M, C = x.shape
+    E = router.shape[1]
+    np.dot(x, router, logits)                                         # (M, E)
+    for m in range(M):
+        # softmax in float64, rounded to float32 like the reference's probabilities
+        mx = -np.inf
+        for e in range(E):
+            v = np.float64(np.float32(logits[m, e]))
+            if v > mx:
+                mx = v
+        z = 0.0
+        for e in range(E):
+            z += np.exp(np.float64(np.float32(logits[m, e])) - mx)
+        total = 0.0
+        for r in range(top_k):
+            best, bp = -1, -1.0
+            for e in range(E):
+                p = np.float64(np.float32(np.exp(np.float64(np.float32(logits[m, e])) - mx) / z))
+                taken = False
+                for q in range(r):
+                    if choice[m, q] == e:
+                        taken = True
+                if not taken and p > bp:
+                    best, bp = e, p
+            choice[m, r] = best
+            weight[m, r] = bp
+            total += bp
+        for r in range(top_k):
+            if normalize:
+                weight[m, r] /= total
+            if not scale:
+                weight[m, r] = 1.0
+    if cap >= 0:
+        for n in range(M // T):
+            used[:] = 0
+            for r in range(top_k):
+                for t in range(T):
+                    m = n * T + t
+                    e = choice[m, r]
+                    used[e] += 1
+                    if used[e] > cap:
+                        choice[m, r] = -1
+    # tokens grouped by expert (counting sort), in token order within an expert
+    offsets[:] = 0
+    for m in range(M):
+        for r in range(top_k):
+            if choice[m, r] >= 0:
+                offsets[choice[m, r] + 1] += 1
+    for e in range(E):
+        offsets[e + 1] += offsets[e]
+    used[:] = 0
+    for m in range(M):
+        for r in range(top_k):
+            e = choice[m, r]
+            if e >= 0:
+                i = offsets[e] + used[e]
+                used[e] += 1
+                slot_tok[i] = m
+                slot_w[i] = weight[m, r]
+    acc[:] = 0.0
+    for e in range(E):
+        a, b = offsets[e], offsets[e + 1]
+        n = b - a
+        if n == 0:
+            continue
+        for i in range(n):
+            xg[i] = x[slot_tok[a + i]]
+        np.dot(xg[:n], w_up[e], h[:n])                                # (n, F)
+        if has_gate:
+            np.dot(xg[:n], w_gate[e], hg[:n])
+            for i in range(n):
+                for f in range(h.shape[1]):
+                    h[i, f] = _act(hg[i, f], act) * h[i, f]
+        else:
+            for i in range(n):
+                for f in range(h.shape[1]):
+                    h[i, f] = _act(h[i, f], act)
+        np.dot(h[:n], w_down[e], y[:n])                               # (n, C)
+        for i in range(n):
+            m = slot_tok[a + i]
+            w = slot_w[a + i]
+            for c in range(C):
+                acc[m, c] += w * y[i, c]
+    for m in range(M):
+        for c in range(C):
+            out[m, c] = acc[m, c]

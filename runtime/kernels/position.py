@@ -76,3 +76,15 @@ def rope(out, x, positions, inv_freq, interleaved):
         for h in range(H):
             for d in range(r, D):
                 out[b, t, h, d] = x[b, t, h, d]
+
+
+@njit(cache=True, parallel=True)
+def sinusoidal_positions(out, pos, base):
+    # out: (P, dim) float32  pos: (P,); PE[p, 2i] = sin(p / base^(2i/dim)), PE[p, 2i+1] = cos
+    P, dim = out.shape
+    for p in prange(P):
+        x = np.float64(pos[p])
+        for i in range(dim // 2):
+            a = x / base ** (2.0 * i / dim)
+            out[p, 2 * i] = np.sin(a)
+            out[p, 2 * i + 1] = np.cos(a)
