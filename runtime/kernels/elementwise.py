@@ -132,3 +132,28 @@ def bias_act(y, bias, kind):
         for j in range(c):
             y[i, j] = _act(y[i, j] + bias[j], kind)
 
+
+
+BINARY = {"add": 0, "sub": 1, "mul": 2, "div": 3}
+
+
+@njit(cache=True, parallel=True)
+def binary_rows(out, a, b, kind):
+    # out: (R, K); a, b: (1|R, K): a row broadcast without NumPy's iterator buffers
+    R, K = out.shape
+    ra = 1 if a.shape[0] > 1 else 0
+    rb = 1 if b.shape[0] > 1 else 0
+    for i in prange(R):
+        ia = i * ra
+        ib = i * rb
+        for j in range(K):
+            x = a[ia, j]
+            y = b[ib, j]
+            if kind == 0:
+                out[i, j] = x + y
+            elif kind == 1:
+                out[i, j] = x - y
+            elif kind == 2:
+                out[i, j] = x * y
+            else:
+                out[i, j] = x / y

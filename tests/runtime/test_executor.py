@@ -65,7 +65,12 @@ def test_example_matches_reference(fam):
     else:
         pytest.skip(f"no small configuration known for {fam}")
     want = model.run(inputs)
-    got = Executor(model.graph, model.params).run(inputs)
+    ex = Executor(model.graph, model.params)
+    got = ex.run(inputs)
+    # every buffer came from the compiler's memory plan; no op fell back to its ref_
+    prog = next(iter(ex._programs.values()))
+    assert not prog.unplanned
+    assert not [s.op for s in prog.steps if s.op.endswith("(ref)")]
     assert set(got) == set(want)
     for k in want:
         assert got[k].shape == want[k].shape
