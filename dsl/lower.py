@@ -38,7 +38,7 @@ INTERNAL_OPS = {"getitem"}
 # RecursionError: sizes are int64, and a model has at most this many layers and nodes.
 MAX_INT = 2 ** 63 - 1
 MAX_REPEAT = 10_000
-MAX_NODES = 200_000
+MAX_NODES = 100_000
 MAX_CALL_DEPTH = 50
 MAX_INCLUDE_DEPTH = 50
 
@@ -292,9 +292,16 @@ class Lowerer:
                 return candidate
 
     # ----- graph building used by expressions and layer macros
+    def check_growth(self, span: Span) -> None:
+        # a layer macro looping over `experts = 1000000000` must stop here, not hang
+        if len(self.g) > MAX_NODES:
+            raise ArchError(f"the model grows past {MAX_NODES:,} graph nodes", span,
+                            "check the sizes that count layers, experts or repeats")
+
     def emit(self, op: str, args: list[Tensor], attrs: dict, span: Span,
              name: str | None = None) -> Tensor | tuple[Tensor, ...]:
         spec = OPS[op]
+        self.check_growth(span)
         try:
             out = infer(op, [a.tt for a in args], attrs)
         except ShapeError as e:
@@ -346,6 +353,10 @@ class Lowerer:
             if d < 0:
                 raise ArchError(f"parameter `{name}` has negative size in {shape_str(shape)}",
                                 span)
+            if d == 0:
+                raise ArchError(f"parameter `{name}` has a zero size in {shape_str(shape)}",
+                                span, "a layer of width 0 computes nothing; check the sizes")
+        self.check_growth(span)
         full = self.full(name)
         if full in self.param_spans:
             raise ArchError(f"parameter `{full}` is defined twice", span,

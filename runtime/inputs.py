@@ -117,6 +117,9 @@ def bind_inputs(g: Graph, arrays: dict[str, np.ndarray]):
         if arr.ndim != len(node.shape):
             raise ArchError(f"input `{name}` has shape {shape_str(arr.shape)} ({arr.ndim}-D) but "
                             f"the model declares {want}", node.span)
+        if 0 in arr.shape:   # nothing to compute, and kernels assume at least one row
+            raise ArchError(f"input `{name}` is empty: shape {shape_str(arr.shape)}", node.span,
+                            "every axis needs at least one element")
         for axis, (d, actual) in enumerate(zip(node.shape, arr.shape)):
             if isinstance(d, Dim) and len(d.terms) == 1 and d.terms[0][1] == 1 \
                     and len(d.terms[0][0]) == 1:

@@ -221,6 +221,29 @@ model m(x: float[T, 4]) {
         '               ^^^^^^^^^^^^^^^^^^^^^^^\n'
         'hint: usage: reshape(x, shape=None)\n'
      )),
+    ("zero_size_parameter", """
+config { d_model = 0 }
+model m(x: float[T, 4]) {
+    return Linear(x, d_model)
+}
+""",
+     (
+        '{f}:3:12: error: Linear: `out` must be a positive whole number, got 0\n'
+        '        return Linear(x, d_model)\n'
+        '               ^^^^^^^^^^^^^^^^^^\n'
+     )),
+    ("zero_size_declared_parameter", """
+model m(x: float[T, 4]) {
+    param W: float[4, 0]
+    return x @ W
+}
+""",
+     (
+        '{f}:2:5: error: parameter `W` has a zero size in [4, 0]\n'
+        '        param W: float[4, 0]\n'
+        '        ^^^^^^^^^^^^^^^^^^^^\n'
+        'hint: a layer of width 0 computes nothing; check the sizes\n'
+     )),
     ("duplicate_block", """
 block f(x) { return x }
 block f(x) { return relu(x) }
@@ -468,6 +491,20 @@ def test_many_nested_repeats_hit_the_node_bound(arch_file, monkeypatch):
         lower(path)
     assert e.value.message == "the model grows past 500 graph nodes (at iteration 5 of this repeat)"
     assert (e.value.span.line, e.value.span.col) == (2, 5)
+
+
+def test_a_layer_looping_over_a_huge_count_hits_the_node_bound(arch_file, monkeypatch):
+    # found by the long fuzzer: `experts = 1000000000` made lowering run for minutes
+    import archc.dsl.lower as lw
+    monkeypatch.setattr(lw, "MAX_NODES", 300)
+    path = arch_file("""
+        model m(x: float[T, 8]) {
+            return MoE(x, 1000000000, 16, top_k=2)
+        }
+    """)
+    with pytest.raises(ArchError) as e:
+        lower(path)
+    assert e.value.message == "the model grows past 300 graph nodes"
 
 
 def test_block_call_chain_depth_is_bounded(arch_file):

@@ -145,6 +145,14 @@ def test_wrong_size(work, capsys):
            "float[B, T, 4]: axis 2 should be 4 = 4\n" + DECL_X)
 
 
+def test_empty_input(work, capsys):
+    np.save("x0.npy", np.zeros((1, 0, 4), np.float32))
+    np.save("ids0.npy", np.zeros((1, 0), np.int64))
+    assert run(capsys, "run", "m.arch", "--input", "ids=ids0.npy", "--input", "x=x0.npy")[::2] == (
+        2, "m.arch:1:9: error: input `ids` is empty: shape [1, 0]\n" + DECL_IDS +
+           "hint: every axis needs at least one element\n")
+
+
 def test_inconsistent_symbolic_dims_across_inputs(work, capsys):
     np.save("x7.npy", np.zeros((1, 7, 4), np.float32))
     assert run_m(capsys, "--input", "x=x7.npy")[::2] == (

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import signal
 import sys
 import tempfile
 import time
@@ -21,6 +22,14 @@ import numpy as np
 import arch_mutations as m
 
 SIGNATURE_ROOTS = ("dsl", "compiler", "runtime", "archc")
+
+
+class TooSlow(Exception):
+    """A case ran past --case-seconds: a hang or a blow-up is a bug too."""
+
+
+def _alarm(signum, frame):
+    raise TooSlow("case took too long")
 
 
 def signature(exc: BaseException) -> str:
@@ -42,6 +51,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=120)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--save", type=Path, default=None, help="folder for failing inputs")
+    ap.add_argument("--case-seconds", type=float, default=20,
+                    help="a case slower than this is reported as a failure (default 20)")
     ap.add_argument("--run", type=float, default=0.3,
                     help="share of mutated models also run on random inputs (default 0.3)")
     args = ap.parse_args()
@@ -69,9 +80,13 @@ def main() -> int:
                     case.write_bytes(m.corrupt(case.read_bytes(), nrng))
                 run = lambda: m.check_npy(case)   # noqa: E731
             tried[kind] += 1
+            signal.signal(signal.SIGALRM, _alarm)
+            signal.setitimer(signal.ITIMER_REAL, args.case_seconds)
             try:
                 run()
+                signal.setitimer(signal.ITIMER_REAL, 0)
             except (Exception, RecursionError) as e:   # noqa: BLE001 - that is the point
+                signal.setitimer(signal.ITIMER_REAL, 0)
                 sig = signature(e)
                 if sig not in failures:
                     kept: Path | str = "(not saved)"

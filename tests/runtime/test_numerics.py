@@ -89,20 +89,8 @@ def test_compiled_norms_on_constant_and_zero_rows(compiled):
     assert np.all(np.isfinite(out))
 
 
-def test_zero_width_tensors_run_in_both_executors(arch_file):
-    # found by tests/fuzz/fuzz_arch.py (`d_model = 0` in a mutated T5): the compiled
-    # executor's row view could not reshape(-1, 0)
-    pytest.importorskip("numba")
-    import archc
-    model = archc.load(arch_file("""
-        model m(x: float[B, T, 0]) {
-            param W: float[0, 3]
-            param b: float[3]
-            return relu(x @ W + b) + gelu(x @ W)
-        }
-    """))
-    x = np.zeros((1, 2, 0), np.float32)
-    ref = model.run(x=x)["out"]
-    fast = model.run(x=x, executor="numba")["out"]
-    np.testing.assert_array_equal(ref, np.broadcast_to(np.maximum(model.params["b"], 0), (1, 2, 3)))
-    np.testing.assert_array_equal(fast, ref)
+def test_row_view_of_a_zero_width_tensor():
+    # found by tests/fuzz/fuzz_arch.py (`d_model = 0` in a mutated T5, before zero-size
+    # parameters became an error): reshape(-1, 0) cannot infer the row count
+    from archc.runtime.steps import rows
+    assert rows(np.zeros((1, 2, 0), np.float32)).shape == (2, 0)
