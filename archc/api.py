@@ -58,7 +58,8 @@ class Model:
         ex = getattr(self, "_executor", None)
         if ex is None or (threads is not None and ex.threads != threads):
             from .runtime.executor import Executor
-            ex = self._executor = Executor(self.graph, self.params, threads=threads)
+            ex = self._executor = Executor(self.graph, self.params, threads=threads,
+                                           share_params=True)
         return ex
 
     def generate(self, prompt: np.ndarray, max_new_tokens: int = 32, **options):

@@ -44,6 +44,9 @@ from .reference import ExecutionError, resolve
 
 LEAVES = ("input", "param", "const")
 
+# argument positions of the matrix-product weights: stored output-major (see Executor)
+WEIGHT_ARGS = {"linear": (1,), "linear_act": (1,), "linear_glu": (1,), "ffn": (1, 2)}
+
 
 def optimise(g: Graph, warnings: list[str] | None = None) -> Graph:
     """The compiler's pipeline; the graph as written if the pipeline fails (a compiler bug:
@@ -270,14 +273,32 @@ def kv_arena(kp) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, np.ndarray, np
 
 class Executor:
     def __init__(self, graph: Graph, params: Mapping[str, np.ndarray], *,
-                 optimize: bool = True, threads: int | None = None):
+                 optimize: bool = True, threads: int | None = None,
+                 share_params: bool = False):
+        """Weights read only as matrix-product weights (in, out) are stored output-major
+        (Fortran order: the same values, each output's column contiguous), the layout a
+        decode step's matrix-vector product streams fastest and BLAS reads as well. With
+        `share_params` the new arrays replace the originals in `params` (a dict) as they
+        are made, so the process keeps one copy of the weights."""
         self.source_graph = graph
         self.warnings: list[str] = []
         self.graph = optimise(graph, self.warnings) if optimize else graph
         self.threads = jit.set_threads(threads)
-        self.weights = {n.attrs["name"]: np.ascontiguousarray(params[n.attrs["name"]],
-                                                              dtype=n.dtype)
-                        for n in self.graph.params()}
+        self.layout = self._weight_nodes()
+        self.weights = {}
+        for n in self.graph.params():
+            name = n.attrs["name"]
+            if name not in self.weights:
+                self.weights[name] = np.ascontiguousarray(params[name], dtype=n.dtype)
+        by_name: dict[str, list[str]] = {}
+        for n in self.graph.params():
+            by_name.setdefault(n.attrs["name"], []).append(n.id)
+        for name, nids in by_name.items():
+            if all(nid in self.layout for nid in nids):
+                # one at a time, handed back at once: at most one extra matrix in memory
+                self.weights[name] = w = np.asfortranarray(self.weights[name])
+                if share_params and isinstance(params, dict) and params[name] is not w:
+                    params[name] = w
         self.dynamic = self._dynamic_nodes()
         self.folded_values = self._fold()
         outputs = set(self.graph.outputs.values())
@@ -285,6 +306,17 @@ class Executor:
                        if all(u in self.folded_values for u, _ in self.graph.users(n))
                        and n not in outputs}
         self._programs: dict[Any, Program] = {}
+
+    def _weight_nodes(self) -> set[str]:
+        """2-D values read only as matrix-product weights (stored output-major)."""
+        g = self.graph
+        out = set()
+        for nid in g.topo():
+            uses = g.users(nid)
+            if uses and len(g.node(nid).shape or ()) == 2 and all(
+                    pos in WEIGHT_ARGS.get(g.node(u).op, ()) for u, pos in uses):
+                out.add(nid)
+        return out
 
     def _dynamic_nodes(self) -> set[str]:
         g = self.graph
@@ -313,8 +345,13 @@ class Executor:
                 values[nid] = values[g.args(nid)[0]][node.attrs.get("index", 0)]
             else:
                 out = REFERENCE[node.op](*[values[a] for a in g.args(nid)], **node.attrs)
-                values[nid] = tuple(np.ascontiguousarray(o) for o in out) \
-                    if node.dtype == "tuple" else np.ascontiguousarray(out)
+                if node.dtype == "tuple":
+                    values[nid] = tuple(np.ascontiguousarray(o) for o in out)
+                elif nid in self.layout:
+                    # a weight's transpose (a tied LM head) is already output-major: no copy
+                    values[nid] = np.asfortranarray(out)
+                else:
+                    values[nid] = np.ascontiguousarray(out)
         # leaves stay leaves; only computed values count as folded
         return {n: v for n, v in values.items() if g.node(n).op not in LEAVES}
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..dsl.errors import ArchError
 from .kernels import REFERENCE, attention as k_attn, elementwise as k_ew, ffn as k_ffn
-from .kernels import norm as k_norm, position as k_pos
+from .kernels import linalg as k_linalg, norm as k_norm, position as k_pos
 from .reference import ExecutionError
 
 STEPS: dict[str, Callable] = {}
@@ -181,9 +181,18 @@ def build_softmax(P, node, args, attrs):
 
 # ---- matrix products -------------------------------------------------------------------------
 
+GEMV_ROWS = 4     # up to this many rows (decode steps), our matrix-vector kernel; then BLAS
+
+
 def _gemm(P, x, w, y2, bias, act: str | None):
-    """y2 = act(x @ w + bias): BLAS, then one fused epilogue pass when there is one."""
+    """y2 = act(x @ w + bias): BLAS, then one fused epilogue pass when there is one; for a
+    few rows with an output-major weight, one kernel streaming the weight once."""
     x2 = rows(P.contiguous(x, "x"))
+    if (y2.shape[0] <= GEMV_ROWS and w.T.flags.c_contiguous and w.dtype.kind == "f"
+            and y2.flags.c_contiguous):
+        b = bias if bias is not None else _zeros(y2.shape[1], y2.dtype)
+        P.step(k_linalg.gemv_t, y2, x2, w.T, b, k_ew.ACT[act or "identity"], P.ex.threads)
+        return
     P.step(np.dot, x2, w, y2, op=None)
     if bias is not None or act not in (None, "identity"):
         b = bias if bias is not None else _zeros(y2.shape[1], y2.dtype)
