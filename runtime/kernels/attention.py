@@ -103,7 +103,7 @@ def kv_write(kc, vc, kpos, k, v, pos0, slot0, mod):
                     vc[b, h, slot, d] = v[b, t, h, d]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
 def attend(out, q, kc, vc, kpos, n_slots, qpos0, mask, bias, causal, window, scale,
            scores, acc):
     # out, q: (B, T, H, D)  kc, vc: (B, Hkv, S_cap, D)  kpos: (S_cap,) key positions
