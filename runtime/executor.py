@@ -116,6 +116,11 @@ class Program:
         self.unplanned: dict[Any, int] = {}          # key -> bytes allocated off the plan
         self._build()
         self.compiled = False
+        # thread policy (runtime/jit.py): a program with BLAS products leaves the cores to
+        # BLAS and runs its Numba kernels on one thread; one without (a decode step) gives
+        # them to Numba
+        self.uses_blas = any(s.fn is np.dot or s.fn is np.matmul for s in self.steps)
+        self.numba_threads = jit.numba_threads(ex.threads, self.uses_blas)
 
     # ----- what step builders (runtime/steps.py) use
     def shape(self, node: Node | str, part: int | None = None) -> tuple[int, ...]:
@@ -238,6 +243,10 @@ class Program:
                 profile: Profile | None = None) -> None:
         for name, arr in (inputs or {}).items():
             np.copyto(self.input_buffers[name], arr, casting="unsafe")
+        with jit.numba_pool(self.numba_threads):
+            self._execute(profile)
+
+    def _execute(self, profile: Profile | None) -> None:
         if profile is None:
             for s in self.steps:
                 s.fn(*s.args)

@@ -84,3 +84,29 @@ def set_threads(n: int | None) -> int:
         pass
     set_blas_threads(n)
     return n
+
+
+def numba_threads(threads: int, uses_blas: bool) -> int:
+    """Numba threads for a program that runs on `threads` cores. OpenBLAS's workers spin
+    after each product and Numba's OpenMP workers after each kernel; with both pools on
+    the same two cores each waits out the other's spinning (a decode step that mixed them
+    took 5 ms per kernel call). So a program that calls BLAS runs its Numba kernels on one
+    thread (BLAS gets every core), and one that does not gets every core for Numba."""
+    policy = os.environ.get("ARCHC_MIXED_THREADS", "blas")
+    return 1 if uses_blas and policy == "blas" else threads
+
+
+class numba_pool:
+    """`with numba_pool(n):` Numba kernels called inside use n threads."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __enter__(self):
+        self.prev = numba.get_num_threads()
+        if self.n != self.prev:
+            numba.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        if self.n != self.prev:
+            numba.set_num_threads(self.prev)
