@@ -6,36 +6,24 @@
     archc dump MODEL --verify --stats --explain --kv [--batch B --max-seq S --max-memory 2GB]
     archc stats MODEL [--seq T]            params, FLOPs/token, activation peak, KV bytes
 
-Nothing here imports the runtime (so no Numba).
+Nothing here imports Numba: of the runtime, only budget.py (NumPy and the dsl) is used.
 """
 from __future__ import annotations
 
 import argparse
-import re
 from typing import Any
 
 from .dsl.errors import ArchError
+from .runtime.budget import parse_size
 
 PASS_NAMES = ("lower_layers", "simplify", "fuse_residual_norm", "fuse_ffn", "fuse_attention",
               "plan_kv_cache", "plan_memory")
-UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20,
-         "mb": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30,
-         "t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40}
-
-
-def parse_bytes(text: str) -> int:
-    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", text)
-    if not m or m.group(2).lower() not in UNITS:
-        raise ArchError(f"--max-memory {text}: expected a size like 512MB, 2GB or 1073741824")
-    return int(float(m.group(1)) * UNITS[m.group(2).lower()])
-
-
 def _plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=1, metavar="B",
                    help="batch size for the KV-cache and memory plans (default 1)")
     p.add_argument("--max-seq", type=int, metavar="S",
                    help="KV-cache length (default: the model's declared context, e.g. n_ctx)")
-    p.add_argument("--max-memory", type=parse_bytes, metavar="SIZE",
+    p.add_argument("--max-memory", type=parse_size, metavar="SIZE",
                    help="refuse a KV-cache plan larger than this, e.g. 2GB")
 
 
