@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,8 @@ from .dims import Dim, DimLike, dim_add, dim_div, dim_mul, dim_neg, dim_sub, sha
 from .errors import ArchError, ArchErrors, Span, did_you_mean
 from .graph import Graph, RepeatInfo
 from .layers import LAYERS
+from .program import Program, load_program
 from .ops import OPS, REQUIRED, TT, ShapeError, infer
-from .parser import parse_file
 from .weightmap import resolve as resolve_weights
 
 DTYPES = {"float": "float32", "float32": "float32", "float64": "float64", "int": "int64",
@@ -40,7 +40,6 @@ MAX_INT = 2 ** 63 - 1
 MAX_REPEAT = 10_000
 MAX_NODES = 100_000
 MAX_CALL_DEPTH = 50
-MAX_INCLUDE_DEPTH = 50
 
 
 def bounded(v, span: Span):
@@ -100,89 +99,6 @@ def describe(v: Any) -> str:
     if isinstance(v, (list, tuple)):
         return f"a list of {len(v)}"
     return "none" if v is None else type(v).__name__
-
-
-# ---- loading files and includes ---------------------------------------------------------
-
-@dataclass
-class Program:
-    """All items of a main file and its includes, checked for duplicates."""
-    path: str
-    consts: list[ast.ConstDef]
-    blocks: dict[str, ast.Block]
-    models: list[ast.Block]          # the main file's models
-    weights: dict[str, ast.Weights] = field(default_factory=dict)   # checkpoint mappings
-
-
-def load_program(path: str | Path) -> Program:
-    prog = Program(str(path), [], {}, [])
-    seen_consts: dict[str, ast.ConstDef] = {}
-    _load_into(prog, Path(path), [], seen_consts, is_main=True)
-    return prog
-
-
-def _load_into(prog: Program, path: Path, stack: list[Path], seen_consts: dict,
-               is_main: bool, include_span: Span | None = None) -> None:
-    key = path.resolve()
-    if key in stack:
-        chain = " -> ".join(p.name for p in stack[stack.index(key):] + [key])
-        raise ArchError(f"include cycle: {chain}", include_span,
-                        "an included file must not include (directly or not) the file "
-                        "that includes it")
-    if len(stack) >= MAX_INCLUDE_DEPTH:
-        raise ArchError(f"includes nested more than {MAX_INCLUDE_DEPTH} deep", include_span)
-    if not path.is_file():
-        if include_span is None:
-            raise ArchError(f"no such file: {path}")
-        raise ArchError(f"included file not found: {path}", include_span,
-                        "include paths are relative to the including file")
-    items = parse_file(path)
-    for item in items:
-        if isinstance(item, ast.Include):
-            _load_into(prog, path.parent / item.path, stack + [key], seen_consts, False,
-                       item.span)
-        elif isinstance(item, ast.Config):
-            for d in item.defs:
-                if d.name in seen_consts:
-                    first = seen_consts[d.name]
-                    if first.span == d.span:
-                        continue   # the same file included twice (a diamond)
-                    raise ArchError(f"`{d.name}` is defined twice in config", d.span,
-                                    notes=[f"first defined at {first.span}"])
-                seen_consts[d.name] = d
-                prog.consts.append(d)
-        elif isinstance(item, ast.Block):
-            _check_formals(item)
-            if item.is_model:
-                if is_main:
-                    twin = next((m for m in prog.models if m.name == item.name), None)
-                    if twin is not None:
-                        raise ArchError(f"model `{item.name}` is defined twice", item.span,
-                                        notes=[f"first defined at {twin.span}"])
-                    prog.models.append(item)
-                continue
-            if item.name in prog.blocks:
-                first = prog.blocks[item.name]
-                if first.span == item.span:
-                    continue   # the same file included twice (a diamond): one definition
-                raise ArchError(f"block `{item.name}` is defined twice", item.span,
-                                notes=[f"first defined at {first.span}"])
-            prog.blocks[item.name] = item
-        elif isinstance(item, ast.Weights):
-            first = prog.weights.get(item.name)
-            if first is not None and first.span != item.span:
-                raise ArchError(f"weights section `{item.name}` is defined twice", item.span,
-                                notes=[f"first defined at {first.span}"])
-            prog.weights[item.name] = item
-
-
-def _check_formals(block: ast.Block) -> None:
-    seen: dict[str, ast.Formal] = {}
-    for f in block.formals:
-        if f.name in seen:
-            raise ArchError(f"`{block.name}` has two parameters named `{f.name}`", f.span,
-                            notes=[f"first declared at {seen[f.name].span}"])
-        seen[f.name] = f
 
 
 # ---- the lowering -----------------------------------------------------------------------
