@@ -11,8 +11,10 @@ Only the compiled executor and the kernel families import this; `archc check` an
 `archc dump` never do, so they never pay for importing Numba.
 
 Threads: Numba's `prange` kernels and BLAS (matrix products) run one after the other,
-never nested, so both may use every core. `set_threads(n)` sets both: Numba's pool and
-every OpenBLAS loaded in the process (NumPy's and SciPy's, which Numba's `np.dot` uses).
+never nested. `set_threads(n)` sets both: Numba's pool and every OpenBLAS loaded in the
+process (NumPy's and SciPy's, which Numba's `np.dot` uses). Both pools spin after a call,
+so a program does not mix them: see `numba_threads` (prefill: BLAS gets the cores; decode:
+no BLAS, Numba gets them).
 """
 from __future__ import annotations
 
