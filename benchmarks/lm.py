@@ -344,6 +344,23 @@ def describe_machine() -> str:
     return f"{model}, {os.cpu_count()} cores; {', '.join(vers)}"
 
 
+def write_results(args, sections: list[str], started, load0, done: bool) -> str:
+    """The header (command, machine, date, load) and the tables; to RESULTS.md with --write."""
+    cmd = "python benchmarks/" + " ".join([Path(sys.argv[0]).name] + sys.argv[1:])
+    header = [f"Command: `{cmd}`", f"Machine: {describe_machine()}",
+              f"Date: {started:%Y-%m-%d %H:%M %Z}; load average {load0[0]:.2f} at the start, "
+              f"{os.getloadavg()[0]:.2f} {'at the end' if done else 'so far (run in progress)'}",
+              ""]
+    if args.write:
+        path = Path(args.out)
+        path.write_text("# Benchmark results\n\nWritten by `benchmarks/lm.py --write`; see that "
+                        "script's docstring for what each figure is.\n\n" +
+                        "\n".join(header + sections))
+        if done:
+            log(f"wrote {path}")
+    return "\n".join(header[:3])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tiny", action="store_true", help="tiny models and lengths: smoke check")
@@ -359,7 +376,10 @@ def main() -> int:
     ap.add_argument("--skip-ttft", action="store_true")
     ap.add_argument("--skip-startup", action="store_true",
                     help="do not run benchmarks/startup.py (archc run of the FFN example)")
-    ap.add_argument("--write", action="store_true", help="write benchmarks/RESULTS.md")
+    ap.add_argument("--write", action="store_true", help="write the tables to --out")
+    ap.add_argument("--out", default=str(HERE / "RESULTS.md"),
+                    help="where --write puts them (default benchmarks/RESULTS.md; it is "
+                         "replaced whole, so point a trial run elsewhere)")
     args = ap.parse_args()
     args.prefill = [int(x) for x in (args.prefill or ("32,64" if args.tiny else "128,512"))
                     .split(",")]
@@ -407,12 +427,17 @@ def main() -> int:
         print(sections[-1], flush=True)
         for n in threads:
             for f in families:
+                load = os.getloadavg()[0]
                 try:
                     sections.append(bench_model(f, n, args, weights[f], configs[f], peers,
                                                 limit_by_threads[n], tmp))
                 except RuntimeError as e:     # a worker died: report it, run the rest
                     sections.append(f"### {TITLES[f]}, {n} thread(s): failed\n\n```\n{e}\n```\n")
+                sections[-1] += (f"- load average (1 min) {load:.2f} at the start of this table, "
+                                 f"{os.getloadavg()[0]:.2f} at its end\n")
                 print(sections[-1], flush=True)
+                if args.write:         # a long run that is cut short still leaves its tables
+                    write_results(args, sections, started, load0, done=False)
         if not args.skip_startup:
             log("start-up: benchmarks/startup.py")
             out = subprocess.run([sys.executable, str(HERE / "startup.py")], cwd=ROOT,
@@ -422,18 +447,7 @@ def main() -> int:
             print(sections[-1], flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    load1 = os.getloadavg()
-    cmd = "python benchmarks/" + " ".join([Path(sys.argv[0]).name] + sys.argv[1:])
-    header = [f"Command: `{cmd}`", f"Machine: {describe_machine()}",
-              f"Date: {started:%Y-%m-%d %H:%M %Z}; load average {load0[0]:.2f} at the start, "
-              f"{load1[0]:.2f} at the end", ""]
-    text = "\n".join(header + sections)
-    print("\n".join(header[:3]))
-    if args.write:
-        path = HERE / "RESULTS.md"
-        path.write_text("# Benchmark results\n\nWritten by `benchmarks/lm.py --write`; see that "
-                        "script's docstring for what each figure is.\n\n" + text)
-        log(f"wrote {path}")
+    print(write_results(args, sections, started, load0, done=True))
     return 0
 
 
