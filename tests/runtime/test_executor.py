@@ -46,7 +46,7 @@ def _examples():
         yield pytest.param(p.stem, id=p.stem)
 
 
-@pytest.mark.parametrize("fam", _examples())
+@pytest.mark.parametrize("fam", list(_examples()))
 def test_example_matches_reference(fam):
     rng = np.random.default_rng(0)
     path = ROOT / "examples" / f"{fam}.arch"
