@@ -235,6 +235,8 @@ class Program:
                     s.fn.compile(sig)
         for fn, args in self._deferred_compiles:
             fn.compile(tuple(typeof(a) for a in args))
+        # a kernel with np.dot inside may just have loaded SciPy's BLAS: give it our threads
+        jit.set_blas_threads(self.ex.threads)
         self.compiled = True
         if profile is not None:
             profile.compile_seconds += time.perf_counter() - t0

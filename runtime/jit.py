@@ -79,11 +79,9 @@ def set_threads(n: int | None) -> int:
     """Use `n` threads for Numba kernels and BLAS (None: every core). Returns n."""
     n = max_threads() if n is None else max(1, min(int(n), max_threads()))
     numba.set_num_threads(n)
-    # SciPy's BLAS backs np.dot inside njit code; load it now so its threads are set too
-    try:
-        import scipy.linalg.cython_blas  # noqa: F401
-    except ImportError:
-        pass
+    # SciPy's BLAS backs np.dot inside njit code, and Numba loads it only with a kernel that
+    # needs it (importing it here cost 0.25 s of every start); Program.compile sets the BLAS
+    # threads again once its kernels are loaded, which covers that library too.
     set_blas_threads(n)
     return n
 
