@@ -48,22 +48,40 @@ def ref_add_rmsnorm(x, residual, weight, eps=1e-6):
 from ..jit import njit, prange  # noqa: E402
 
 
+@njit(cache=True, inline="always")
+def _layernorm_finish(out, row, total, weight, bias, eps):
+    # out, row: (C,); `total` is the row's float64 sum, which the fused kernel gathers
+    # while it adds the residual. One normalisation shared by the plain and fused
+    # kernels, so both agree to the last bit.
+    c = row.shape[0]
+    mean = total / c
+    var = 0.0
+    for j in range(c):
+        d = row[j] - mean
+        var += d * d
+    inv = 1.0 / np.sqrt(var / c + eps)
+    for j in range(c):
+        out[j] = (row[j] - mean) * inv * weight[j] + bias[j]
+
+
+@njit(cache=True, inline="always")
+def _rmsnorm_finish(out, row, ss, weight, eps):
+    # out, row: (C,); `ss` is the row's float64 sum of squares
+    c = row.shape[0]
+    inv = 1.0 / np.sqrt(ss / c + eps)
+    for j in range(c):
+        out[j] = row[j] * inv * weight[j]
+
+
 @njit(cache=True, parallel=True)
 def layernorm(out, x, weight, bias, eps):
     # out, x: (N, C); weight, bias: (C,)
     n, c = x.shape
     for i in prange(n):
-        mean = 0.0
+        total = 0.0
         for j in range(c):
-            mean += x[i, j]
-        mean /= c
-        var = 0.0
-        for j in range(c):
-            d = x[i, j] - mean
-            var += d * d
-        inv = 1.0 / np.sqrt(var / c + eps)
-        for j in range(c):
-            out[i, j] = (x[i, j] - mean) * inv * weight[j] + bias[j]
+            total += x[i, j]
+        _layernorm_finish(out[i], x[i], total, weight, bias, eps)
 
 
 @njit(cache=True, parallel=True)
@@ -74,9 +92,7 @@ def rmsnorm(out, x, weight, eps):
         ss = 0.0
         for j in range(c):
             ss += np.float64(x[i, j]) * x[i, j]
-        inv = 1.0 / np.sqrt(ss / c + eps)
-        for j in range(c):
-            out[i, j] = x[i, j] * inv * weight[j]
+        _rmsnorm_finish(out[i], x[i], ss, weight, eps)
 
 
 @njit(cache=True, parallel=True)
@@ -84,19 +100,12 @@ def add_layernorm(total, out, x, residual, weight, bias, eps):
     # total = x + residual, out = layernorm(total): the residual stream is read once
     n, c = x.shape
     for i in prange(n):
-        mean = 0.0
+        acc = 0.0
         for j in range(c):
             s = x[i, j] + residual[i, j]
             total[i, j] = s
-            mean += s
-        mean /= c
-        var = 0.0
-        for j in range(c):
-            d = total[i, j] - mean
-            var += d * d
-        inv = 1.0 / np.sqrt(var / c + eps)
-        for j in range(c):
-            out[i, j] = (total[i, j] - mean) * inv * weight[j] + bias[j]
+            acc += s
+        _layernorm_finish(out[i], total[i], acc, weight, bias, eps)
 
 
 @njit(cache=True, parallel=True)
@@ -109,9 +118,7 @@ def add_rmsnorm(total, out, x, residual, weight, eps):
             s = x[i, j] + residual[i, j]
             total[i, j] = s
             ss += np.float64(s) * s
-        inv = 1.0 / np.sqrt(ss / c + eps)
-        for j in range(c):
-            out[i, j] = total[i, j] * inv * weight[j]
+        _rmsnorm_finish(out[i], total[i], ss, weight, eps)
 
 
 @njit(cache=True, parallel=True)
