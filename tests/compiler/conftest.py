@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from archc.compiler.pipeline import run_pipeline
+from archc.compiler.verify import verify
 from archc.dsl.lower import lower, load_program
 from archc.runtime.reference import run_reference
 from archc.runtime.weights import init_params
@@ -17,6 +18,18 @@ from archc.runtime.weights import init_params
 SMALL = {"n_layer": 2, "n_layers": 2, "n_encoder_layers": 2, "n_decoder_layers": 2,
          "d_model": 32, "n_head": 4, "n_heads": 4, "n_kv_head": 2, "n_kv_heads": 2, "d_ff": 48, "vocab": 50,
          "n_ctx": 64, "max_seq": 64, "window": 4, "d_kv": 8, "n_experts": 4}
+
+
+def lower_and_run(path, *passes):
+    """Lower `path`, then run `passes` in order with the verifier after each; returns the
+    unoptimised graph and the last pass's result."""
+    g = graph = lower(path)
+    result = None
+    for p in passes:
+        result = p(graph)
+        verify(result.graph, p.__name__)
+        graph = result.graph
+    return g, result
 
 
 def small_config(path) -> dict:

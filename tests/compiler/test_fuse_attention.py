@@ -3,20 +3,15 @@ concatenated weights; RoPE moves inside the attention op; reused projections sta
 from __future__ import annotations
 
 from archc.compiler.passes.fuse_attention import fuse_attention
-from archc.compiler.passes.lower_layers import lower_layers
 from archc.compiler.passes.simplify import simplify
 from archc.compiler.pipeline import run_pipeline, stats_text
-from archc.compiler.verify import verify
 from archc.dsl.lower import lower
 
-from .conftest import assert_same_outputs, op_counts, random_inputs, random_params
+from .conftest import assert_same_outputs, lower_and_run, op_counts, random_inputs, random_params
 
 
 def _run(arch_file, src):
-    g = lower(arch_file(src))
-    r = fuse_attention(simplify(g).graph)
-    verify(r.graph, "fuse_attention")
-    return g, r
+    return lower_and_run(arch_file(src), simplify, fuse_attention)
 
 
 def test_gqa_qkv_merge_with_rope(arch_file):

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 from archc.compiler.passes.fuse_residual_norm import fuse_residual_norm
 from archc.compiler.passes.simplify import simplify
-from archc.compiler.verify import verify
-from archc.dsl.lower import lower
 
-from .conftest import assert_same_outputs, op_counts
+from .conftest import assert_same_outputs, lower_and_run, op_counts
 
 
 def _run(arch_file, src):
-    g = lower(arch_file(src))
-    r = fuse_residual_norm(simplify(g).graph)
-    verify(r.graph, "fuse_residual_norm")
-    return g, r
+    return lower_and_run(arch_file(src), simplify, fuse_residual_norm)
 
 
 def test_post_norm_stack_fuses_layernorm_and_rmsnorm(arch_file):

@@ -6,17 +6,13 @@ import numpy as np
 
 from archc.compiler.passes.lower_layers import META_KEY, lower_layers
 from archc.compiler.pipeline import explain_text, run_pipeline, stats_text
-from archc.compiler.verify import verify
 from archc.dsl.lower import lower
 
-from .conftest import assert_same_outputs, op_counts, random_inputs, random_params
+from .conftest import assert_same_outputs, lower_and_run, op_counts, random_inputs, random_params
 
 
 def _lower(arch_file, src):
-    g = lower(arch_file(src))
-    r = lower_layers(g)
-    verify(r.graph, "lower_layers")
-    return g, r
+    return lower_and_run(arch_file(src), lower_layers)
 
 
 def test_causal_mha_becomes_primitives_in_its_scope(arch_file):

@@ -11,7 +11,7 @@ import pytest
 
 from archc.cli import main
 from archc.compiler.dump import dump_text
-from archc.compiler.pipeline import DEFAULT, PASSES, run_pipeline, stats_text
+from archc.compiler.pipeline import PASSES, run_pipeline, stats_text
 from archc.compiler.ir import PassResult
 from archc.compiler.verify import VerifyError
 from archc.dsl.errors import ArchError

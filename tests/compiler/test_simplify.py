@@ -5,17 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from archc.compiler.passes.simplify import simplify
-from archc.compiler.verify import verify
-from archc.dsl.lower import lower
 
-from .conftest import assert_same_outputs, op_counts
+from .conftest import assert_same_outputs, lower_and_run, op_counts
 
 
 def _run(arch_file, src):
-    g = lower(arch_file(src))
-    r = simplify(g)
-    verify(r.graph, "simplify")
-    return g, r
+    return lower_and_run(arch_file(src), simplify)
 
 
 def test_matmul_plus_bias_becomes_linear_and_dropout_goes(arch_file):
