@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 
 LANES = 8   # kernels with heavy per-row scratch work in at most this many parallel lanes
+PREFILL_ROWS = 4   # a plain attention over more query rows than this runs through BLAS
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,9 @@ def _attention(node, q: Arg, k: Arg, v: Arg, mask: Arg | None, cache) -> Scratch
     out = _copy("q", q, False) + _copy("k", k, False) + _copy("v", v, False)
     if mask is not None:
         out.append(("mask", mask.shape, "bool"))
+    if cache is None and T > PREFILL_ROWS:
+        # a prompt: per (batch, head) BLAS products through one (T, S) probability matrix
+        return out + [("probs", (T, S), q.dtype)]
     if cache is None:
         # a plain forward: a transient cache holding keys 0..S-1
         return out + [("kc", (B, Hkv, S, D), q.dtype), ("vc", (B, Hkv, S, D), q.dtype),

@@ -20,6 +20,7 @@ import numpy as np
 from ..dsl.errors import ArchError
 from .kernels import REFERENCE, attention as k_attn, elementwise as k_ew, ffn as k_ffn
 from .kernels import linalg as k_linalg, norm as k_norm, position as k_pos
+from ..compiler.scratch import PREFILL_ROWS
 from .reference import ExecutionError
 
 STEPS: dict[str, Callable] = {}
@@ -182,6 +183,7 @@ def build_softmax(P, node, args, attrs):
 # ---- matrix products -------------------------------------------------------------------------
 
 GEMV_ROWS = 4     # up to this many rows (decode steps), our matrix-vector kernel; then BLAS
+PREFILL_BLOCK = 64   # query rows per block of a masked prefill attention's products
 
 
 def _gemm(P, x, w, y2, bias, act: str | None):
@@ -400,6 +402,9 @@ def _attention(P, node, q, k, v, mask, bias, attrs):
         bias4 = np.broadcast_to(bias, (B, H, T, S))
     else:
         bias4 = np.broadcast_to(np.zeros(1, q.dtype), (B, H, T, 0))
+    if T > PREFILL_ROWS:
+        _attention_blas(P, out4, q4, k4, v4, m, bias4, causal, window, scale)
+        return out
     # a plain forward: a transient cache holding keys 0..S-1
     kc = P.temp("kc", (B, Hkv, S, D), q.dtype)
     vc = P.temp("vc", (B, Hkv, S, D), q.dtype)
@@ -410,6 +415,44 @@ def _attention(P, node, q, k, v, mask, bias, attrs):
     P.step(k_attn.attend, out4, q4, kc, vc, kpos, S, S - T, m, bias4, causal, window,
            scale, scores, acc)
     return out
+
+
+def _attention_blas(P, out4, q4, k4, v4, m, bias4, causal, window, scale):
+    """A prompt's attention per (batch, head): two BLAS products around the masked softmax
+    (kernels/prefill.py). The head slices are strided views BLAS reads in place (row
+    stride H*D), so nothing is copied; query head h reads K/V head h // (H / Hkv). Under a
+    causal or window mask the query rows go in blocks, each multiplied only with the keys
+    some row of the block sees (causal T = S: about half the products)."""
+    from .kernels import prefill as k_prefill
+    B, T, H, D = q4.shape
+    S, Hkv = k4.shape[1], k4.shape[2]
+    group = H // Hkv
+    probs = P.temp("probs", (T, S), q4.dtype)                       # (T, S), reused per head
+    n_mask, n_bias = m.shape[1], bias4.shape[3]
+    step = PREFILL_BLOCK if causal or window else T
+    blocks = []                                  # (rows i0:i1, keys j0:j1 they may see)
+    for i0 in range(0, T, step):
+        i1 = min(T, i0 + step)
+        first, last = S - T + i0, S - T + i1 - 1                    # their positions
+        j0 = max(0, first - window + 1) if window else 0
+        j1 = min(S, last + 1) if causal else (min(S, last + window) if window else S)
+        j0 = min(j0, S)
+        blocks.append((i0, i1, j0, max(j0, j1)))
+    for b in range(B):
+        for h in range(H):
+            kh, vh = k4[b, :, h // group], v4[b, :, h // group]     # (S, D)
+            for i0, i1, j0, j1 in blocks:
+                # contiguous (rows, keys): NumPy's exp buffers (allocates) on strided views
+                p = probs.reshape(-1)[:(i1 - i0) * (j1 - j0)].reshape(i1 - i0, j1 - j0)
+                mb = m[b, j0:j1] if n_mask else m[b]
+                bb = bias4[b, h, i0:i1, j0:j1] if n_bias else bias4[b, h, i0:i1]
+                P.step(np.matmul, q4[b, i0:i1, h], kh[j0:j1].T, p)
+                # key j of the block sits at j0 + j: positions relative to j0
+                P.step(k_prefill.mask_scores, p, S - T + i0 - j0, mb, bb, causal, window,
+                       scale)
+                P.step(np.exp, p, p)
+                P.step(k_prefill.normalize_rows, p)
+                P.step(np.matmul, p, vh[j0:j1], out4[b, i0:i1, h])
 
 
 # ---- data movement ---------------------------------------------------------------------------
