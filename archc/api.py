@@ -54,7 +54,10 @@ class Model:
                              train=train, seed=seed)
 
     def compiled(self, threads: int | None = None):
-        """The compiled (Numba) executor of this model, made once and kept."""
+        """The compiled (Numba) executor of this model, made once and kept. It shares the
+        weights with `params`: matrices become output-major (same values) and parameters
+        concatenated into a layout (QKV, gate/up) become views of it, so the reference
+        executor still reads every parameter and the process holds each weight once."""
         ex = getattr(self, "_executor", None)
         if ex is None or (threads is not None and ex.threads != threads):
             from .runtime.executor import Executor

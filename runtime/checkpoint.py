@@ -22,15 +22,16 @@ from ..dsl.weightmap import Param, Skip, Split, Transpose, WeightMap, key_matche
 @dataclass
 class Checkpoint:
     path: str
-    tensors: dict[str, np.ndarray]
+    tensors: Mapping[str, np.ndarray]           # read lazily, one tensor per lookup
     config: dict[str, Any] | None = None        # config.json of a Hugging Face folder
 
 
 def read_checkpoint(path) -> Checkpoint:
-    from .weights import read_safetensors
+    """The checkpoint's headers and config; tensors are read when looked up."""
+    from .weights import SafetensorsFiles
     p = Path(path)
     if not p.is_dir():
-        return Checkpoint(str(p), read_safetensors(p))
+        return Checkpoint(str(p), SafetensorsFiles([p]))
     config = None
     cfg = p / "config.json"
     if cfg.is_file():
@@ -47,13 +48,12 @@ def read_checkpoint(path) -> Checkpoint:
                                 .values()))
         except (ValueError, KeyError, OSError, AttributeError) as e:
             raise ArchError(f"{index} is not a safetensors index: {e}") from None
-        tensors: dict[str, np.ndarray] = {}
         for s in shards:
             if "/" in s or "\\" in s or s.startswith("."):
                 raise ArchError(f"{index} names a shard outside the folder: {s}")
-            tensors.update(read_safetensors(p / s))
+        tensors = SafetensorsFiles([p / s for s in shards])
     elif (p / "model.safetensors").is_file():
-        tensors = read_safetensors(p / "model.safetensors")
+        tensors = SafetensorsFiles([p / "model.safetensors"])
     else:
         raise ArchError(f"weights folder {p} has no model.safetensors",
                         hint="a Hugging Face folder holds config.json and model.safetensors "
@@ -144,7 +144,10 @@ def _deliver(dest, arr: np.ndarray, binding, shapes, out: dict, origin: dict, na
         if pname in out:
             problems.append(f"filled twice: {pname} from {origin[pname]} and {name}")
             return
-        out[pname] = np.ascontiguousarray(arr)
+        # a transposed (out, in) matrix stays a view: Fortran order is the layout the
+        # compiled executor keeps matrix weights in, so it is never copied
+        contiguous = arr.flags.c_contiguous or (arr.ndim == 2 and arr.flags.f_contiguous)
+        out[pname] = arr if contiguous else np.ascontiguousarray(arr)
         origin[pname] = name
     elif isinstance(dest, Transpose):
         _deliver(dest.inner, np.transpose(arr), binding, shapes, out, origin, name, problems)
@@ -169,11 +172,16 @@ def map_checkpoint(wmap: WeightMap, tensors: Mapping[str, np.ndarray],
                    shapes: Mapping[str, tuple]) -> tuple[dict, dict, list[str]]:
     """Apply the rules to every checkpoint tensor. Returns (parameter arrays, parameter ->
     checkpoint name, problems); problems cover unexpected and mis-shaped checkpoint
-    tensors, missing parameters are left to the caller."""
+    tensors, missing parameters are left to the caller. Tensor by tensor: with a lazy
+    `tensors` (SafetensorsFiles) one raw checkpoint tensor at a time is alive beside the
+    parameters made so far."""
     out: dict[str, np.ndarray] = {}
     origin: dict[str, str] = {}
     problems: list[str] = []
-    for name, arr in tensors.items():
+    arr = None
+    for name in tensors:
+        arr = None          # drop the previous tensor before reading the next
+        arr = tensors[name]
         rule, binding = wmap.match(name)
         if rule is None:
             problems.append(f"unexpected: {name} {shape_str(arr.shape)} (no rule of "

@@ -296,22 +296,24 @@ class Executor:
         self.graph = optimise(graph, self.warnings) if optimize else graph
         self.threads = jit.set_threads(threads)
         self.layout = self._weight_nodes()
-        self.weights = {}
-        for n in self.graph.params():
-            name = n.attrs["name"]
-            if name not in self.weights:
-                self.weights[name] = np.ascontiguousarray(params[name], dtype=n.dtype)
         by_name: dict[str, list[str]] = {}
         for n in self.graph.params():
             by_name.setdefault(n.attrs["name"], []).append(n.id)
+        self.weights = {}
         for name, nids in by_name.items():
+            dtype = self.graph.node(nids[0]).dtype
+            # one at a time, handed back at once: at most one extra matrix in memory (none
+            # for a checkpoint's transposed (out, in) matrix: already output-major)
             if all(nid in self.layout for nid in nids):
-                # one at a time, handed back at once: at most one extra matrix in memory
-                self.weights[name] = w = np.asfortranarray(self.weights[name])
-                if share_params and isinstance(params, dict) and params[name] is not w:
-                    params[name] = w
+                w = np.asfortranarray(params[name], dtype=dtype)
+            else:
+                w = np.ascontiguousarray(params[name], dtype=dtype)
+            self.weights[name] = w
+            if share_params and isinstance(params, dict) and params[name] is not w:
+                params[name] = w
         self.dynamic = self._dynamic_nodes()
-        self.folded_values = self._fold()
+        self.folded_values = self._fold(params if share_params and isinstance(params, dict)
+                                        else None)
         outputs = set(self.graph.outputs.values())
         self.folded = {n for n in self.folded_values
                        if all(u in self.folded_values for u, _ in self.graph.users(n))
@@ -337,12 +339,20 @@ class Executor:
                 dyn.add(nid)
         return dyn
 
-    def _fold(self) -> dict[str, Any]:
+    def _fold(self, params: dict | None = None) -> dict[str, Any]:
         """Evaluate once every op computed from weights and constants alone (weight
-        layouts): the values the memory plan keeps outside the arena."""
+        layouts): the values the memory plan keeps outside the arena. A parameter read only
+        by folded ops and concatenated into a layout (QKV, gate/up) becomes a view of its
+        slice of the concatenation, here and in `params` (shared), as soon as that is made:
+        one copy of those weights, and never all of them twice."""
         from ..compiler.ir import param_derived
         g = self.graph
         derived = param_derived(g)
+        # parameters no step reads: every node of that name is read only by folded ops
+        folded_only: dict[str, bool] = {}
+        for n in g.params():
+            ok = all(u in derived and g.node(u).op not in LEAVES for u, _ in g.users(n.id))
+            folded_only[n.attrs["name"]] = folded_only.get(n.attrs["name"], True) and ok
         values: dict[str, Any] = {}
         for nid in g.topo():
             node = g.node(nid)
@@ -354,6 +364,14 @@ class Executor:
                 values[nid] = np.asarray(node.attrs["value"])
             elif node.op == "getitem":
                 values[nid] = values[g.args(nid)[0]][node.attrs.get("index", 0)]
+            elif node.op == "concat" and nid in self.layout:
+                # concatenated straight into output-major order: no C-order intermediate
+                parts = [values[a] for a in g.args(nid)]
+                values[nid] = np.concatenate(
+                    parts, axis=node.attrs.get("axis", -1),
+                    out=np.empty(tuple(_shape_concat(parts, node.attrs.get("axis", -1))),
+                                 np.result_type(*parts), order="F"))
+                self._share_concatenated(nid, values, folded_only, params)
             else:
                 out = REFERENCE[node.op](*[values[a] for a in g.args(nid)], **node.attrs)
                 if node.dtype == "tuple":
@@ -363,8 +381,29 @@ class Executor:
                     values[nid] = np.asfortranarray(out)
                 else:
                     values[nid] = np.ascontiguousarray(out)
+                if node.op == "concat":
+                    self._share_concatenated(nid, values, folded_only, params)
         # leaves stay leaves; only computed values count as folded
         return {n: v for n, v in values.items() if g.node(n).op not in LEAVES}
+
+    def _share_concatenated(self, nid: str, values: dict, folded_only: dict,
+                            params: dict | None) -> None:
+        g = self.graph
+        whole = values[nid]
+        ax = g.node(nid).attrs.get("axis", -1) % whole.ndim
+        start = 0
+        for a in g.args(nid):
+            part = values[a]
+            stop = start + part.shape[ax]
+            node = g.node(a)
+            if node.op == "param" and folded_only[node.attrs["name"]] \
+                    and part.dtype == whole.dtype:
+                view = whole[(slice(None),) * ax + (slice(start, stop),)]
+                name = node.attrs["name"]
+                values[a] = self.weights[name] = view
+                if params is not None and name in params:
+                    params[name] = view
+            start = stop
 
     def program(self, bindings: Mapping[str, int], session=None) -> Program:
         key = (tuple(sorted(bindings.items())), id(session))
@@ -380,6 +419,12 @@ class Executor:
         prog.compile(profile)
         prog.execute(arrays, profile)
         return {k: np.array(v) for k, v in prog.output_values().items()}
+
+
+def _shape_concat(parts, axis: int) -> list[int]:
+    shape = list(parts[0].shape)
+    shape[axis % len(shape)] = sum(p.shape[axis % len(shape)] for p in parts)
+    return shape
 
 
 def run_compiled(g: Graph, inputs: Mapping[str, np.ndarray], params: Mapping[str, np.ndarray],

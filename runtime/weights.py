@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import zlib
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
@@ -33,11 +34,44 @@ def init_params(g: Graph, seed: int = 0) -> dict[str, np.ndarray]:
     return {n.attrs["name"]: init_param(n, seed) for n in g.params()}
 
 
-def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """All tensors of a .safetensors file; clear errors for anything else."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
-    p = Path(path)
+class SafetensorsFiles(Mapping):
+    """The tensors of one or more .safetensors files, read one at a time when looked up
+    (`safe_open`): each lookup returns a fresh array that nothing here keeps, so a loader
+    converting tensor by tensor holds at most one raw checkpoint tensor beside the
+    parameters it has made, never the whole file. Iteration and `in` read only headers."""
+
+    def __init__(self, paths) -> None:
+        self.where: dict[str, Path] = {}           # tensor name -> file (last file wins)
+        self.reads = 0                             # tensors read so far (tests count them)
+        for p in paths:
+            for name in _header_names(Path(p)):
+                self.where[name] = Path(p)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        from safetensors import SafetensorError, safe_open
+        path = self.where[name]
+        try:
+            with safe_open(str(path), framework="numpy") as f:
+                arr = f.get_tensor(name)
+        except (SafetensorError, ValueError, OSError) as e:
+            raise ArchError(f"weights {path} is corrupted or truncated: "
+                            f"{str(e).splitlines()[0]}") from None
+        self.reads += 1
+        return arr
+
+    def __iter__(self):
+        return iter(self.where)
+
+    def __len__(self) -> int:
+        return len(self.where)
+
+    def __contains__(self, name) -> bool:
+        return name in self.where
+
+
+def _header_names(p: Path) -> list[str]:
+    """The tensor names of a .safetensors file; clear errors for anything else."""
+    from safetensors import SafetensorError, safe_open
     if not p.is_file():
         raise ArchError(f"weights file not found: {p}")
     with open(p, "rb") as f:
@@ -51,11 +85,16 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
                         hint="save weights with safetensors.numpy.save_file or "
                              "save_pretrained(safe_serialization=True)")
     try:
-        tensors = load_file(str(p))
+        with safe_open(str(p), framework="numpy") as f:
+            return list(f.keys())
     except (SafetensorError, ValueError, OSError) as e:
         raise ArchError(f"weights {p} is corrupted or truncated: {str(e).splitlines()[0]}") \
             from None
-    return tensors
+
+
+def read_safetensors(path: str | os.PathLike) -> SafetensorsFiles:
+    """The tensors of a .safetensors file, read lazily (see SafetensorsFiles)."""
+    return SafetensorsFiles([path])
 
 
 def apply_weights(g: Graph, tensors: dict[str, np.ndarray], seed: int = 0,
@@ -80,6 +119,7 @@ def apply_weights(g: Graph, tensors: dict[str, np.ndarray], seed: int = 0,
                 problems.append(f"missing: {name} {node.type_str}"
                                 + (f" (checkpoint tensor {src})" if src else ""))
             continue
+        arr = None          # drop the previous raw tensor before reading the next
         arr = tensors[name]
         if tuple(arr.shape) != tuple(node.shape):
             problems.append(f"mis-shaped: {name} is {shape_str(arr.shape)} in the file, the "
