@@ -129,6 +129,9 @@ def _attention(node, q: Arg, k: Arg, v: Arg, mask: Arg | None, cache) -> Scratch
                       ("kpos", (S,), "int64"), ("scores", (B * H, S), "float64"),
                       ("acc", (B * H, D), "float64")]
     slots, ring = cache
+    if not ring and T > PREFILL_ROWS:
+        # a prompt into a cache (or cross-attention over the encoder's keys): BLAS
+        return out + [("probs", (T, slots), q.dtype)]
     if ring and T > 1:
         # prefill through a ring buffer: [ring | new keys] attended in scratch
         n = slots + T

@@ -34,9 +34,10 @@ import numpy as np
 from ..dsl.errors import ArchError
 from ..compiler.passes.plan_kv_cache import plan as plan_kv
 from .executor import kv_arena
-from .kernels import attention as k_attn
+from ..compiler.scratch import PREFILL_ROWS
+from .kernels import attention as k_attn, prefill as k_prefill
 from .kernels.relative_position import relative_position_bucket
-from .steps import STEPS
+from .steps import PREFILL_BLOCK, STEPS
 
 # ops whose result depends on where in the sequence a token sits, beyond what the
 # session shifts itself (positions, rope, attention, the biases below): a cached step
@@ -99,9 +100,22 @@ class CacheEntry:
                        window, scale, scores, acc)
             P.deferred(k_attn.kv_write, tk, tv, tpos, k4, v4, 0, 0, cap + T)
             return out4.reshape(B, T, H * D)
+        ring = self.ring
+        if T > PREFILL_ROWS and not ring:
+            # a prompt: BLAS products per (batch, head) over keys 0..pos+T-1 (steps.py)
+            probs = P.temp("probs", (T, cap), q4.dtype)
+
+            def run_blas():
+                pos = sess.pos
+                k_attn.kv_write(kc, vc, kpos, k4, v4, pos, pos, cap)
+                k_prefill.attend_blas(out4, q4, kc, vc, pos + T, pos, m, bias4, causal,
+                                      window, scale, probs, PREFILL_BLOCK)
+            P.step(run_blas, op="attention")
+            _defer_blas(P, q4, probs, m, bias4)
+            P.deferred(k_attn.kv_write, kc, vc, kpos, k4, v4, 0, 0, cap)
+            return out4.reshape(B, T, H * D)
         scores = P.temp("scores", (B * H, cap), np.float64)
         acc = P.temp("acc", (B * H, D), np.float64)
-        ring = self.ring
 
         def run():
             pos = sess.pos
@@ -124,6 +138,21 @@ class CacheEntry:
         else:
             m = np.zeros((B, 0), np.bool_)
         bias4 = np.broadcast_to(np.zeros(1, q4.dtype), (B, H, T, 0))
+        if T > PREFILL_ROWS:
+            probs = P.temp("probs", (T, S), q4.dtype)
+
+            def run_blas():
+                pos = sess.pos
+                if pos == 0:
+                    k_attn.kv_write(kc, vc, kpos, k4, v4, 0, 0, S)
+                    if mask is not None:
+                        np.not_equal(mask, 0, m)
+                k_prefill.attend_blas(out4, q4, kc, vc, S, pos, m, bias4, causal, window,
+                                      scale, probs, PREFILL_BLOCK)
+            P.step(run_blas, op="attention")
+            _defer_blas(P, q4, probs, m, bias4)
+            P.deferred(k_attn.kv_write, kc, vc, kpos, k4, v4, 0, 0, S)
+            return out4.reshape(B, T, H * D)
         scores = P.temp("scores", (B * H, S), np.float64)
         acc = P.temp("acc", (B * H, D), np.float64)
 
@@ -140,6 +169,15 @@ class CacheEntry:
                    scale, scores, acc)
         P.deferred(k_attn.kv_write, kc, vc, kpos, k4, v4, 0, 0, S)
         return out4.reshape(B, T, H * D)
+
+
+def _defer_blas(P, q4, probs, m, bias4) -> None:
+    # attend_blas's kernels on one block's arguments, compiled with the program's others
+    T, S = probs.shape
+    p = probs.reshape(T, S)
+    P.deferred(k_prefill.mask_scores, p, 0, m[0, :S] if m.shape[1] else m[0],
+               bias4[0, 0, :, :S] if bias4.shape[3] else bias4[0, 0], False, 0, 1.0)
+    P.deferred(k_prefill.normalize_rows, p)
 
 
 def _slots(node, args) -> tuple[int | None, int | None]:

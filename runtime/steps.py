@@ -429,15 +429,7 @@ def _attention_blas(P, out4, q4, k4, v4, m, bias4, causal, window, scale):
     group = H // Hkv
     probs = P.temp("probs", (T, S), q4.dtype)                       # (T, S), reused per head
     n_mask, n_bias = m.shape[1], bias4.shape[3]
-    step = PREFILL_BLOCK if causal or window else T
-    blocks = []                                  # (rows i0:i1, keys j0:j1 they may see)
-    for i0 in range(0, T, step):
-        i1 = min(T, i0 + step)
-        first, last = S - T + i0, S - T + i1 - 1                    # their positions
-        j0 = max(0, first - window + 1) if window else 0
-        j1 = min(S, last + 1) if causal else (min(S, last + window) if window else S)
-        j0 = min(j0, S)
-        blocks.append((i0, i1, j0, max(j0, j1)))
+    blocks = k_prefill.query_blocks(T, S, S - T, causal, window, PREFILL_BLOCK)
     for b in range(B):
         for h in range(H):
             kh, vh = k4[b, :, h // group], v4[b, :, h // group]     # (S, D)

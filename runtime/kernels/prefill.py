@@ -80,3 +80,43 @@ def normalize_rows(p):
             inv = 1.0 / z
             for j in range(S):
                 p[i, j] = p[i, j] * inv
+
+
+def query_blocks(T: int, n_keys: int, qpos0: int, causal: bool, window: int,
+                 step: int) -> list[tuple[int, int, int, int]]:
+    """[(i0, i1, j0, j1)]: query rows i0:i1 (row i at position qpos0 + i) and the keys j0:j1
+    (key j at position j) some row of the block may see. Without a causal or window mask,
+    one block of every row and key."""
+    step = step if causal or window else T
+    out = []
+    for i0 in range(0, T, step):
+        i1 = min(T, i0 + step)
+        first, last = qpos0 + i0, qpos0 + i1 - 1
+        j0 = min(max(0, first - window + 1) if window else 0, n_keys)
+        j1 = min(n_keys, last + 1) if causal else \
+            (min(n_keys, last + window) if window else n_keys)
+        out.append((i0, i1, j0, max(j0, j1)))
+    return out
+
+
+def attend_blas(out4, q4, kc, vc, n_keys, qpos0, mask, bias4, causal, window, scale, probs,
+                step):
+    """Prefill attention over a KV cache whose slot j holds position j (decoding sessions,
+    positions known only when the step runs). out4, q4: (B, T, H, D)  kc, vc: (B, Hkv,
+    S_cap, D)  mask: (B, S_mask) bool  bias4: (B, H, T, S_bias)  probs: >= T*n_keys items."""
+    B, T, H, D = q4.shape
+    group = H // kc.shape[1]
+    n_mask, n_bias = mask.shape[1], bias4.shape[3]
+    flat = probs.reshape(-1)
+    for i0, i1, j0, j1 in query_blocks(T, n_keys, qpos0, causal, window, step):
+        p = flat[:(i1 - i0) * (j1 - j0)].reshape(i1 - i0, j1 - j0)
+        for b in range(B):
+            mb = mask[b, j0:j1] if n_mask else mask[b]
+            for h in range(H):
+                hk = h // group
+                bb = bias4[b, h, i0:i1, j0:j1] if n_bias else bias4[b, h, i0:i1]
+                np.matmul(q4[b, i0:i1, h], kc[b, hk, j0:j1].T, p)
+                mask_scores(p, qpos0 + i0 - j0, mb, bb, causal, window, scale)
+                np.exp(p, out=p)
+                normalize_rows(p)
+                np.matmul(p, vc[b, hk, j0:j1], out4[b, i0:i1, h])

@@ -5,17 +5,22 @@ path is the one taken, planned, allocation-free."""
 from __future__ import annotations
 
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+import archc
 from archc.dsl.lower import lower
-from archc.runtime import steps
+from archc.runtime import seq2seq, steps
 from archc.runtime.executor import Executor
+from archc.runtime.kv_cache import Session
+from archc.runtime.reference import run_reference
 from archc.runtime.kernels import prefill as k_prefill
 from archc.runtime.kernels.attention import attend, ref_attention
 
 D = 8
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _model(arch_file, H, Hkv, causal, window, masked, biased):
@@ -116,3 +121,78 @@ def test_softmax_masked_kernel(dt):
         (np.arange(5)[None, :] > np.arange(2, 5)[:, None] - 2)
     e = np.where(ok, np.exp(s - np.where(ok, s, -np.inf).max(1, keepdims=True)), 0)
     np.testing.assert_allclose(p, e / e.sum(1, keepdims=True), rtol=1e-6, atol=1e-7)
+
+
+CACHED = """
+config { d = 32  heads = 4  vocab = 32  n_ctx = 64 }
+model tiny(ids: int[B, T]) {
+    param wte: float[vocab, d] = normal(0.5)
+    x = embedding(ids, wte)
+    repeat 2 as layers {
+        x = x + Attention(RMSNorm(x), heads, kv_heads=2, causal=true, rope=true,
+                          bias=false) as attn
+    }
+    logits = RMSNorm(x) @ transpose(wte)
+    return logits
+}
+"""
+
+
+def _count_blas(monkeypatch):
+    calls = []
+    orig = k_prefill.attend_blas
+
+    def counted(*a):
+        calls.append(a[4:6])            # (keys, first query position)
+        return orig(*a)
+    monkeypatch.setattr(k_prefill, "attend_blas", counted)
+    return calls
+
+
+def test_session_prefill_in_two_chunks(tmp_path, monkeypatch):
+    # a prompt into the KV cache through BLAS, then a second chunk at position 7 (queries
+    # 7..12 over keys 0..12), then one decode step (attend): logits = a full forward
+    path = tmp_path / "m.arch"
+    path.write_text(CACHED)
+    model = archc.load(path, seed=1)
+    ex = Executor(model.graph, model.params)
+    calls = _count_blas(monkeypatch)
+    ids = np.random.default_rng(0).integers(0, 32, (2, 14))
+    sess = Session(ex, 2, 16)
+    got = [sess.forward({"ids": ids[:, :7]}, {"B": 2, "T": 7})["logits"].copy(),
+           sess.forward({"ids": ids[:, 7:13]}, {"B": 2, "T": 6})["logits"].copy(),
+           sess.forward({"ids": ids[:, 13:]}, {"B": 2, "T": 1})["logits"].copy()]
+    assert calls == [(7, 0), (7, 0), (13, 7), (13, 7)]          # 2 layers per chunk
+    assert ex._programs and not any(p.unplanned for p in ex._programs.values())
+    want = run_reference(model.graph, {"ids": ids}, model.params)["logits"]
+    np.testing.assert_allclose(np.concatenate(got, axis=1), want, atol=1e-4, rtol=0)
+
+
+def test_seq2seq_decoder_prompt_cross_attention(monkeypatch):
+    # T5: a 6-token decoder prompt attends to the cached encoder keys through BLAS (self and
+    # cross), then one decode step: logits = the reference over the whole decoder sequence
+    fix = ROOT / "tests" / "fixtures" / "hf" / "t5"
+    if not (fix / "io.npz").is_file():
+        pytest.skip("no t5 fixture")
+    model = archc.load(ROOT / "examples" / "t5.arch", weights=fix)
+    ex = Executor(model.graph, model.params)
+    ids = np.load(fix / "io.npz")["input_ids"]
+    B, Tenc = ids.shape
+    dims = {"T": Tenc, "B": B}
+    s2s = seq2seq.for_executor(ex, ["ids", "mask"], "B")
+    dec = s2s.decoder(dims)
+    sess = Session(dec, B, 16, length="S", dims=dims, ones=("decoder_mask",))
+    s2s.encode({"ids": ids, "mask": np.ones_like(ids)}, dims)
+    calls = _count_blas(monkeypatch)
+    d = np.random.default_rng(1).integers(0, 100, (B, 7))
+    ones = np.ones_like(d)
+    got = [sess.forward({"decoder_ids": d[:, :6], "decoder_mask": ones[:, :6]},
+                        {"S": 6})["logits"].copy(),
+           sess.forward({"decoder_ids": d[:, 6:], "decoder_mask": ones[:, 6:]},
+                        {"S": 1})["logits"].copy()]
+    assert (Tenc, 0) in calls and (6, 0) in calls             # cross and self
+    assert dec._programs and not any(p.unplanned for p in dec._programs.values())
+    want = run_reference(model.graph, {"ids": ids, "mask": np.ones_like(ids),
+                                       "decoder_ids": d, "decoder_mask": ones},
+                         model.params)["logits"]
+    np.testing.assert_allclose(np.concatenate(got, axis=1), want, atol=1e-4, rtol=0)
