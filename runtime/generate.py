@@ -185,6 +185,12 @@ class _Cached:
         out = self.session.forward(inputs, sizes, self.profile)
         return np.array(out[io.logits][:, -1, :])
 
+    def prepare(self, B: int) -> None:
+        """Build and compile the one-token step now, so the timed decode builds nothing."""
+        io, sess = self.io, self.session
+        sizes = {**sess.dims, io.length: 1, **({io.batch: B} if io.batch else {})}
+        sess.ex.program(sizes, sess).compile(self.profile)
+
 
 class _Recompute:
     """Run the whole model over the whole sequence for every token."""
@@ -292,6 +298,8 @@ def generate(ex, prompt: np.ndarray, max_new_tokens: int, *, temperature: float 
         if n == max_new_tokens or (eos is not None and done.all()):
             break
         if n == 1:
+            if isinstance(step, _Cached):
+                step.prepare(B)
             t0 = time.perf_counter()     # tokens/s counts decode steps, not the prefill
         last = step(tok[:, None].copy())
     res.seconds = time.perf_counter() - t0
@@ -303,8 +311,8 @@ def _cached_decoder(ex, io: TokenIO, B: int, T0: int, limit: int, fixed, profile
     """A session over the decoder: `ex` itself, or (encoder-decoder) the decoder part after
     running the encoder once."""
     if io.encoder is None:
-        return _Cached(Session(ex, B, max(limit, 1), length=io.length, ones=io.ones), io,
-                       profile)
+        return _Cached(session_for(ex, B, max(limit, 1), length=io.length, ones=io.ones),
+                       io, profile)
     from .seq2seq import for_executor
     if io.encoder_length is None or io.encoder_length == io.length:
         raise ArchError("the encoder's and the decoder's lengths need their own size names "
@@ -312,9 +320,36 @@ def _cached_decoder(ex, io: TokenIO, B: int, T0: int, limit: int, fixed, profile
     s2s = for_executor(ex, [io.encoder, *io.encoder_ones], io.batch)
     dims = {io.encoder_length: T0, **({io.batch: B} if io.batch else {})}
     dec = s2s.decoder(dims)
-    session = Session(dec, B, max(limit, 1), length=io.length, dims=dims, ones=io.ones)
+    session = session_for(dec, B, max(limit, 1), length=io.length, dims=dims, ones=io.ones)
     s2s.encode(fixed, dims, profile)
     return _Cached(session, io, profile)
+
+
+SESSIONS_KEPT = 2      # per executor: each holds a KV arena (GPT-2 small, 1024 positions: 72 MiB)
+
+
+def session_for(ex, batch: int, max_seq: int, *, length: str = "T",
+                dims: dict[str, int] | None = None, ones: tuple[str, ...] = ()) -> Session:
+    """The executor's session for these sizes, reset to an empty cache: made (with its
+    arena, and its programs on first use) by the first generation of these sizes, reused
+    by the next ones. The executor fixes the threads and dtypes; the key is the rest."""
+    kept = ex.__dict__.setdefault("_sessions", {})
+    key = (batch, max_seq, length, tuple(sorted((dims or {}).items())), tuple(ones))
+    sess = kept.pop(key, None)
+    if sess is None:
+        while len(kept) >= SESSIONS_KEPT:
+            _forget(ex, kept.pop(next(iter(kept))))
+        sess = Session(ex, batch, max_seq, length=length, dims=dims, ones=ones)
+    else:
+        sess.reset()        # positions and key slots: nothing of the last generation
+    kept[key] = sess        # most recently used last
+    return sess
+
+
+def _forget(ex, sess: Session) -> None:
+    """Drop an evicted session's programs (the executor keys them by the session)."""
+    for k in [k for k in ex._programs if k[1] == id(sess)]:
+        del ex._programs[k]
 
 
 def _context(graph) -> tuple[int | None, str]:
