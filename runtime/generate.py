@@ -325,7 +325,8 @@ def _cached_decoder(ex, io: TokenIO, B: int, T0: int, limit: int, fixed, profile
     return _Cached(session, io, profile)
 
 
-SESSIONS_KEPT = 2      # per executor: each holds a KV arena (GPT-2 small, 1024 positions: 72 MiB)
+# sessions kept per executor: each holds a KV arena (GPT-2 small, 1024 positions: 72 MiB)
+SESSIONS_KEPT = 2
 
 
 def session_for(ex, batch: int, max_seq: int, *, length: str = "T",
