@@ -143,10 +143,13 @@ class Archc:
         folded at build time, the KV cache of one generation, every program's arena."""
         from archc.runtime.kv_cache import Session
         g = self.model.graph
-        out = {"params": sum(a.nbytes for a in self.model.params.values()),
-               "executor_weights": sum(a.nbytes for k, a in self.ex.weights.items()
-                                       if not _shares(a, self.model.params.get(k))),
-               "folded": sum(a.nbytes for a in self.ex.folded_values.values()),
+        # weights count once per buffer: parameters may be views of the executor's layouts
+        # (output-major matrices, concatenated QKV / gate-up, a tied head viewing wte)
+        seen: dict[int, int] = {}
+        params = _unique_bytes(self.model.params.values(), seen)
+        layouts = _unique_bytes(list(self.ex.weights.values()) +
+                                list(self.ex.folded_values.values()), seen)
+        out = {"params": params, "layouts": layouts,
                "arenas": sum(p.arena_bytes for p in self.ex._programs.values()),
                "programs": len(self.ex._programs)}
         try:
@@ -160,14 +163,24 @@ class Archc:
         except Exception as e:  # noqa: BLE001  (a model without a cache still benchmarks)
             out["kv_cache"] = 0
             out["kv_note"] = str(e)
-        out["total"] = sum(out[k] for k in ("params", "executor_weights", "folded", "arenas",
-                                            "kv_cache"))
+        out["total"] = sum(out[k] for k in ("params", "layouts", "arenas", "kv_cache"))
         out["weight_read_bytes"] = weight_read_bytes(g)
         return out
 
 
-def _shares(a: np.ndarray, b) -> bool:
-    return b is not None and np.shares_memory(a, b)
+def _unique_bytes(arrays, seen: dict[int, int]) -> int:
+    """Bytes of the buffers behind `arrays` not already in `seen` (which it extends)."""
+    added = 0
+    for a in arrays:
+        if not isinstance(a, np.ndarray):
+            continue
+        base = a
+        while isinstance(base.base, np.ndarray):
+            base = base.base
+        if id(base) not in seen:
+            seen[id(base)] = base.nbytes
+            added += base.nbytes
+    return added
 
 
 def weight_read_bytes(g) -> int:

@@ -312,7 +312,7 @@ def report(title, family, threads, args, workers, peers, measures, times, stats,
         peak = med([x["rss"]["VmHWM"] for x in ttft["archc"]])
         lines.append(
             f"- memory plan ({args.prompt}+{args.ttft_new} tokens): parameters "
-            f"{mb(p['params'])} + weight layouts {mb(p['folded'] + p['executor_weights'])} "
+            f"{mb(p['params'])} + weight layouts not shared with them {mb(p['layouts'])} "
             f"+ KV cache {mb(p['kv_cache'])} ({p.get('kv_positions', '?')} positions) "
             f"+ activation arenas {mb(p['arenas'])} "
             f"({p['programs']} programs) = {mb(p['total'])}; peak RSS {mb(peak)}, of which "
