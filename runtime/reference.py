@@ -31,12 +31,16 @@ def resolve(value: Any, bindings: Mapping[str, int]) -> Any:
     return value
 
 
+def vocabulary_error(ids: np.ndarray, vocab: int, span) -> ArchError:
+    """The error for token ids outside 0..vocab-1: one wording for every executor."""
+    bad = ids[(ids < 0) | (ids >= vocab)]
+    return ArchError(f"token id {int(bad.flat[0])} is outside the vocabulary (0..{vocab - 1}); "
+                     f"{bad.size} id{'s' if bad.size > 1 else ''} out of range", span)
+
+
 def check_ids(g: Graph, nid: str, ids: np.ndarray, vocab: int) -> None:
     if ids.size and (ids.min() < 0 or ids.max() >= vocab):
-        bad = ids[(ids < 0) | (ids >= vocab)]
-        raise ArchError(f"token id {int(bad.flat[0])} is outside the vocabulary (0..{vocab - 1}); "
-                        f"{bad.size} id{'s' if bad.size > 1 else ''} out of range",
-                        g.node(nid).span)
+        raise vocabulary_error(ids, vocab, g.node(nid).span)
 
 
 def run_reference(g: Graph, inputs: Mapping[str, np.ndarray], params: Mapping[str, np.ndarray],

@@ -17,11 +17,10 @@ from typing import Callable
 
 import numpy as np
 
-from ..dsl.errors import ArchError
 from .kernels import REFERENCE, attention as k_attn, elementwise as k_ew, ffn as k_ffn
 from .kernels import linalg as k_linalg, norm as k_norm, position as k_pos
 from ..compiler.scratch import PREFILL_ROWS
-from .reference import ExecutionError
+from .reference import ExecutionError, vocabulary_error
 
 STEPS: dict[str, Callable] = {}
 
@@ -278,10 +277,7 @@ def build_embedding(P, node, args, attrs):
 
     def lookup():
         if k_emb.embedding(out2, ids1, table):
-            bad = ids1[(ids1 < 0) | (ids1 >= vocab)]
-            raise ArchError(f"token id {int(bad.flat[0])} is outside the vocabulary "
-                            f"(0..{vocab - 1}); {bad.size} id{'s' if bad.size > 1 else ''} "
-                            "out of range", span)
+            raise vocabulary_error(ids1, vocab, span)
     P.step(lookup)
     P.deferred(k_emb.embedding, out2, ids1, table)
     return out
