@@ -35,13 +35,15 @@ def ref_ffn(x, w1, w2, *biases, act="relu", glu=False, bias1=False, bias2=False)
 # bias + activation (elementwise.bias_act) or, for the gated units, this.
 
 from ..jit import njit, prange  # noqa: E402
-from .elementwise import _act  # noqa: E402
+from .elementwise import _act_row  # noqa: E402
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def glu_merged(out, h, kind):
     # out: (N, F)  h: (N, 2F) = [gate | up] -> out = act(gate) * up
     n, f = out.shape
     for i in prange(n):
+        o, up = out[i], h[i, f:]
+        _act_row(o, h[i, :f], kind)
         for j in range(f):
-            out[i, j] = _act(h[i, j], kind) * h[i, f + j]
+            o[j] *= up[j]

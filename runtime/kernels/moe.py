@@ -72,7 +72,7 @@ def ref_moe(x, router, w_up, w_down, w_gate=None, top_k=1, act="relu", capacity=
 # expert order like the reference. Every buffer is planned scratch (compiler/scratch.py).
 
 from ..jit import njit  # noqa: E402
-from .elementwise import _act  # noqa: E402
+from .elementwise import _act_row  # noqa: E402
 
 
 @njit(cache=True)
@@ -151,12 +151,12 @@ def moe(out, x, router, w_up, w_down, w_gate, has_gate, T, top_k, cap, normalize
         if has_gate:
             np.dot(xg[:n], w_gate[e], hg[:n])
             for i in range(n):
+                _act_row(hg[i], hg[i], act)
                 for f in range(h.shape[1]):
-                    h[i, f] = _act(hg[i, f], act) * h[i, f]
+                    h[i, f] *= hg[i, f]
         else:
             for i in range(n):
-                for f in range(h.shape[1]):
-                    h[i, f] = _act(h[i, f], act)
+                _act_row(h[i], h[i], act)
         np.dot(h[:n], w_down[e], y[:n])                               # (n, C)
         for i in range(n):
             m = slot_tok[a + i]
