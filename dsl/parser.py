@@ -13,6 +13,7 @@ from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from . import ast
+from .cache import cached_lark
 from .errors import ArchError, ArchErrors, Span
 from .recover import MAX_NESTING, NestingTooDeep, parse_recovering, tree_depth_error
 
@@ -30,8 +31,7 @@ TOKEN_NAMES = {
 
 @lru_cache(maxsize=1)
 def _lark() -> Lark:
-    return Lark(GRAMMAR.read_text(), parser="lalr", propagate_positions=True,
-                maybe_placeholders=True)
+    return cached_lark(GRAMMAR.read_text(), propagate_positions=True, maybe_placeholders=True)
 
 
 def _span(file: str, meta) -> Span:

@@ -3,12 +3,12 @@ an existing file is only ever replaced by a complete one."""
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
+from ..dsl.cache import replace_atomically
 from ..dsl.errors import ArchError
 
 
@@ -20,19 +20,7 @@ def write_atomic(path: str | os.PathLike, write) -> None:
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
         raise ArchError(f"cannot write {p}: directory {parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    replace_atomically(p, write)
 
 
 def save_outputs(path: str | os.PathLike, outputs: Mapping[str, np.ndarray]) -> None:

@@ -6,6 +6,7 @@ kernels are compiled once per machine instead of being written next to the sourc
 
     ARCHC_CACHE_DIR=/path  ->  /path/numba
     otherwise              ->  $XDG_CACHE_HOME/archc/numba  (default ~/.cache/archc/numba)
+    (the root is dsl/cache.py's cache_root(), which also holds the parser tables)
 
 Only the compiled executor and the kernel families import this; `archc check` and
 `archc dump` never do, so they never pay for importing Numba.
@@ -22,13 +23,11 @@ import ctypes
 import os
 from pathlib import Path
 
+from ..dsl.cache import cache_root
+
 
 def cache_dir() -> Path:
-    root = os.environ.get("ARCHC_CACHE_DIR")
-    if root:
-        return Path(root) / "numba"
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "archc" / "numba"
+    return cache_root() / "numba"
 
 
 if "ARCHC_CACHE_DIR" in os.environ or "NUMBA_CACHE_DIR" not in os.environ:
