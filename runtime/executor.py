@@ -72,6 +72,7 @@ class Step:
     op: str          # for the profile: the graph op this step belongs to
     first: bool = True   # the first step of its node (a profile "call")
     node: str = ""
+    blas: bool = False   # calls BLAS (the thread policy, runtime/jit.py, needs to know)
 
 
 @dataclass
@@ -119,7 +120,7 @@ class Program:
         # thread policy (runtime/jit.py): a program with BLAS products leaves the cores to
         # BLAS and runs its Numba kernels on one thread; one without (a decode step) gives
         # them to Numba
-        self.uses_blas = any(s.fn is np.dot or s.fn is np.matmul for s in self.steps)
+        self.uses_blas = any(s.blas for s in self.steps)
         self.numba_threads = jit.numba_threads(ex.threads, self.uses_blas)
 
     # ----- what step builders (runtime/steps.py) use
@@ -149,9 +150,12 @@ class Program:
         """Does the memory plan make this node a view of its argument (no storage)?"""
         return node.id in self.plan.views
 
-    def step(self, fn: Callable, *args, op: str | None = None) -> None:
+    def step(self, fn: Callable, *args, op: str | None = None, blas: bool = False) -> None:
+        """Append fn(*args); blas=True for a Python step that calls BLAS inside (np.dot and
+        np.matmul themselves are recognised)."""
         first = not self.steps or self.steps[-1].node != self._node.id
-        self.steps.append(Step(fn, args, op or self._node.op, first, self._node.id))
+        blas = blas or fn is np.dot or fn is np.matmul
+        self.steps.append(Step(fn, args, op or self._node.op, first, self._node.id, blas))
 
     def deferred(self, fn: Callable, *args) -> None:
         """A kernel that a step calls indirectly: compiled up front by `compile`."""
@@ -235,8 +239,6 @@ class Program:
                     s.fn.compile(sig)
         for fn, args in self._deferred_compiles:
             fn.compile(tuple(typeof(a) for a in args))
-        # a kernel with np.dot inside may just have loaded SciPy's BLAS: give it our threads
-        jit.set_blas_threads(self.ex.threads)
         self.compiled = True
         if profile is not None:
             profile.compile_seconds += time.perf_counter() - t0

@@ -12,8 +12,8 @@ Only the compiled executor and the kernel families import this; `archc check` an
 `archc dump` never do, so they never pay for importing Numba.
 
 Threads: Numba's `prange` kernels and BLAS (matrix products) run one after the other,
-never nested. `set_threads(n)` sets both: Numba's pool and every OpenBLAS loaded in the
-process (NumPy's and SciPy's, which Numba's `np.dot` uses). Both pools spin after a call,
+never nested; no kernel calls BLAS from inside (see kernels/moe.py). `set_threads(n)`
+sets both: Numba's pool and every OpenBLAS loaded in the process. Both pools spin after a call,
 so a program does not mix them: see `numba_threads` (prefill: BLAS gets the cores; decode:
 no BLAS, Numba gets them).
 """
@@ -78,9 +78,6 @@ def set_threads(n: int | None) -> int:
     """Use `n` threads for Numba kernels and BLAS (None: every core). Returns n."""
     n = max_threads() if n is None else max(1, min(int(n), max_threads()))
     numba.set_num_threads(n)
-    # SciPy's BLAS backs np.dot inside njit code, and Numba loads it only with a kernel that
-    # needs it (importing it here cost 0.25 s of every start); Program.compile sets the BLAS
-    # threads again once its kernels are loaded, which covers that library too.
     set_blas_threads(n)
     return n
 

@@ -110,7 +110,7 @@ class CacheEntry:
                 k_attn.kv_write(kc, vc, kpos, k4, v4, pos, pos, cap)
                 k_prefill.attend_blas(out4, q4, kc, vc, pos + T, pos, m, bias4, causal,
                                       window, scale, probs, PREFILL_BLOCK)
-            P.step(run_blas, op="attention")
+            P.step(run_blas, op="attention", blas=True)
             _defer_blas(P, q4, probs, m, bias4)
             P.deferred(k_attn.kv_write, kc, vc, kpos, k4, v4, 0, 0, cap)
             return out4.reshape(B, T, H * D)
@@ -149,7 +149,7 @@ class CacheEntry:
                         np.not_equal(mask, 0, m)
                 k_prefill.attend_blas(out4, q4, kc, vc, S, pos, m, bias4, causal, window,
                                       scale, probs, PREFILL_BLOCK)
-            P.step(run_blas, op="attention")
+            P.step(run_blas, op="attention", blas=True)
             _defer_blas(P, q4, probs, m, bias4)
             P.deferred(k_attn.kv_write, kc, vc, kpos, k4, v4, 0, 0, S)
             return out4.reshape(B, T, H * D)

@@ -70,19 +70,21 @@ def ref_moe(x, router, w_up, w_down, w_gate=None, top_k=1, act="relu", capacity=
 # first choice before any second choice for capacity), then one expert at a time: gather
 # its tokens, two BLAS products, scatter-add weighted rows into a float64 accumulator, in
 # expert order like the reference. Every buffer is planned scratch (compiler/scratch.py).
+# The products are np.dot called from Python (moe_experts), not from inside a kernel:
+# Numba compiles np.dot against SciPy's BLAS, and merely having SciPy installed makes
+# every Numba start import scipy.linalg (0.25 s), so archc does not depend on it.
 
 from ..jit import njit  # noqa: E402
 from .elementwise import _act_row  # noqa: E402
 
 
 @njit(cache=True)
-def moe(out, x, router, w_up, w_down, w_gate, has_gate, T, top_k, cap, normalize, scale,
-        act, logits, choice, weight, offsets, used, slot_tok, slot_w, xg, h, hg, y, acc):
-    # out, x: (M, C) with M = N*T tokens; router (C, E); w_up, w_gate (E, C, F); w_down (E, F, C)
+def route_tokens(logits, T, top_k, cap, normalize, scale, choice, weight, offsets, used,
+                 slot_tok, slot_w):
+    # logits: (M, E) = x @ router, M = N*T tokens. Writes the assignment grouped by expert:
+    # expert e takes tokens slot_tok[offsets[e]:offsets[e+1]] with weights slot_w[...]
     # cap < 0: unlimited; choice[m, r] = -1 marks a dropped assignment
-    M, C = x.shape
-    E = router.shape[1]
-    np.dot(x, router, logits)                                         # (M, E)
+    M, E = logits.shape
     for m in range(M):
         # softmax in float64, rounded to float32 like the reference's probabilities
         mx = -np.inf
@@ -139,30 +141,52 @@ def moe(out, x, router, w_up, w_down, w_gate, has_gate, T, top_k, cap, normalize
                 used[e] += 1
                 slot_tok[i] = m
                 slot_w[i] = weight[m, r]
-    acc[:] = 0.0
-    for e in range(E):
-        a, b = offsets[e], offsets[e + 1]
-        n = b - a
-        if n == 0:
+
+
+@njit(cache=True)
+def gather_rows(out, x, idx):
+    # out: (n, C) = x[idx]  (NumPy's take would allocate an index buffer)
+    for i in range(idx.shape[0]):
+        out[i] = x[idx[i]]
+
+
+@njit(cache=True, error_model="numpy")
+def expert_act(h, hg, has_gate, kind):
+    # h: (n, F) <- act(hg) * h with a gate (hg: (n, F)), act(h) without
+    for i in range(h.shape[0]):
+        if has_gate:
+            _act_row(hg[i], hg[i], kind)
+            for f in range(h.shape[1]):
+                h[i, f] *= hg[i, f]
+        else:
+            _act_row(h[i], h[i], kind)
+
+
+@njit(cache=True)
+def scatter_add_rows(acc, y, idx, w):
+    # acc[idx[i]] += w[i] * y[i]; acc: (M, C) float64, y: (n, C)
+    for i in range(idx.shape[0]):
+        m = idx[i]
+        for c in range(y.shape[1]):
+            acc[m, c] += w[i] * y[i, c]
+
+
+def moe_experts(out, x, w_up, w_down, w_gate, has_gate, act, offsets, slot_tok, slot_w, xg,
+                h, hg, y, acc):
+    """out: (M, C) = sum over each token's experts of weight * FFN_e(token), after
+    route_tokens. w_up, w_gate: (E, C, F)  w_down: (E, F, C)  scratch xg (M, C), h, hg (M, F),
+    y (M, C), acc (M, C) float64."""
+    acc.fill(0.0)
+    for e in range(w_up.shape[0]):
+        a, b = int(offsets[e]), int(offsets[e + 1])
+        if a == b:
             continue
-        for i in range(n):
-            xg[i] = x[slot_tok[a + i]]
+        n = b - a
+        gather_rows(xg[:n], x, slot_tok[a:b])
         np.dot(xg[:n], w_up[e], h[:n])                                # (n, F)
         if has_gate:
             np.dot(xg[:n], w_gate[e], hg[:n])
-            for i in range(n):
-                _act_row(hg[i], hg[i], act)
-                for f in range(h.shape[1]):
-                    h[i, f] *= hg[i, f]
-        else:
-            for i in range(n):
-                _act_row(h[i], h[i], act)
+        expert_act(h[:n], hg[:n], has_gate, act)
         np.dot(h[:n], w_down[e], y[:n])                               # (n, C)
-        for i in range(n):
-            m = slot_tok[a + i]
-            w = slot_w[a + i]
-            for c in range(C):
-                acc[m, c] += w * y[i, c]
-    for m in range(M):
-        for c in range(C):
-            out[m, c] = acc[m, c]
+        scatter_add_rows(acc, y[:n], slot_tok[a:b], slot_w[a:b])
+    np.copyto(out, acc, casting="same_kind")

@@ -31,11 +31,15 @@ def test_moe(N, T, C, Ex, F, k, cap, cf, norm, gate, act):
     M = N * T
     c = km.moe_capacity(T, Ex, k, cap, cf)
     out = E(M, C)
-    km.moe(out, x.reshape(M, C), router, wu, wd, wg if gate else wu, gate, T, k,
-           -1 if c is None else c, norm, True, ke.ACT[act], E(M, Ex), E(M, k, dt=np.int64),
-           E(M, k, dt=np.float64), E(Ex + 1, dt=np.int64), E(Ex, dt=np.int64),
-           E(M * k, dt=np.int64), E(M * k, dt=np.float64), E(M, C), E(M, F),
-           E(M if gate else 0, F), E(M, C), E(M, C, dt=np.float64))
+    x2 = x.reshape(M, C)
+    offsets, slot_tok = E(Ex + 1, dt=np.int64), E(M * k, dt=np.int64)
+    slot_w = E(M * k, dt=np.float64)
+    km.route_tokens(x2 @ router, T, k, -1 if c is None else c, norm, True,
+                    E(M, k, dt=np.int64), E(M, k, dt=np.float64), offsets, E(Ex, dt=np.int64),
+                    slot_tok, slot_w)
+    km.moe_experts(out, x2, wu, wd, wg if gate else wu, gate, ke.ACT[act], offsets, slot_tok,
+                   slot_w, E(M, C), E(M, F), E(M if gate else 0, F), E(M, C),
+                   E(M, C, dt=np.float64))
     np.testing.assert_allclose(out.reshape(want.shape), want, atol=1e-5, rtol=1e-5)
     if cap == 1:                                    # the capacity really dropped tokens
         free = km.ref_moe(x, router, wu, wd, wg, top_k=k, act=act, normalize=norm)
