@@ -175,9 +175,8 @@ def _defer_blas(P, q4, probs, m, bias4) -> None:
     # attend_blas's kernels on one block's arguments, compiled with the program's others
     T, S = probs.shape
     p = probs.reshape(T, S)
-    P.deferred(k_prefill.mask_scores, p, 0, m[0, :S] if m.shape[1] else m[0],
+    P.deferred(k_prefill.softmax_masked, p, 0, m[0, :S] if m.shape[1] else m[0],
                bias4[0, 0, :, :S] if bias4.shape[3] else bias4[0, 0], False, 0, 1.0)
-    P.deferred(k_prefill.normalize_rows, p)
 
 
 def _slots(node, args) -> tuple[int | None, int | None]:

@@ -436,10 +436,8 @@ def _attention_blas(P, out4, q4, k4, v4, m, bias4, causal, window, scale):
                 bb = bias4[b, h, i0:i1, j0:j1] if n_bias else bias4[b, h, i0:i1]
                 P.step(np.matmul, q4[b, i0:i1, h], kh[j0:j1].T, p)
                 # key j of the block sits at j0 + j: positions relative to j0
-                P.step(k_prefill.mask_scores, p, S - T + i0 - j0, mb, bb, causal, window,
+                P.step(k_prefill.softmax_masked, p, S - T + i0 - j0, mb, bb, causal, window,
                        scale)
-                P.step(np.exp, p, p)
-                P.step(k_prefill.normalize_rows, p)
                 P.step(np.matmul, p, vh[j0:j1], out4[b, i0:i1, h])
 
 

@@ -71,7 +71,9 @@ def _exp_impl(v):
     f32 = np.float32
 
     def exp32(v):
-        x = min(max(v, f32(_EXP_MIN)), f32(_EXP_MAX))
+        # saturates at exp(88) above, 0 below -87 (no infinities, no subnormals); NaN stays
+        x = f32(_EXP_MAX) if v > f32(_EXP_MAX) else v
+        x = f32(_EXP_MIN) if x < f32(_EXP_MIN) else x
         n = np.floor(x * f32(_LOG2E) + f32(0.5))            # exp(x) = 2^n exp(r)
         r = x - n * f32(_LN2_HI)
         r = r - n * f32(_LN2_LO)                              # |r| <= ln2 / 2
@@ -84,7 +86,8 @@ def _exp_impl(v):
         p = p * r + f32(0.5)
         p = p * r + f32(1.0)
         p = p * r + f32(1.0)
-        return p * _float32_from_bits((np.int64(n) + 127) << 23)
+        e = p * _float32_from_bits((np.int64(n) + 127) << 23)
+        return f32(0.0) if v < f32(_EXP_MIN) else e
     return exp32
 
 

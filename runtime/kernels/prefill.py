@@ -6,35 +6,42 @@ For a prompt (more than a few query rows) attention runs per (batch, head) as
     scores = softmax(mask(scale * scores + bias))   in place, this kernel
     out_h  = scores @ V_h         (T, D)  BLAS, into the output's head slice
 
-instead of `attend`'s scalar loop with one exp per (query, key). The reference of the op
-is `ref_attention` (attention.py); decode steps (few rows) keep `attend`.
+instead of `attend`'s scalar loop with one exp per (query, key). The softmax is one pass
+of compiled code with a vectorised exp (_vmath.py); it was three steps (mask, NumPy's exp,
+normalise) before Numba had one. The reference of the op is `ref_attention`
+(attention.py); decode steps (few rows) keep `attend`.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..jit import njit
+from ._vmath import exp_
 
 
+@njit(cache=True, fastmath={"nnan", "nsz", "reassoc"})
+def _max_or(x, init):
+    # max(init, *x). The flags let LLVM vectorise the reduction: a NaN in x may be skipped
+    # here, but it still reaches the caller's exp and sum, so a NaN row stays NaN
+    m = init
+    for j in range(x.shape[0]):
+        v = x[j]
+        m = v if v > m else m
+    return m
+
+
+@njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
 def softmax_masked(scores, qpos0, mask, bias, causal, window, scale):
-    """The three steps the executor runs, in one call (for tests): masked, scaled scores
-    minus their row max; NumPy's vectorised exp in place; rows divided by their sums."""
-    mask_scores(scores, qpos0, mask, bias, causal, window, scale)
-    np.exp(scores, out=scores)
-    normalize_rows(scores)
-
-
-# Numba has no vectorised exp here (no SVML), NumPy's float32 exp is SIMD: so the exp runs
-# as a NumPy step between the two kernels, and masked keys become -inf (exp: 0)
-@njit(cache=True, fastmath={"reassoc", "contract"})
-def mask_scores(scores, qpos0, mask, bias, causal, window, scale):
-    # scores: (T, S) raw q.k products -> scale * scores + bias - row max, masked keys -inf.
-    # key j sits at position j, query i at qpos0 + i. mask: (S_mask,) bool by key position
-    # (S_mask = 0: none); bias: (T, S_bias) (S_bias = 0: none). A row with every key
-    # masked is all -inf, so it ends as zeros, as the reference defines it.
+    # scores: (T, S) raw q.k products -> softmax(scale * scores + bias) over the keys each
+    # query sees, in place; masked keys 0. Key j sits at position j, query i at qpos0 + i.
+    # mask: (S_mask,) bool by key position (S_mask = 0: none); bias: (T, S_bias) (S_bias = 0:
+    # none). A row with every key masked is zeros, as the reference defines it.
     T, S = scores.shape
     n_mask = mask.shape[0]
     n_bias = bias.shape[1]
+    # the row max in the scores' own precision, so that exp_ runs in float32 (vectorised)
+    ninf = np.full(1, -np.inf, scores.dtype)[0]
+    zero = np.zeros(1, scores.dtype)[0]
     for i in range(T):
         row = scores[i]
         qp = qpos0 + i
@@ -49,37 +56,32 @@ def mask_scores(scores, qpos0, mask, bias, causal, window, scale):
                 hi = min(hi, qp + window)
         lo = min(lo, S)
         hi = max(hi, lo)
-        for j in range(lo):
-            row[j] = -np.inf
-        for j in range(hi, S):
-            row[j] = -np.inf
-        for j in range(lo, hi):
-            row[j] = row[j] * scale
-        for j in range(lo, min(hi, n_bias)):
-            row[j] += bias[i, j]
-        for j in range(lo, min(hi, n_mask)):
-            if not mask[j]:
-                row[j] = -np.inf
-        m = -np.inf
-        for j in range(lo, hi):
-            m = max(m, row[j])
-        if m > -np.inf:
-            for j in range(lo, hi):
-                row[j] -= m
-
-
-@njit(cache=True, fastmath={"reassoc", "contract"})
-def normalize_rows(p):
-    # p: (T, S) exponentials; each row divided by its float64 sum (an all-zero row stays)
-    T, S = p.shape
-    for i in range(T):
+        # loops over slices from 0: indices provably >= 0, so no negative-index fix-up in
+        # the loop body and LLVM vectorises (range(lo, hi) ran 10x slower)
+        row[:lo] = 0.0
+        row[hi:] = 0.0
+        seen = row[lo:hi]
+        n = seen.shape[0]
+        for j in range(n):
+            seen[j] = seen[j] * scale
+        b = bias[i, lo:min(hi, n_bias)]
+        for j in range(b.shape[0]):
+            seen[j] += b[j]
+        mk = mask[lo:min(hi, n_mask)]
+        for j in range(mk.shape[0]):
+            if not mk[j]:
+                seen[j] = ninf
+        m = _max_or(seen, ninf)
+        if m == ninf:                           # every key masked: a row of zeros
+            m = zero
         z = 0.0
-        for j in range(S):
-            z += p[i, j]
-        if z > 0.0:
-            inv = 1.0 / z
-            for j in range(S):
-                p[i, j] = p[i, j] * inv
+        for j in range(n):
+            e = exp_(seen[j] - m)               # a masked key: exp(-inf) = 0
+            seen[j] = e
+            z += e                              # float64 sum
+        inv = 1.0 / z if z > 0.0 else 0.0
+        for j in range(n):
+            seen[j] = seen[j] * inv
 
 
 def query_blocks(T: int, n_keys: int, qpos0: int, causal: bool, window: int,
@@ -116,7 +118,5 @@ def attend_blas(out4, q4, kc, vc, n_keys, qpos0, mask, bias4, causal, window, sc
                 hk = h // group
                 bb = bias4[b, h, i0:i1, j0:j1] if n_bias else bias4[b, h, i0:i1]
                 np.matmul(q4[b, i0:i1, h], kc[b, hk, j0:j1].T, p)
-                mask_scores(p, qpos0 + i0 - j0, mb, bb, causal, window, scale)
-                np.exp(p, out=p)
-                normalize_rows(p)
+                softmax_masked(p, qpos0 + i0 - j0, mb, bb, causal, window, scale)
                 np.matmul(p, vc[b, hk, j0:j1], out4[b, i0:i1, h])
