@@ -111,7 +111,8 @@ def _rope(node, args, cache):
     return _positions(node, args[0], len(args) > 1) + _copy("rope_q", args[0], False)
 
 
-def _attention(node, q: Arg, k: Arg, v: Arg, mask: Arg | None, cache) -> Scratch:
+def _attention(node, q: Arg, k: Arg, v: Arg, mask: Arg | None, cache,
+               biased: bool = False) -> Scratch:
     B, T, C = q.shape
     S = k.shape[1]
     H = node.attrs["heads"]
@@ -133,11 +134,14 @@ def _attention(node, q: Arg, k: Arg, v: Arg, mask: Arg | None, cache) -> Scratch
         # a prompt into a cache (or cross-attention over the encoder's keys): BLAS
         return out + [("probs", (T, slots), q.dtype)]
     if ring and T > 1:
-        # prefill through a ring buffer: [ring | new keys] attended in scratch
+        # prefill through a ring buffer: [ring | new keys] attended in scratch, a prompt
+        # (without a bias by key position) through BLAS
         n = slots + T
-        return out + [("ring_k", (B, Hkv, n, D), q.dtype), ("ring_v", (B, Hkv, n, D), q.dtype),
-                      ("ring_pos", (n,), "int64"), ("scores", (B * H, n), "float64"),
-                      ("acc", (B * H, D), "float64")]
+        out += [("ring_k", (B, Hkv, n, D), q.dtype), ("ring_v", (B, Hkv, n, D), q.dtype),
+                ("ring_pos", (n,), "int64")]
+        if T > PREFILL_ROWS and not biased:
+            return out + [("probs", (T, n), q.dtype)]
+        return out + [("scores", (B * H, n), "float64"), ("acc", (B * H, D), "float64")]
     return out + [("scores", (B * H, slots), "float64"), ("acc", (B * H, D), "float64")]
 
 
@@ -145,7 +149,7 @@ def _attention(node, q: Arg, k: Arg, v: Arg, mask: Arg | None, cache) -> Scratch
 @rule("attention")
 def _attention_rule(node, args, cache):
     mask = args[3] if len(args) > 3 else None
-    return _attention(node, args[0], args[1], args[2], mask, cache)
+    return _attention(node, args[0], args[1], args[2], mask, cache, biased=len(args) > 4)
 
 
 # RoPE inside attention: rotated q and k, positions, then attention's own scratch
@@ -153,13 +157,15 @@ def _attention_rule(node, args, cache):
 def _rope_attention(node, args, cache):
     q, k, v, *extra = args
     mask = extra.pop(0) if node.attrs.get("has_mask") else None
-    if node.attrs.get("has_bias"):
+    biased = bool(node.attrs.get("has_bias"))
+    if biased:
         extra.pop(0)
     out = [("q_rot", q.shape, q.dtype), ("k_rot", k.shape, k.dtype)]
     out += _positions(node, q, bool(node.attrs.get("has_positions")))
     out += _copy("rope_q", q, False) + _copy("rope_k", k, False)
     # the rotated copies are contiguous, so attention copies at most v
-    return out + _attention(node, Arg(q.shape, q.dtype), Arg(k.shape, k.dtype), v, mask, cache)
+    return out + _attention(node, Arg(q.shape, q.dtype), Arg(k.shape, k.dtype), v, mask, cache,
+                            biased)
 
 
 # MoE: router logits, the routing (choices, weights, per-expert token lists) and the

@@ -75,6 +75,9 @@ class CacheEntry:
             bias4 = np.broadcast_to(bias, (B, H, T, bias.shape[-1]))
         else:
             bias4 = np.broadcast_to(np.zeros(1, q4.dtype), (B, H, T, 0))
+        if self.ring and T > PREFILL_ROWS and bias is None:
+            return self._build_ring_prompt(P, out4, q4, k4, v4, m, bias4, causal, window,
+                                           scale)
         if self.ring and T > 1:
             # prefill through a ring: attend over [ring | new keys] in scratch, then keep
             # the newest `cap` keys in the ring
@@ -126,6 +129,39 @@ class CacheEntry:
         P.deferred(k_attn.attend, out4, q4, kc, vc, kpos, cap, 0, m, bias4, causal, window,
                    scale, scores, acc)
         P.deferred(k_attn.kv_write, kc, vc, kpos, k4, v4, 0, 0, cap)
+        return out4.reshape(B, T, H * D)
+
+    def _build_ring_prompt(self, P, out4, q4, k4, v4, m, bias4, causal, window, scale):
+        """A prompt through a ring (sliding window): the ring's keys laid out in position
+        order in scratch, the new keys after them, BLAS attention over that (scratch key j
+        is position pos - held + j, so query i sits at held + i), then the newest keys go
+        back into the ring. Position p always lives in ring slot p % cap."""
+        kc, vc, kpos, cap, sess = self.kc, self.vc, self.kpos, self.slots, self.session
+        B, T, H, D = q4.shape
+        tk = P.temp("ring_k", kc.shape[:2] + (cap + T, D), kc.dtype)
+        tv = P.temp("ring_v", kc.shape[:2] + (cap + T, D), kc.dtype)
+        tpos = P.temp("ring_pos", (cap + T,), np.int64)
+        probs = P.temp("probs", (T, cap + T), q4.dtype)
+        keep = min(T, cap)
+
+        def run_blas():
+            pos = sess.pos
+            held = min(pos, cap)                  # the ring holds positions pos-held..pos-1
+            start = (pos - held) % cap
+            first = min(held, cap - start)        # from `start` to the ring's end, then wrap
+            for src, dst in ((kc, tk), (vc, tv)):
+                dst[:, :, :first] = src[:, :, start:start + first]
+                dst[:, :, first:held] = src[:, :, :held - first]
+            k_attn.kv_write(tk, tv, tpos, k4, v4, pos, held, cap + T)
+            k_prefill.attend_blas(out4, q4, tk, tv, held + T, held, m, bias4, causal, window,
+                                  scale, probs, PREFILL_BLOCK)
+            k_attn.kv_write(kc, vc, kpos, k4[:, T - keep:], v4[:, T - keep:],
+                            pos + T - keep, (pos + T - keep) % cap, cap)
+        P.step(run_blas, op="attention", blas=True)
+        _defer_blas(P, q4, probs, m, bias4)
+        P.deferred(k_attn.kv_write, tk, tv, tpos, k4, v4, 0, 0, cap + T)
+        P.deferred(k_attn.kv_write, kc, vc, kpos, k4[:, T - keep:], v4[:, T - keep:], 0, 0,
+                   cap)
         return out4.reshape(B, T, H * D)
 
     def _build_cross(self, P, out4, q4, k4, v4, mask, causal, window, scale):

@@ -91,6 +91,27 @@ def test_sliding_window_cache_stays_at_window(tmp_path):
         np.testing.assert_allclose(logits, full["logits"][:, -1], atol=1e-4)
 
 
+@pytest.mark.parametrize("chunks", [(6, 7, 5), (3, 9, 2, 6)])
+def test_ring_prompts_in_chunks_match_a_full_pass(tmp_path, chunks):
+    # several multi-token forwards through a window-4 ring: chunks above PREFILL_ROWS take
+    # the BLAS path over the ring laid out in position order, after the ring has wrapped
+    path = tmp_path / "tiny.arch"
+    path.write_text(WINDOWED)
+    model = archc.load(path, seed=3)
+    ex = Executor(model.graph, model.params)
+    ids = (np.arange(2 * sum(chunks)).reshape(2, -1) * 7 % 32)
+    full = run_reference(model.graph, {"ids": ids}, model.params)["logits"]
+    sess = Session(ex, 2, 8)
+    pos = 0
+    for T in chunks:
+        got = sess.forward({"ids": ids[:, pos:pos + T]}, {"B": 2, "T": T})["logits"]
+        np.testing.assert_allclose(got, full[:, pos:pos + T], atol=1e-4, err_msg=f"at {pos}")
+        pos += T
+    assert sess.bounded and all(e.kc.shape[2] == 4 for e in sess.entries.values())
+    prompt = ex.program({"B": 2, "T": max(chunks)}, sess)
+    assert "run_blas" in [s.fn.__name__ for s in prompt.steps if s.op == "attention"]
+
+
 def test_full_context_cache_refuses_to_overflow():
     model, z = _fixture_model("gpt2")
     ex = Executor(model.graph, model.params)
