@@ -46,6 +46,10 @@ from machine import limits, thread_env  # noqa: E402
 
 TITLES = {"gpt2": "GPT-2 small", "llama": "LLaMA-style"}
 LOGIT_TOL = 1e-4
+# seconds between one contender's turn and the next: the previous worker's thread pools
+# (OpenMP, OpenBLAS) spin for a while after their last call and would take a core from the
+# next contender's first measurement
+SETTLE = 0.3
 
 
 def log(msg: str) -> None:
@@ -195,6 +199,7 @@ def bench_model(family: str, threads: int, args, weights, config, peers, limit: 
                 order = names[r % len(names):] + names[:r % len(names)]
                 for n in order:
                     w = workers[n]
+                    time.sleep(SETTLE)
                     if m[0] == "prefill":
                         res = w.ask(op="prefill", T=m[1], seed=100 + r)
                         times[m, n].append(m[1] / res["seconds"])
