@@ -268,5 +268,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERNAL
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """The `archc` console script and `python -m archc`: main() in a process of its own.
+
+    Numba's first kernel load imports scipy.linalg whenever SciPy is installed, only to see
+    whether np.dot can be compiled inside kernels (0.1-0.25 s of every start). archc's
+    kernels never call BLAS from compiled code, so a process of our own answers "no" by
+    blocking that one import. Not done in main(): a program calling main() keeps its SciPy.
+    """
+    sys.modules.setdefault("scipy.linalg.cython_blas", None)
     raise SystemExit(main())
+
+
+if __name__ == "__main__":
+    entry()

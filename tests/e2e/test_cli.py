@@ -80,6 +80,19 @@ def test_dump_unknown_layer_hint(capsys):
                                        "hint: did you mean `hidden`?\n")
 
 
+def test_the_command_skips_numbas_scipy_probe():
+    # with SciPy installed, Numba's first kernel load would import scipy.linalg (0.1-0.25 s)
+    # to check for a BLAS archc's kernels never call; the console entry blocks that import
+    pytest.importorskip("scipy")
+    code = ("import sys, atexit; from archc.cli import entry; "
+            "atexit.register(lambda: print('LINALG' if 'scipy.linalg' in sys.modules else 'OK')); "
+            f"sys.argv = ['archc', 'run', {str(FFN)!r}, '--input', {str(X)!r}]; entry()")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.rstrip().endswith("OK")
+
+
 def test_check_and_dump_do_not_import_numba():
     code = ("import sys; from archc.cli import main; "
             f"main(['check', {str(FFN)!r}]); main(['dump', {str(FFN)!r}]); "
