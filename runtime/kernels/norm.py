@@ -47,6 +47,10 @@ def ref_add_rmsnorm(x, residual, weight, eps=1e-6):
 
 from ..jit import njit, prange  # noqa: E402
 
+# Reassociation lets LLVM vectorise the float64 row sums (several partial sums at once);
+# strictly ordered, each add waited on the last: add_layernorm over (128, 768) took 0.22 ms.
+_SUMS = {"reassoc", "contract"}
+
 
 @njit(cache=True, inline="always")
 def _layernorm_finish(out, row, total, weight, bias, eps):
@@ -73,7 +77,7 @@ def _rmsnorm_finish(out, row, ss, weight, eps):
         out[j] = row[j] * inv * weight[j]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath=_SUMS)
 def layernorm(out, x, weight, bias, eps):
     # out, x: (N, C); weight, bias: (C,)
     n, c = x.shape
@@ -84,7 +88,7 @@ def layernorm(out, x, weight, bias, eps):
         _layernorm_finish(out[i], x[i], total, weight, bias, eps)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath=_SUMS)
 def rmsnorm(out, x, weight, eps):
     # out, x: (N, C); weight: (C,)
     n, c = x.shape
@@ -95,7 +99,7 @@ def rmsnorm(out, x, weight, eps):
         _rmsnorm_finish(out[i], x[i], ss, weight, eps)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath=_SUMS)
 def add_layernorm(total, out, x, residual, weight, bias, eps):
     # total = x + residual, out = layernorm(total): the residual stream is read once
     n, c = x.shape
@@ -108,7 +112,7 @@ def add_layernorm(total, out, x, residual, weight, bias, eps):
         _layernorm_finish(out[i], total[i], acc, weight, bias, eps)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath=_SUMS)
 def add_rmsnorm(total, out, x, residual, weight, eps):
     # total = x + residual, out = rmsnorm(total)
     n, c = x.shape
