@@ -40,6 +40,7 @@ from ..dsl.errors import ArchError
 from ..dsl.graph import Graph, Node
 from .inputs import bind_inputs
 from .kernels import REFERENCE
+from .lanes import Lanes
 from .reference import ExecutionError, resolve
 
 LEAVES = ("input", "param", "const")
@@ -122,6 +123,7 @@ class Program:
         # them to Numba
         self.uses_blas = any(s.blas for s in self.steps)
         self.numba_threads = jit.numba_threads(ex.threads, self.uses_blas)
+        self.blas_threads = 1 if ex.lanes is not None else ex.threads
 
     # ----- what step builders (runtime/steps.py) use
     def shape(self, node: Node | str, part: int | None = None) -> tuple[int, ...]:
@@ -156,6 +158,39 @@ class Program:
         first = not self.steps or self.steps[-1].node != self._node.id
         blas = blas or fn is np.dot or fn is np.matmul
         self.steps.append(Step(fn, args, op or self._node.op, first, self._node.id, blas))
+
+    @property
+    def n_lanes(self) -> int:
+        """How many lanes a step may be cut into (runtime/lanes.py); 1: no lanes."""
+        return self.ex.lanes.n if self.ex.lanes is not None else 1
+
+    def column_lanes(self, n_cols: int, flops: float) -> list[tuple[int, int]]:
+        """[c0, c1) per lane for a product with n_cols output columns (one range when
+        there are no lanes or the product is too small to share)."""
+        if self.ex.lanes is None:
+            return [(0, n_cols)]
+        return self.ex.lanes.column_ranges(n_cols, flops)
+
+    def row_lanes(self, n_rows: int, elements: int) -> list[tuple[int, int]]:
+        if self.ex.lanes is None:
+            return [(0, n_rows)]
+        return self.ex.lanes.row_ranges(n_rows, elements)
+
+    def lane_step(self, per_lane, op: str | None = None) -> None:
+        """Append a step that runs per_lane[k] (a list of (fn, args) calls) on lane k, all
+        lanes at once. One lane's calls become plain steps."""
+        from numba.core.registry import CPUDispatcher
+        per_lane = [tuple(calls) for calls in per_lane if calls]
+        if len(per_lane) <= 1:
+            for fn, args in (per_lane[0] if per_lane else ()):
+                self.step(fn, *args, op=op)
+            return
+        for calls in per_lane:
+            for fn, args in calls:
+                if isinstance(fn, CPUDispatcher):
+                    self.deferred(fn, *args)
+        blas = any(fn is np.dot or fn is np.matmul for calls in per_lane for fn, _ in calls)
+        self.step(self.ex.lanes.run, tuple(per_lane), op=op, blas=blas)
 
     def deferred(self, fn: Callable, *args) -> None:
         """A kernel that a step calls indirectly: compiled up front by `compile`."""
@@ -238,7 +273,10 @@ class Program:
                     seen.add((s.fn, sig))
                     s.fn.compile(sig)
         for fn, args in self._deferred_compiles:
-            fn.compile(tuple(typeof(a) for a in args))
+            sig = tuple(typeof(a) for a in args)
+            if (fn, sig) not in seen:
+                seen.add((fn, sig))
+                fn.compile(sig)
         self.compiled = True
         if profile is not None:
             profile.compile_seconds += time.perf_counter() - t0
@@ -247,7 +285,7 @@ class Program:
                 profile: Profile | None = None) -> None:
         for name, arr in (inputs or {}).items():
             np.copyto(self.input_buffers[name], arr, casting="unsafe")
-        with jit.numba_pool(self.numba_threads):
+        with jit.thread_pools(numba=self.numba_threads, blas=self.blas_threads):
             self._execute(profile)
 
     def _execute(self, profile: Profile | None) -> None:
@@ -261,6 +299,17 @@ class Program:
             s.fn(*s.args)
             profile.add(s.op, clock() - t, s.first)
         profile.runs += 1
+
+    def calls(self) -> list[tuple[Callable, tuple]]:
+        """Every (fn, args) the program calls, a lane step's calls included (in lane
+        order): what tests and profiles look inside steps with."""
+        out = []
+        for s in self.steps:
+            if self.ex.lanes is not None and s.fn == self.ex.lanes.run:
+                out += [c for calls in s.args[0] for c in calls]
+            else:
+                out.append((s.fn, s.args))
+        return out
 
     def output_values(self) -> dict[str, np.ndarray]:
         return {name: self.values[nid] for name, nid in self.graph.outputs.items()}
@@ -297,6 +346,9 @@ class Executor:
         self.warnings: list[str] = []
         self.graph = optimise(graph, self.warnings) if optimize else graph
         self.threads = jit.set_threads(threads)
+        # more than one core: heavy steps are cut into lanes, one BLAS thread each
+        self.lanes = Lanes.shared(self.threads) if self.threads > 1 and jit.lanes_enabled() \
+            else None
         self.layout = self._weight_nodes()
         by_name: dict[str, list[str]] = {}
         for n in self.graph.params():

@@ -15,7 +15,9 @@ Threads: Numba's `prange` kernels and BLAS (matrix products) run one after the o
 never nested; no kernel calls BLAS from inside (see kernels/moe.py). `set_threads(n)`
 sets both: Numba's pool and every OpenBLAS loaded in the process. Both pools spin after a call,
 so a program does not mix them: see `numba_threads` (prefill: BLAS gets the cores; decode:
-no BLAS, Numba gets them).
+no BLAS, Numba gets them). With more than one thread, a program's products and attention
+run in lanes (runtime/lanes.py): one-thread BLAS calls side by side, one per core, so
+OpenBLAS's own pool is not used at all.
 """
 from __future__ import annotations
 
@@ -57,17 +59,33 @@ def _blas_libraries() -> list[ctypes.CDLL]:
     return libs
 
 
+_blas_setters: list | None = None
+_blas_threads: int | None = None      # what set_blas_threads last set (None: never)
+
+
+def _setters() -> list:
+    global _blas_setters
+    if _blas_setters is None:
+        found = []
+        for lib in _blas_libraries():
+            for name in _BLAS_SETTERS:
+                fn = getattr(lib, name, None)
+                if fn is not None:
+                    found.append(fn)
+                    break
+        _blas_setters = found
+    return _blas_setters
+
+
 def set_blas_threads(n: int) -> int:
-    """Set the thread count of every OpenBLAS loaded so far; returns how many were set."""
-    done = 0
-    for lib in _blas_libraries():
-        for name in _BLAS_SETTERS:
-            fn = getattr(lib, name, None)
-            if fn is not None:
-                fn(ctypes.c_int(n))
-                done += 1
-                break
-    return done
+    """Set the thread count of every OpenBLAS loaded (NumPy's, at least); returns how many
+    libraries were set. The libraries are looked up once."""
+    global _blas_threads
+    setters = _setters()
+    for fn in setters:
+        fn(ctypes.c_int(n))
+    _blas_threads = n
+    return len(setters)
 
 
 def max_threads() -> int:
@@ -82,27 +100,40 @@ def set_threads(n: int | None) -> int:
     return n
 
 
+def lanes_enabled() -> bool:
+    """Multi-threaded programs cut their heavy steps into lanes (runtime/lanes.py) unless
+    ARCHC_LANES=0 (then OpenBLAS threads its own products, as before lanes existed)."""
+    return os.environ.get("ARCHC_LANES", "1") != "0"
+
+
 def numba_threads(threads: int, uses_blas: bool) -> int:
     """Numba threads for a program that runs on `threads` cores. OpenBLAS's workers spin
     after each product and Numba's OpenMP workers after each kernel; with both pools on
     the same two cores each waits out the other's spinning (a decode step that mixed them
     took 5 ms per kernel call). So a program that calls BLAS runs its Numba kernels on one
-    thread (BLAS gets every core), and one that does not gets every core for Numba."""
+    thread (BLAS, or the lanes, get every core), and one that does not gets every core for
+    Numba."""
     policy = os.environ.get("ARCHC_MIXED_THREADS", "blas")
     return 1 if uses_blas and policy == "blas" else threads
 
 
-class numba_pool:
-    """`with numba_pool(n):` Numba kernels called inside use n threads."""
+class thread_pools:
+    """`with thread_pools(numba=n, blas=m):` Numba kernels called inside use n threads and
+    BLAS m (both restored after). With lanes, BLAS always runs one thread per lane."""
 
-    def __init__(self, n: int):
-        self.n = n
+    def __init__(self, numba: int, blas: int):
+        self.n, self.blas = numba, blas
 
     def __enter__(self):
         self.prev = numba.get_num_threads()
         if self.n != self.prev:
             numba.set_num_threads(self.n)
+        self.prev_blas = _blas_threads
+        if self.blas != self.prev_blas:
+            set_blas_threads(self.blas)
 
     def __exit__(self, *exc):
         if self.n != self.prev:
             numba.set_num_threads(self.prev)
+        if self.prev_blas is not None and self.blas != self.prev_blas:
+            set_blas_threads(self.prev_blas)

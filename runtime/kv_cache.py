@@ -107,12 +107,13 @@ class CacheEntry:
         if T > PREFILL_ROWS and not ring:
             # a prompt: BLAS products per (batch, head) over keys 0..pos+T-1 (steps.py)
             probs = P.temp("probs", (T, cap), q4.dtype)
+            lanes = P.ex.lanes
 
             def run_blas():
                 pos = sess.pos
                 k_attn.kv_write(kc, vc, kpos, k4, v4, pos, pos, cap)
                 k_prefill.attend_blas(out4, q4, kc, vc, pos + T, pos, m, bias4, causal,
-                                      window, scale, probs, PREFILL_BLOCK)
+                                      window, scale, probs, PREFILL_BLOCK, lanes)
             P.step(run_blas, op="attention", blas=True)
             _defer_blas(P, q4, probs, m, bias4)
             P.deferred(k_attn.kv_write, kc, vc, kpos, k4, v4, 0, 0, cap)
@@ -143,6 +144,7 @@ class CacheEntry:
         tpos = P.temp("ring_pos", (cap + T,), np.int64)
         probs = P.temp("probs", (T, cap + T), q4.dtype)
         keep = min(T, cap)
+        lanes = P.ex.lanes
 
         def run_blas():
             pos = sess.pos
@@ -154,7 +156,7 @@ class CacheEntry:
                 dst[:, :, first:held] = src[:, :, :held - first]
             k_attn.kv_write(tk, tv, tpos, k4, v4, pos, held, cap + T)
             k_prefill.attend_blas(out4, q4, tk, tv, held + T, held, m, bias4, causal, window,
-                                  scale, probs, PREFILL_BLOCK)
+                                  scale, probs, PREFILL_BLOCK, lanes)
             k_attn.kv_write(kc, vc, kpos, k4[:, T - keep:], v4[:, T - keep:],
                             pos + T - keep, (pos + T - keep) % cap, cap)
         P.step(run_blas, op="attention", blas=True)
@@ -176,6 +178,7 @@ class CacheEntry:
         bias4 = np.broadcast_to(np.zeros(1, q4.dtype), (B, H, T, 0))
         if T > PREFILL_ROWS:
             probs = P.temp("probs", (T, S), q4.dtype)
+            lanes = P.ex.lanes
 
             def run_blas():
                 pos = sess.pos
@@ -184,7 +187,7 @@ class CacheEntry:
                     if mask is not None:
                         np.not_equal(mask, 0, m)
                 k_prefill.attend_blas(out4, q4, kc, vc, S, pos, m, bias4, causal, window,
-                                      scale, probs, PREFILL_BLOCK)
+                                      scale, probs, PREFILL_BLOCK, lanes)
             P.step(run_blas, op="attention", blas=True)
             _defer_blas(P, q4, probs, m, bias4)
             P.deferred(k_attn.kv_write, kc, vc, kpos, k4, v4, 0, 0, S)

@@ -124,6 +124,14 @@ def build_dropout(P, node, args, attrs):
 
 # ---- norms -----------------------------------------------------------------------------------
 
+def _row_step(P, kernel, row_args: tuple, rest: tuple) -> None:
+    """kernel(*row_args, *rest), the (rows, C) arrays of row_args cut into row ranges
+    across the lanes (one plain step without lanes, or for a small tensor)."""
+    n, c = row_args[0].shape
+    P.lane_step([[(kernel, tuple(a[r0:r1] for a in row_args) + rest)]
+                 for r0, r1 in P.row_lanes(n, n * c)])
+
+
 def _affine(P, node, x, w, b=None):
     if x.dtype.kind != "f" or x.ndim < 1 or x.dtype != w.dtype:
         return None
@@ -139,7 +147,7 @@ def build_layernorm(P, node, args, attrs):
         return None
     x2, w, b = got
     out = P.output()
-    P.step(k_norm.layernorm, rows(out), x2, w, b, float(attrs["eps"]))
+    _row_step(P, k_norm.layernorm, (rows(out), x2), (w, b, float(attrs["eps"])))
     return out
 
 
@@ -150,7 +158,7 @@ def build_rmsnorm(P, node, args, attrs):
         return None
     x2, w, _ = got
     out = P.output()
-    P.step(k_norm.rmsnorm, rows(out), x2, w, float(attrs["eps"]))
+    _row_step(P, k_norm.rmsnorm, (rows(out), x2), (w, float(attrs["eps"])))
     return out
 
 
@@ -163,9 +171,10 @@ def build_add_norm(P, node, args, attrs):
     s, y = P.output(0), P.output(1)
     if node.op == "add_layernorm":
         b = args[3] if len(args) > 3 else _zeros(x.shape[-1], x.dtype)
-        P.step(k_norm.add_layernorm, rows(s), rows(y), x2, r2, w, b, float(attrs["eps"]))
+        _row_step(P, k_norm.add_layernorm, (rows(s), rows(y), x2, r2),
+                  (w, b, float(attrs["eps"])))
     else:
-        P.step(k_norm.add_rmsnorm, rows(s), rows(y), x2, r2, w, float(attrs["eps"]))
+        _row_step(P, k_norm.add_rmsnorm, (rows(s), rows(y), x2, r2), (w, float(attrs["eps"])))
     return (s, y)
 
 
@@ -187,17 +196,26 @@ PREFILL_BLOCK = 64   # query rows per block of a masked prefill attention's prod
 
 def _gemm(P, x, w, y2, bias, act: str | None):
     """y2 = act(x @ w + bias): BLAS, then one fused epilogue pass when there is one; for a
-    few rows with an output-major weight, one kernel streaming the weight once."""
+    few rows with an output-major weight, one kernel streaming the weight once; with
+    lanes, each lane computes a range of output columns, epilogue included."""
     x2 = rows(P.contiguous(x, "x"))
     if (y2.shape[0] <= GEMV_ROWS and w.T.flags.c_contiguous and w.dtype.kind == "f"
             and y2.flags.c_contiguous):
         b = bias if bias is not None else _zeros(y2.shape[1], y2.dtype)
         P.step(k_linalg.gemv_t, y2, x2, w.T, b, k_ew.ACT[act or "identity"], P.ex.threads)
         return
+    epilogue = bias is not None or act not in (None, "identity")
+    b = bias if bias is not None else _zeros(y2.shape[1], y2.dtype)
+    kind = k_ew.ACT[act or "identity"]
+    ranges = P.column_lanes(y2.shape[1], 2.0 * x2.shape[0] * x2.shape[1] * y2.shape[1])
+    if len(ranges) > 1 and y2.flags.c_contiguous:
+        P.lane_step([[(np.matmul, (x2, w[:, c0:c1], y2[:, c0:c1]))] +
+                     ([(k_ew.bias_act_cols, (y2, b, kind, c0, c1))] if epilogue else [])
+                     for c0, c1 in ranges])
+        return
     P.step(np.dot, x2, w, y2, op=None)
-    if bias is not None or act not in (None, "identity"):
-        b = bias if bias is not None else _zeros(y2.shape[1], y2.dtype)
-        P.step(k_ew.bias_act, y2, b, k_ew.ACT[act or "identity"])
+    if epilogue:
+        P.step(k_ew.bias_act, y2, b, kind)
 
 
 def _linear_ok(x, w, out_dtype) -> bool:
@@ -217,6 +235,23 @@ def build_linear(P, node, args, attrs):
 
 def _glu(P, x, w, b, act, out2, tag):
     h = P.temp(tag, (out2.shape[0], w.shape[1]), out2.dtype)      # (N, 2F) = [gate | up]
+    F = out2.shape[1]
+    ranges = P.column_lanes(F, 4.0 * out2.shape[0] * w.shape[0] * F)
+    if len(ranges) > 1 and out2.shape[0] > GEMV_ROWS and out2.flags.c_contiguous:
+        # lane k: gate and up columns c0:c1 of h, then act(gate) * up into out2[:, c0:c1]
+        x2 = rows(P.contiguous(x, "x"))
+        kind = k_ew.ACT[act]
+        per_lane = []
+        for c0, c1 in ranges:
+            calls = []
+            for lo, hi in ((c0, c1), (F + c0, F + c1)):
+                calls.append((np.matmul, (x2, w[:, lo:hi], h[:, lo:hi])))
+                if b is not None:
+                    calls.append((k_ew.bias_act_cols, (h, b, 0, lo, hi)))
+            calls.append((k_ffn.glu_cols, (out2, h, kind, c0, c1)))
+            per_lane.append(calls)
+        P.lane_step(per_lane)
+        return
     _gemm(P, x, w, h, b, None)
     P.step(k_ffn.glu_merged, out2, h, k_ew.ACT[act])
 
@@ -418,27 +453,14 @@ def _attention_blas(P, out4, q4, k4, v4, m, bias4, causal, window, scale):
     (kernels/prefill.py). The head slices are strided views BLAS reads in place (row
     stride H*D), so nothing is copied; query head h reads K/V head h // (H / Hkv). Under a
     causal or window mask the query rows go in blocks, each multiplied only with the keys
-    some row of the block sees (causal T = S: about half the products)."""
+    some row of the block sees (causal T = S: about half the products); with lanes, the
+    blocks are dealt to the lanes."""
     from .kernels import prefill as k_prefill
-    B, T, H, D = q4.shape
-    S, Hkv = k4.shape[1], k4.shape[2]
-    group = H // Hkv
-    probs = P.temp("probs", (T, S), q4.dtype)                       # (T, S), reused per head
-    n_mask, n_bias = m.shape[1], bias4.shape[3]
-    blocks = k_prefill.query_blocks(T, S, S - T, causal, window, PREFILL_BLOCK)
-    for b in range(B):
-        for h in range(H):
-            kh, vh = k4[b, :, h // group], v4[b, :, h // group]     # (S, D)
-            for i0, i1, j0, j1 in blocks:
-                # contiguous (rows, keys): NumPy's exp buffers (allocates) on strided views
-                p = probs.reshape(-1)[:(i1 - i0) * (j1 - j0)].reshape(i1 - i0, j1 - j0)
-                mb = m[b, j0:j1] if n_mask else m[b]
-                bb = bias4[b, h, i0:i1, j0:j1] if n_bias else bias4[b, h, i0:i1]
-                P.step(np.matmul, q4[b, i0:i1, h], kh[j0:j1].T, p)
-                # key j of the block sits at j0 + j: positions relative to j0
-                P.step(k_prefill.softmax_masked, p, S - T + i0 - j0, mb, bb, causal, window,
-                       scale)
-                P.step(np.matmul, p, vh[j0:j1], out4[b, i0:i1, h])
+    T, S = q4.shape[1], k4.shape[1]
+    probs = P.temp("probs", (T, S), q4.dtype)                       # (T, S)
+    kc, vc = k4.transpose(0, 2, 1, 3), v4.transpose(0, 2, 1, 3)     # (B, Hkv, S, D) views
+    P.lane_step(k_prefill.attention_calls(out4, q4, kc, vc, S, S - T, m, bias4, causal,
+                                          window, scale, probs, PREFILL_BLOCK, P.n_lanes))
 
 
 # ---- data movement ---------------------------------------------------------------------------
@@ -540,7 +562,8 @@ def build_moe(P, node, args, attrs):
            bool(attrs.get("normalize")), bool(attrs.get("scale", True)), choice, weight,
            offsets, used, slot_tok, slot_w)
     P.step(k_moe.moe_experts, rows(out), x2, w_up, w_down, w_gate, bool(gate), act, offsets,
-           slot_tok, slot_w, xg, h, hg, y, acc, blas=True)
+           slot_tok, slot_w, xg, h, hg, y, acc,
+           P.ex.lanes.dot if P.ex.lanes is not None else np.dot, blas=True)
     P.deferred(k_moe.gather_rows, xg, x2, slot_tok)
     P.deferred(k_moe.expert_act, h, hg, bool(gate), act)
     P.deferred(k_moe.scatter_add_rows, acc, y, slot_tok, slot_w)

@@ -147,7 +147,7 @@ def _act_row(out, x, kind):
 ACT_BLOCK = 4096     # elements per parallel chunk of a flat activation
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, parallel=True, nogil=True, error_model="numpy")
 def activation(out, x, kind):
     # out, x: (N,) flat views; in place when out is x
     n = x.shape[0]
@@ -156,7 +156,7 @@ def activation(out, x, kind):
         _act_row(out[lo:hi], x[lo:hi], kind)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, parallel=True, nogil=True, error_model="numpy")
 def bias_act(y, bias, kind):
     # y: (N, C) in place, bias: (C,): the epilogue of a matrix product, y = act(y + bias)
     n, c = y.shape
@@ -164,6 +164,18 @@ def bias_act(y, bias, kind):
         row = y[i]
         for j in range(c):
             row[j] += bias[j]
+        _act_row(row, row, kind)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def bias_act_cols(y, bias, kind, c0, c1):
+    # bias_act over columns c0:c1 only: one lane's share of a product (runtime/lanes.py).
+    # y stays a whole C-contiguous array so each row's slice is contiguous to LLVM
+    b = bias[c0:c1]
+    for i in range(y.shape[0]):
+        row = y[i][c0:c1]
+        for j in range(row.shape[0]):
+            row[j] += b[j]
         _act_row(row, row, kind)
 
 

@@ -38,7 +38,7 @@ from ..jit import njit, prange  # noqa: E402
 from .elementwise import _act_row  # noqa: E402
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, parallel=True, nogil=True, error_model="numpy")
 def glu_merged(out, h, kind):
     # out: (N, F)  h: (N, 2F) = [gate | up] -> out = act(gate) * up
     n, f = out.shape
@@ -46,4 +46,17 @@ def glu_merged(out, h, kind):
         o, up = out[i], h[i, f:]
         _act_row(o, h[i, :f], kind)
         for j in range(f):
+            o[j] *= up[j]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def glu_cols(out, h, kind, c0, c1):
+    # glu_merged over output columns c0:c1 only (one lane's share): gate columns c0:c1 of
+    # h, up columns F+c0:F+c1
+    f = out.shape[1]
+    for i in range(out.shape[0]):
+        o = out[i][c0:c1]
+        _act_row(o, h[i][c0:c1], kind)
+        up = h[i][f + c0:f + c1]
+        for j in range(o.shape[0]):
             o[j] *= up[j]

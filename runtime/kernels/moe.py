@@ -172,10 +172,10 @@ def scatter_add_rows(acc, y, idx, w):
 
 
 def moe_experts(out, x, w_up, w_down, w_gate, has_gate, act, offsets, slot_tok, slot_w, xg,
-                h, hg, y, acc):
+                h, hg, y, acc, dot=np.dot):
     """out: (M, C) = sum over each token's experts of weight * FFN_e(token), after
     route_tokens. w_up, w_gate: (E, C, F)  w_down: (E, F, C)  scratch xg (M, C), h, hg (M, F),
-    y (M, C), acc (M, C) float64."""
+    y (M, C), acc (M, C) float64. `dot(a, b, out)`: np.dot, or the lanes' (runtime/lanes.py)."""
     acc.fill(0.0)
     for e in range(w_up.shape[0]):
         a, b = int(offsets[e]), int(offsets[e + 1])
@@ -183,10 +183,10 @@ def moe_experts(out, x, w_up, w_down, w_gate, has_gate, act, offsets, slot_tok, 
             continue
         n = b - a
         gather_rows(xg[:n], x, slot_tok[a:b])
-        np.dot(xg[:n], w_up[e], h[:n])                                # (n, F)
+        dot(xg[:n], w_up[e], h[:n])                                   # (n, F)
         if has_gate:
-            np.dot(xg[:n], w_gate[e], hg[:n])
+            dot(xg[:n], w_gate[e], hg[:n])
         expert_act(h[:n], hg[:n], has_gate, act)
-        np.dot(h[:n], w_down[e], y[:n])                               # (n, C)
+        dot(h[:n], w_down[e], y[:n])                                  # (n, C)
         scatter_add_rows(acc, y[:n], slot_tok[a:b], slot_w[a:b])
     np.copyto(out, acc, casting="same_kind")

@@ -77,7 +77,7 @@ def _rmsnorm_finish(out, row, ss, weight, eps):
         out[j] = row[j] * inv * weight[j]
 
 
-@njit(cache=True, parallel=True, fastmath=_SUMS)
+@njit(cache=True, parallel=True, nogil=True, fastmath=_SUMS)
 def layernorm(out, x, weight, bias, eps):
     # out, x: (N, C); weight, bias: (C,)
     n, c = x.shape
@@ -88,7 +88,7 @@ def layernorm(out, x, weight, bias, eps):
         _layernorm_finish(out[i], x[i], total, weight, bias, eps)
 
 
-@njit(cache=True, parallel=True, fastmath=_SUMS)
+@njit(cache=True, parallel=True, nogil=True, fastmath=_SUMS)
 def rmsnorm(out, x, weight, eps):
     # out, x: (N, C); weight: (C,)
     n, c = x.shape
@@ -99,7 +99,7 @@ def rmsnorm(out, x, weight, eps):
         _rmsnorm_finish(out[i], x[i], ss, weight, eps)
 
 
-@njit(cache=True, parallel=True, fastmath=_SUMS)
+@njit(cache=True, parallel=True, nogil=True, fastmath=_SUMS)
 def add_layernorm(total, out, x, residual, weight, bias, eps):
     # total = x + residual, out = layernorm(total): the residual stream is read once
     n, c = x.shape
@@ -112,7 +112,7 @@ def add_layernorm(total, out, x, residual, weight, bias, eps):
         _layernorm_finish(out[i], total[i], acc, weight, bias, eps)
 
 
-@njit(cache=True, parallel=True, fastmath=_SUMS)
+@njit(cache=True, parallel=True, nogil=True, fastmath=_SUMS)
 def add_rmsnorm(total, out, x, residual, weight, eps):
     # total = x + residual, out = rmsnorm(total)
     n, c = x.shape

@@ -30,7 +30,7 @@ def _max_or(x, init):
     return m
 
 
-@njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
 def softmax_masked(scores, qpos0, mask, bias, causal, window, scale):
     # scores: (T, S) raw q.k products -> softmax(scale * scores + bias) over the keys each
     # query sees, in place; masked keys 0. Key j sits at position j, query i at qpos0 + i.
@@ -86,10 +86,8 @@ def softmax_masked(scores, qpos0, mask, bias, causal, window, scale):
 
 def query_blocks(T: int, n_keys: int, qpos0: int, causal: bool, window: int,
                  step: int) -> list[tuple[int, int, int, int]]:
-    """[(i0, i1, j0, j1)]: query rows i0:i1 (row i at position qpos0 + i) and the keys j0:j1
-    (key j at position j) some row of the block may see. Without a causal or window mask,
-    one block of every row and key."""
-    step = step if causal or window else T
+    """[(i0, i1, j0, j1)]: query rows i0:i1 (row i at position qpos0 + i), `step` rows at a
+    time, and the keys j0:j1 (key j at position j) some row of the block may see."""
     out = []
     for i0 in range(0, T, step):
         i1 = min(T, i0 + step)
@@ -101,22 +99,64 @@ def query_blocks(T: int, n_keys: int, qpos0: int, causal: bool, window: int,
     return out
 
 
-def attend_blas(out4, q4, kc, vc, n_keys, qpos0, mask, bias4, causal, window, scale, probs,
-                step):
-    """Prefill attention over a KV cache whose slot j holds position j (decoding sessions,
-    positions known only when the step runs). out4, q4: (B, T, H, D)  kc, vc: (B, Hkv,
-    S_cap, D)  mask: (B, S_mask) bool  bias4: (B, H, T, S_bias)  probs: >= T*n_keys items."""
+def block_rows(T: int, causal: bool, window: int, lanes: int, step: int) -> int:
+    """Query rows per block: `step` under a causal or window mask (each block multiplies
+    only the keys it sees), halved down to 16 until there are 4 blocks per lane to balance
+    (T = 128 on 2 lanes: 4 blocks of 32, costs 1+4 and 2+3); without such a mask, all rows
+    in one block, or one block per lane."""
+    if not (causal or window):
+        return max(1, -(-T // lanes))
+    while lanes > 1 and step > 32 and -(-T // step) < 4 * lanes:
+        step //= 2
+    return step
+
+
+def attention_calls(out4, q4, kc, vc, n_keys, qpos0, mask, bias4, causal, window, scale,
+                    probs, step, lanes=1) -> list[list]:
+    """A prompt's attention as [(fn, args), ...] per lane (runtime/lanes.py): per query
+    block and (batch, head), scores = Q_h K_h^T (BLAS), softmax_masked in place, out_h =
+    P V_h (BLAS). Query head h reads K/V head h // (H / Hkv). The blocks are dealt to the
+    lanes by cost; block i0:i1's probabilities live in rows i0:i1 of `probs` (T, W >=
+    n_keys), contiguous, so the lanes never share scratch.
+    out4, q4: (B, T, H, D)  kc, vc: (B, Hkv, S, D) views  mask: (B, S_mask) bool  bias4:
+    (B, H, T, S_bias)."""
+    from ..lanes import balance
     B, T, H, D = q4.shape
     group = H // kc.shape[1]
     n_mask, n_bias = mask.shape[1], bias4.shape[3]
+    width = probs.shape[-1]
     flat = probs.reshape(-1)
-    for i0, i1, j0, j1 in query_blocks(T, n_keys, qpos0, causal, window, step):
-        p = flat[:(i1 - i0) * (j1 - j0)].reshape(i1 - i0, j1 - j0)
-        for b in range(B):
-            mb = mask[b, j0:j1] if n_mask else mask[b]
-            for h in range(H):
-                hk = h // group
-                bb = bias4[b, h, i0:i1, j0:j1] if n_bias else bias4[b, h, i0:i1]
-                np.matmul(q4[b, i0:i1, h], kc[b, hk, j0:j1].T, p)
-                softmax_masked(p, qpos0 + i0 - j0, mb, bb, causal, window, scale)
-                np.matmul(p, vc[b, hk, j0:j1], out4[b, i0:i1, h])
+    blocks = query_blocks(T, n_keys, qpos0, causal, window,
+                          block_rows(T, causal, window, lanes, step))
+    per_lane = []
+    for dealt in balance([(i1 - i0) * max(j1 - j0, 1) for i0, i1, j0, j1 in blocks], lanes):
+        calls = []
+        for i0, i1, j0, j1 in (blocks[i] for i in dealt):
+            p = flat[i0 * width:i0 * width + (i1 - i0) * (j1 - j0)].reshape(i1 - i0, j1 - j0)
+            for b in range(B):
+                mb = mask[b, j0:j1] if n_mask else mask[b]
+                for h in range(H):
+                    hk = h // group
+                    bb = bias4[b, h, i0:i1, j0:j1] if n_bias else bias4[b, h, i0:i1]
+                    calls += [
+                        (np.matmul, (q4[b, i0:i1, h], kc[b, hk, j0:j1].T, p)),
+                        # key j of the block sits at j0 + j: positions relative to j0
+                        (softmax_masked, (p, qpos0 + i0 - j0, mb, bb, causal, window, scale)),
+                        (np.matmul, (p, vc[b, hk, j0:j1], out4[b, i0:i1, h]))]
+        per_lane.append(calls)
+    return per_lane
+
+
+def attend_blas(out4, q4, kc, vc, n_keys, qpos0, mask, bias4, causal, window, scale, probs,
+                step, lanes=None):
+    """Prefill attention over a KV cache whose slot j holds position j (decoding sessions,
+    positions known only when the step runs): attention_calls, run on `lanes` if given.
+    kc, vc: (B, Hkv, S_cap, D)  probs: (T, >= n_keys)."""
+    from ..lanes import run_calls
+    per_lane = attention_calls(out4, q4, kc, vc, n_keys, qpos0, mask, bias4, causal, window,
+                               scale, probs, step, lanes.n if lanes is not None else 1)
+    if len(per_lane) > 1:
+        lanes.run(per_lane)
+    else:
+        for calls in per_lane:
+            run_calls(calls)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import archc
+from archc.runtime import lanes as lanes_mod
 from archc.runtime.executor import Executor, Profile
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,8 +47,8 @@ def _examples():
         yield pytest.param(p.stem, id=p.stem)
 
 
-@pytest.mark.parametrize("fam", list(_examples()))
-def test_example_matches_reference(fam):
+def _example(fam):
+    """(model, inputs) of an example: its fixture, or a tiny config; skips without one."""
     rng = np.random.default_rng(0)
     path = ROOT / "examples" / f"{fam}.arch"
     if fam == "ffn":
@@ -64,6 +65,12 @@ def test_example_matches_reference(fam):
         inputs = _inputs(model, fam, rng)
     else:
         pytest.skip(f"no small configuration known for {fam}")
+    return model, inputs
+
+
+@pytest.mark.parametrize("fam", list(_examples()))
+def test_example_matches_reference(fam):
+    model, inputs = _example(fam)
     want = model.run(inputs)
     ex = Executor(model.graph, model.params)
     got = ex.run(inputs)
@@ -74,6 +81,34 @@ def test_example_matches_reference(fam):
     assert set(got) == set(want)
     for k in want:
         assert got[k].shape == want[k].shape
+        np.testing.assert_allclose(got[k], want[k], atol=1e-4, rtol=0, err_msg=k)
+
+
+@pytest.mark.parametrize("fam", list(_examples()))
+def test_example_matches_reference_in_lanes(fam, monkeypatch):
+    # two lanes cutting every product, norm and attention however small (runtime/lanes.py):
+    # the same answers as the reference
+    model, inputs = _example(fam)
+    monkeypatch.setattr(lanes_mod, "MIN_LANE_FLOPS", 0)
+    monkeypatch.setattr(lanes_mod, "MIN_LANE_ELEMENTS", 0)
+    monkeypatch.setattr(lanes_mod, "COLUMN_ALIGN", 1)
+    want = model.run(inputs)
+    ex = Executor(model.graph, model.params, threads=2)
+    if ex.lanes is None:
+        pytest.skip("one core: no lanes")
+    got = ex.run(inputs)
+    prog = next(iter(ex._programs.values()))
+    assert not prog.unplanned and prog.blas_threads == 1
+    # no matrix product or norm of the dense layers ran outside the lanes (a product of
+    # <= 4 rows is the decode kernel, gemv_t, on every core; attention's query blocks are
+    # dealt to the lanes in test_prefill_attention.py)
+    cut = ("linear", "linear_act", "linear_glu", "ffn", "add_layernorm", "add_rmsnorm",
+           "layernorm", "rmsnorm")
+    assert fam == "ffn" or any(s.fn == ex.lanes.run for s in prog.steps)   # ffn: 3 rows
+    alone = [(s.op, getattr(s.fn, "__name__", s.fn)) for s in prog.steps if s.op in cut and (
+        s.fn in (np.dot, np.matmul) or getattr(s.fn, "__module__", "").endswith("norm"))]
+    assert not alone
+    for k in want:
         np.testing.assert_allclose(got[k], want[k], atol=1e-4, rtol=0, err_msg=k)
 
 

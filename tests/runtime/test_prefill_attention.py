@@ -1,7 +1,7 @@
 """Prefill attention through BLAS (steps._attention_blas + kernels/prefill.py)
 against ref_attention: causal / window / padding mask / score bias, MHA / GQA / MQA, query
-rows T in {5, 33} over S >= T keys (and S < T: causal rows that see no key); the BLAS
-path is the one taken, planned, allocation-free."""
+rows T in {5, 33} over S >= T keys (and S < T: causal rows that see no key), on one lane
+and on two (runtime/lanes.py); the BLAS path is the one taken, planned, allocation-free."""
 from __future__ import annotations
 
 import tracemalloc
@@ -47,10 +47,11 @@ CASES = [  # H, Hkv, causal, window, masked, biased (the op takes a bias after a
 
 @pytest.mark.parametrize("H,Hkv,causal,window,masked,biased", CASES)
 @pytest.mark.parametrize("T,extra", [(5, 0), (5, 4), (33, 0), (33, 7), (33, -20)])
-@pytest.mark.parametrize("block", [64, 8])
+@pytest.mark.parametrize("block,threads", [(64, 1), (8, 1), (64, 2), (8, 2)])
 def test_prefill_attention_matches_reference(arch_file, monkeypatch, H, Hkv, causal, window,
-                                             masked, biased, T, extra, block):
-    # block 8: the masked products go in row blocks over the keys each block sees
+                                             masked, biased, T, extra, block, threads):
+    # block 8: the masked products go in row blocks over the keys each block sees;
+    # 2 threads: the blocks are dealt to two lanes
     monkeypatch.setattr(steps, "PREFILL_BLOCK", block)
     B, S = 2, T + extra
     rng = np.random.default_rng(T * 100 + S * 10 + H + Hkv)
@@ -65,7 +66,7 @@ def test_prefill_attention_matches_reference(arch_file, monkeypatch, H, Hkv, cau
     if biased:
         inputs["bias"] = rng.standard_normal((1, H, T, S)).astype(np.float32)
     g = _model(arch_file, H, Hkv, causal, window, masked, biased)
-    ex = Executor(g, {})
+    ex = Executor(g, {}, threads=threads)
     got = ex.run(inputs)["out"]
     want = ref_attention(inputs["q"], inputs["k"], inputs["v"], inputs.get("mask"),
                          inputs.get("bias"), heads=H, kv_heads=Hkv, causal=causal,
@@ -75,10 +76,18 @@ def test_prefill_attention_matches_reference(arch_file, monkeypatch, H, Hkv, cau
         assert not got[1, 0].any()        # a fully masked row is zeros, not NaN
 
     prog = next(iter(ex._programs.values()))
-    fns = [s.fn for s in prog.steps]
+    fns = [fn for fn, _ in prog.calls()]
     assert k_prefill.softmax_masked in fns and attend not in fns
-    blocks = -(-T // block) if causal or window else 1
-    assert fns.count(np.matmul) == 2 * B * H * blocks and prog.uses_blas
+    lanes = prog.n_lanes
+    assert lanes == threads
+    rows = k_prefill.block_rows(T, causal, window, lanes, block)
+    if causal or window:    # more, smaller blocks on two lanes, down to 32 rows
+        assert rows == block if lanes == 1 or block <= 32 else 32 <= rows < block
+    else:                   # one block, or one per lane
+        assert rows == -(-T // lanes)
+    assert fns.count(np.matmul) == 2 * B * H * -(-T // rows) and prog.uses_blas
+    if lanes > 1 and T > 5:
+        assert any(s.fn == ex.lanes.run for s in prog.steps)
     assert not prog.unplanned
     # steady state: the products write into planned scratch and the output's head slices
     tracemalloc.start()

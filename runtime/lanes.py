@@ -1,0 +1,150 @@
+"""Lanes: a program's cores as persistent threads that each run their share of a step.
+
+    lanes = Lanes.shared(2)                 # lane 0 is the caller, lanes 1.. are helpers
+    lanes.run(([(fn, args), ...],           # lane 0's calls
+               [(fn, args), ...]))          # lane 1's, at the same time; returns when all end
+
+Why: on this project's 2-core machines, a prompt's matrix products with OpenBLAS's own
+threads reach ~150 GFLOP/s at T=128, and attention's many small per-head products much
+less, because OpenBLAS splits each call's 128 rows between its threads and starts them
+for every call. One-thread BLAS calls on column halves of the weight, one per core, reach
+~175; per-head products split by query blocks run undisturbed on each core. So a
+multi-threaded program keeps OpenBLAS at one thread and cuts its heavy steps into lanes
+(runtime/steps.py says how each op is cut): each lane writes its own part of the output,
+and a step ends when every lane has finished (fork-join, ~20 us).
+
+Everything a lane calls releases the GIL while it computes: BLAS through NumPy, and Numba
+kernels compiled with nogil=True, so the lanes really run side by side. A lane's Numba
+kernels run on one thread (each helper sets that once). Handing work over is a pair of
+plain locks per helper (no allocation), and an error in a helper is raised in the caller
+after every lane has stopped.
+"""
+from __future__ import annotations
+
+import _thread
+import threading
+from typing import Callable, Sequence
+
+import numpy as np
+
+Calls = Sequence[tuple[Callable, tuple]]
+
+# a product smaller than this (2*M*K*N) is not worth a fork-join: it runs on one lane
+MIN_LANE_FLOPS = 4_000_000
+# lanes cut a product's output columns at multiples of this (64-byte lines of float32)
+COLUMN_ALIGN = 16
+# a row-wise kernel over fewer elements than this runs on one lane
+MIN_LANE_ELEMENTS = 32_768
+
+
+def run_calls(calls: Calls) -> None:
+    for fn, args in calls:
+        fn(*args)
+
+
+class _Helper:
+    def __init__(self, index: int):
+        self.go = _thread.allocate_lock()
+        self.done = _thread.allocate_lock()
+        self.go.acquire()
+        self.done.acquire()
+        self.calls: Calls = ()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._loop, name=f"archc-lane-{index}",
+                                       daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        from . import jit
+        jit.numba.set_num_threads(1)      # thread-local in Numba: this lane's kernels
+        while True:
+            self.go.acquire()
+            try:
+                run_calls(self.calls)
+            except BaseException as e:  # noqa: BLE001  (re-raised in the caller)
+                self.error = e
+            self.calls = ()
+            self.done.release()
+
+
+class Lanes:
+    """`n` lanes: the calling thread and n - 1 helper threads."""
+
+    _shared: dict[int, "Lanes"] = {}
+    _shared_lock = threading.Lock()
+
+    def __init__(self, n: int):
+        self.n = max(1, int(n))
+        self.helpers = [_Helper(i) for i in range(1, self.n)]
+        self._busy = threading.Lock()     # one fork-join at a time (callers on other threads wait)
+
+    @classmethod
+    def shared(cls, n: int) -> "Lanes":
+        """The process's lanes for n cores (helper threads are made once and kept)."""
+        with cls._shared_lock:
+            lanes = cls._shared.get(n)
+            if lanes is None:
+                lanes = cls._shared[n] = cls(n)
+            return lanes
+
+    def run(self, per_lane: Sequence[Calls]) -> None:
+        """Run per_lane[k] on lane k, all at once; return when all are done."""
+        if len(per_lane) > self.n:
+            raise ValueError(f"{len(per_lane)} lanes of work for {self.n} lanes")
+        with self._busy:
+            started = []
+            for helper, calls in zip(self.helpers, per_lane[1:]):
+                if calls:
+                    helper.calls = calls
+                    helper.go.release()
+                    started.append(helper)
+            error = None
+            try:
+                run_calls(per_lane[0] if per_lane else ())
+            finally:
+                for helper in started:
+                    helper.done.acquire()
+                    if helper.error is not None and error is None:
+                        error = helper.error
+                    helper.error = None
+            if error is not None:
+                raise error
+
+    # ----- cutting work into lanes
+    def column_ranges(self, n_cols: int, flops: float) -> list[tuple[int, int]]:
+        """[c0, c1) per lane for a product with n_cols output columns: aligned cuts, one
+        range (no fork-join) when the product is small."""
+        k = self.n if flops >= MIN_LANE_FLOPS else 1
+        k = max(1, min(k, n_cols // COLUMN_ALIGN))
+        if k == 1:
+            return [(0, n_cols)]
+        cuts = [0] + [min(n_cols, round(n_cols * i / k / COLUMN_ALIGN) * COLUMN_ALIGN)
+                      for i in range(1, k)] + [n_cols]
+        return [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
+
+    def row_ranges(self, n_rows: int, elements: int) -> list[tuple[int, int]]:
+        """[r0, r1) per lane for a row-wise kernel over n_rows rows (`elements` in all)."""
+        k = max(1, min(self.n if elements >= MIN_LANE_ELEMENTS else 1, n_rows))
+        cuts = [n_rows * i // k for i in range(k + 1)]
+        return [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
+
+    def dot(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+        """out = a @ b for 2-D a (M, K), b (K, N), out (M, N) C-contiguous, cut into
+        column ranges (a step that makes its products as it runs: MoE's experts)."""
+        ranges = self.column_ranges(b.shape[1], 2.0 * a.shape[0] * a.shape[1] * b.shape[1])
+        if len(ranges) == 1:
+            np.dot(a, b, out)
+            return
+        self.run([[(np.matmul, (a, b[:, c0:c1], out[:, c0:c1]))] for c0, c1 in ranges])
+
+
+def balance(costs: Sequence[float], n: int) -> list[list[int]]:
+    """Indices of `costs` dealt to n lanes, largest first to the least loaded lane, each
+    lane's list in ascending order."""
+    load = [0.0] * n
+    dealt: list[list[int]] = [[] for _ in range(n)]
+    for i in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
+        lane = min(range(n), key=lambda k: (load[k], k))
+        load[lane] += costs[i]
+        dealt[lane].append(i)
+    return [sorted(d) for d in dealt]

@@ -1,0 +1,98 @@
+"""runtime/lanes.py: lanes run side by side on their own threads, errors come back to the
+caller, work is cut and dealt evenly; the column kernels a lane runs equal their refs."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from archc.runtime import lanes as lanes_mod
+from archc.runtime.kernels import elementwise as k_ew, ffn as k_ffn
+from archc.runtime.kernels.elementwise import ref_gelu, ref_silu
+from archc.runtime.lanes import Lanes, balance
+
+
+def test_lanes_run_at_once_on_their_own_threads():
+    lanes = Lanes.shared(2)
+    seen, barrier = [], threading.Barrier(2, timeout=10)
+
+    def meet(tag):
+        # both lanes must be inside their calls at the same time to pass the barrier
+        barrier.wait()
+        seen.append((tag, threading.get_ident()))
+    lanes.run([[(meet, ("a",))], [(meet, ("b",))]])
+    assert sorted(t for t, _ in seen) == ["a", "b"]
+    assert len({i for _, i in seen}) == 2
+    assert ("a", threading.get_ident()) in seen            # lane 0 is the caller
+
+
+def test_a_helper_lanes_error_reaches_the_caller_after_every_lane_ends():
+    lanes = Lanes.shared(2)
+    done = []
+
+    def slow():
+        time.sleep(0.05)
+        done.append(1)
+
+    def boom():
+        raise ValueError("lane 1 failed")
+    with pytest.raises(ValueError, match="lane 1 failed"):
+        lanes.run([[(slow, ())], [(boom, ())]])
+    assert done == [1]
+    lanes.run([[(done.append, (2,))], [(done.append, (3,))]])      # still usable
+    assert sorted(done) == [1, 2, 3]
+
+
+def test_column_ranges_cover_aligned_and_skip_small_products():
+    lanes = Lanes(3)
+    r = lanes.column_ranges(1000, 1e9)
+    assert r[0][0] == 0 and r[-1][1] == 1000
+    assert all(a == b for (_, a), (b, _) in zip(r, r[1:]))          # contiguous
+    assert all(c % lanes_mod.COLUMN_ALIGN == 0 for c, _ in r)
+    assert len(r) == 3 and max(b - a for a, b in r) - min(b - a for a, b in r) <= 16
+    assert lanes.column_ranges(1000, 1e3) == [(0, 1000)]             # not worth a fork
+    assert lanes.column_ranges(20, 1e9) == [(0, 20)]                 # narrower than 2 x 16
+    assert lanes.row_ranges(7, 10**6) == [(0, 2), (2, 4), (4, 7)]
+    assert lanes.row_ranges(7, 10) == [(0, 7)]
+
+
+def test_balance_deals_largest_first():
+    assert balance([1, 2, 3, 4], 2) == [[0, 3], [1, 2]]              # 5 and 5
+    assert balance([8, 1, 1, 1], 2) == [[0], [1, 2, 3]]
+    assert balance([1], 3) == [[0], [], []]
+
+
+def test_lanes_dot_equals_numpy():
+    lanes = Lanes.shared(2)
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((64, 96)).astype(np.float32)
+    b = np.asfortranarray(rng.standard_normal((96, 400)).astype(np.float32))
+    out = np.empty((64, 400), np.float32)
+    lanes.dot(a, b, out)
+    np.testing.assert_allclose(out, a @ b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("c0,c1", [(0, 37), (16, 80), (48, 80)])
+def test_bias_act_cols_touches_only_its_columns(dt, c0, c1):
+    rng = np.random.default_rng(1)
+    y = rng.standard_normal((5, 80)).astype(dt)
+    bias = rng.standard_normal(80).astype(dt)
+    got = y.copy()
+    k_ew.bias_act_cols(got, bias, k_ew.ACT["gelu"], c0, c1)
+    want = y.copy()
+    want[:, c0:c1] = ref_gelu(y[:, c0:c1] + bias[c0:c1])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_glu_cols_halves_make_the_whole(dt):
+    rng = np.random.default_rng(2)
+    F = 48
+    h = rng.standard_normal((6, 2 * F)).astype(dt)
+    out = np.full((6, F), np.nan, dt)
+    for c0, c1 in ((0, 16), (16, F)):
+        k_ffn.glu_cols(out, h, k_ew.ACT["silu"], c0, c1)
+    np.testing.assert_allclose(out, ref_silu(h[:, :F]) * h[:, F:], rtol=1e-5, atol=1e-6)
