@@ -191,7 +191,25 @@ def build_softmax(P, node, args, attrs):
 # ---- matrix products -------------------------------------------------------------------------
 
 GEMV_ROWS = 4     # up to this many rows (decode steps), our matrix-vector kernel; then BLAS
+# a prompt's product with at most this many rows and this depth (K) runs gemm_nt, which
+# reads the output-major weight as it lies; beyond either OpenBLAS is as fast or faster
+# (kernels/linalg.py has the figures)
+NT_ROWS, NT_DEPTH = 192, 1024
 PREFILL_BLOCK = 64   # query rows per block of a masked prefill attention's products
+
+
+def _product(x2, w, y2, c0: int, c1: int) -> tuple:
+    """(fn, args) computing y2[:, c0:c1] = x2 @ w[:, c0:c1]: gemm_nt for a prompt's
+    few hundred rows over an output-major weight of modest depth, else BLAS."""
+    M, K = x2.shape
+    wt = w.T
+    if (GEMV_ROWS < M <= NT_ROWS and K <= NT_DEPTH and wt.flags.c_contiguous
+            and x2.flags.c_contiguous and y2.flags.c_contiguous
+            and x2.dtype == w.dtype == y2.dtype and x2.dtype.kind == "f"):
+        return k_linalg.gemm_nt, (y2, x2, wt, c0, c1)
+    if (c0, c1) == (0, y2.shape[1]):
+        return np.dot, (x2, w, y2)
+    return np.matmul, (x2, w[:, c0:c1], y2[:, c0:c1])
 
 
 def _gemm(P, x, w, y2, bias, act: str | None):
@@ -209,11 +227,12 @@ def _gemm(P, x, w, y2, bias, act: str | None):
     kind = k_ew.ACT[act or "identity"]
     ranges = P.column_lanes(y2.shape[1], 2.0 * x2.shape[0] * x2.shape[1] * y2.shape[1])
     if len(ranges) > 1 and y2.flags.c_contiguous:
-        P.lane_step([[(np.matmul, (x2, w[:, c0:c1], y2[:, c0:c1]))] +
+        P.lane_step([[_product(x2, w, y2, c0, c1)] +
                      ([(k_ew.bias_act_cols, (y2, b, kind, c0, c1))] if epilogue else [])
                      for c0, c1 in ranges])
         return
-    P.step(np.dot, x2, w, y2, op=None)
+    fn, args = _product(x2, w, y2, 0, y2.shape[1])
+    P.step(fn, *args)
     if epilogue:
         P.step(k_ew.bias_act, y2, b, kind)
 
@@ -245,7 +264,7 @@ def _glu(P, x, w, b, act, out2, tag):
         for c0, c1 in ranges:
             calls = []
             for lo, hi in ((c0, c1), (F + c0, F + c1)):
-                calls.append((np.matmul, (x2, w[:, lo:hi], h[:, lo:hi])))
+                calls.append(_product(x2, w, h, lo, hi))
                 if b is not None:
                     calls.append((k_ew.bias_act_cols, (h, b, 0, lo, hi)))
             calls.append((k_ffn.glu_cols, (out2, h, kind, c0, c1)))

@@ -1,4 +1,5 @@
-"""The decode matrix-vector kernel against ref_linear, and the executor's weight layout."""
+"""The decode matrix-vector kernel and the prompt product kernel against ref_linear, and the
+executor's weight layout."""
 import numpy as np
 import pytest
 
@@ -23,6 +24,39 @@ def test_gemv_t(M, K, N, nt, dt):
         kl.gemv_t(y, x, wt, b, ke.ACT[act], nt)
         want = kl.ref_linear(x, w, b) if act == "identity" else kf.ref_linear_act(x, w, b, act)
         np.testing.assert_allclose(y, want, atol=tol * K, rtol=tol)
+
+
+@pytest.mark.parametrize("M,K,N", [(5, 1, 1), (8, 33, 12), (13, 64, 37), (200, 17, 9),
+                                   (130, 768, 21)])
+@pytest.mark.parametrize("dt", DTYPES)
+def test_gemm_nt(M, K, N, dt):
+    # whole 4 x 4 tiles, leftover rows and columns, two row blocks (M = 200 > 192), and one
+    # lane's column range leaving the rest untouched
+    assert kl.GEMM_ROW_BLOCK < 200
+    rng = np.random.default_rng(M * 1000 + K + N)
+    x = rng.standard_normal((M, K)).astype(dt)
+    w = rng.standard_normal((K, N)).astype(dt)
+    wt = np.ascontiguousarray(w.T)
+    tol = 1e-5 if dt == np.float32 else 1e-12
+    y = np.full((M, N), np.nan, dt)
+    kl.gemm_nt(y, x, wt, 0, N)
+    np.testing.assert_allclose(y, kl.ref_linear(x, w), atol=tol * K, rtol=tol)
+    c0, c1 = N // 3, N - N // 4
+    y = np.full((M, N), np.nan, dt)
+    kl.gemm_nt(y, x, wt, c0, c1)
+    np.testing.assert_allclose(y[:, c0:c1], kl.ref_linear(x, w)[:, c0:c1], atol=tol * K,
+                               rtol=tol)
+    assert np.isnan(y[:, :c0]).all() and np.isnan(y[:, c1:]).all()
+
+
+def test_gemm_nt_propagates_nan_and_inf():
+    # fastmath here is only reassociation and contraction: no finite-math assumptions
+    x = np.ones((8, 16), np.float32)
+    x[1, 3], x[6, 0] = np.nan, np.inf
+    wt = np.ones((8, 16), np.float32)
+    y = np.zeros((8, 8), np.float32)
+    kl.gemm_nt(y, x, wt, 0, 8)
+    assert np.isnan(y[1]).all() and np.isposinf(y[6]).all() and (y[0] == 16).all()
 
 
 def test_linear_weights_output_major_one_copy():
