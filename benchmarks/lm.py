@@ -5,7 +5,8 @@
     python benchmarks/lm.py --write              # also write benchmarks/RESULTS.md
 
 Per model and thread count it measures, alternating the contenders within one run:
-prefill tokens/s (one forward pass over a prompt, logits at every position), decode
+prefill tokens/s (one forward pass over a prompt, logits at every position; each turn
+runs one untimed pass first), decode
 tokens/s (greedy, KV cache, after a prompt), time to first token of a fresh process with
 a warm kernel cache and the one-time compile cost with a cold one, and peak resident
 memory next to archc's plans. It also measures the machine's read bandwidth and sgemm
@@ -50,6 +51,11 @@ LOGIT_TOL = 1e-4
 # (OpenMP, OpenBLAS) spin for a while after their last call and would take a core from the
 # next contender's first measurement
 SETTLE = 0.3
+# untimed passes at the start of each prefill turn: after the pause above, the cores run at
+# about half speed for the first 20-30 ms (measured: archc's first GPT-2 layers took twice
+# as long after 0.3 s idle, 239 vs 221 ms a pass), so a turn's first pass measures the
+# machine waking up, not the contender
+PREFILL_WARMUP = 1
 
 
 def log(msg: str) -> None:
@@ -201,7 +207,8 @@ def bench_model(family: str, threads: int, args, weights, config, peers, limit: 
                     w = workers[n]
                     time.sleep(SETTLE)
                     if m[0] == "prefill":
-                        res = w.ask(op="prefill", T=m[1], seed=100 + r)
+                        res = w.ask(op="prefill", T=m[1], seed=100 + r,
+                                    warmup=PREFILL_WARMUP)
                         times[m, n].append(m[1] / res["seconds"])
                     else:
                         res = w.ask(op="decode", prompt=m[1], new=args.new, seed=100 + r)
