@@ -101,14 +101,22 @@ def _ffn(node, args, cache):
     return out
 
 
-def _positions(node, x: Arg, has_positions: bool) -> Scratch:
-    return [] if has_positions else [("pos", tuple(x.shape[:2]), "int64")]
+def _positions(node, x: Arg, positions: Arg | None) -> Scratch:
+    """Positions (B, T) unless given (a copy of them if not contiguous), and the rotary
+    angles' cos/sin per position: (B*T, 2, r/2) float64."""
+    B, T, C = x.shape
+    D = node.attrs.get("head_dim") or C // node.attrs["heads"]
+    r = node.attrs.get("rotary_dim") or D
+    out = [("pos", (B, T), "int64")] if positions is None else _copy("pos_c", positions)
+    return out + [("rope_cs", (B * T, 2, r // 2), "float64")]
 
 
-# rotary embedding: positions (B, T) unless given; x copied when not (B, T, H, D)-viewable
+# rotary embedding: positions and their cos/sin table; x copied when not
+# (B, T, H, D)-viewable
 @rule("rope")
 def _rope(node, args, cache):
-    return _positions(node, args[0], len(args) > 1) + _copy("rope_q", args[0], False)
+    return _positions(node, args[0], args[1] if len(args) > 1 else None) + \
+        _copy("rope_q", args[0], False)
 
 
 def _attention(node, q: Arg, k: Arg, v: Arg, mask: Arg | None, cache,
@@ -161,7 +169,7 @@ def _rope_attention(node, args, cache):
     if biased:
         extra.pop(0)
     out = [("q_rot", q.shape, q.dtype), ("k_rot", k.shape, k.dtype)]
-    out += _positions(node, q, bool(node.attrs.get("has_positions")))
+    out += _positions(node, q, extra[0] if node.attrs.get("has_positions") else None)
     out += _copy("rope_q", q, False) + _copy("rope_k", k, False)
     # the rotated copies are contiguous, so attention copies at most v
     return out + _attention(node, Arg(q.shape, q.dtype), Arg(k.shape, k.dtype), v, mask, cache,

@@ -83,10 +83,18 @@ def test_rope(interleaved, rot, T):
     x = rand(rng, (B, T, H * D), np.float32)
     pos = rng.integers(0, 50, (B, T)).astype(np.int64)
     inv = 10000.0 ** (-np.arange(0, r, 2, dtype=np.float64) / r)
-    out = np.empty_like(x)
-    kp.rope(out.reshape(B, T, H, D), x.reshape(B, T, H, D), pos, inv, interleaved)
+    cs = np.empty((B * T, 2, r // 2))
+    cut = min(3, B * T)                          # two lanes' row ranges
+    kp.rope_table(cs, pos.reshape(-1), inv, 0, cut)
+    kp.rope_table(cs, pos.reshape(-1), inv, cut, B * T)
     want = kp.ref_rope(x, pos, heads=H, head_dim=D, rotary_dim=r, interleaved=interleaved)
+    out = np.full_like(x, np.nan)
+    x4, out4 = x.reshape(B, T, H, D), out.reshape(B, T, H, D)
+    for n0, n1 in ((0, 1), (1, B * T)):          # two lanes' row ranges make the whole
+        kp.rope_apply(out4, x4, cs, interleaved, n0, n1)
     np.testing.assert_allclose(out, want, atol=1e-5)
+    kp.rope_apply(x4, x4, cs, interleaved, 0, B * T)     # in place
+    np.testing.assert_allclose(x, want, atol=1e-5)
 
 
 CASES = [  # (T, S, H, Hkv, causal, window, masked)
