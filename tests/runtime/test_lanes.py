@@ -11,7 +11,7 @@ import pytest
 from archc.runtime import lanes as lanes_mod
 from archc.runtime.kernels import elementwise as k_ew, ffn as k_ffn
 from archc.runtime.kernels.elementwise import ref_gelu, ref_silu
-from archc.runtime.lanes import Lanes, balance
+from archc.runtime.lanes import Lanes, balance, poll_changed
 
 
 def test_lanes_run_at_once_on_their_own_threads():
@@ -96,3 +96,24 @@ def test_glu_cols_halves_make_the_whole(dt):
     for c0, c1 in ((0, 16), (16, F)):
         k_ffn.glu_cols(out, h, k_ew.ACT["silu"], c0, c1)
     np.testing.assert_allclose(out, ref_silu(h[:, :F]) * h[:, F:], rtol=1e-5, atol=1e-6)
+
+
+def test_poll_changed_sees_a_write_from_another_thread():
+    seq = np.zeros(1, np.int64)
+    assert not poll_changed(seq, 0, 1000)                   # unchanged: gives up
+    assert poll_changed(seq, 5, 1)                          # already different
+    t = threading.Timer(0.01, lambda: seq.__setitem__(0, 1))
+    t.start()
+    # long enough to outlast the timer: the read is not hoisted out of the loop
+    assert poll_changed(seq, 0, 10**12)
+    t.join()
+
+
+def test_lanes_work_when_handovers_block(monkeypatch):
+    # no polling: every hand-over waits on the locks
+    monkeypatch.setattr(lanes_mod, "SPIN_POLLS", 0)
+    lanes = Lanes(2)
+    out = []
+    for i in range(20):
+        lanes.run([[(out.append, (2 * i,))], [(out.append, (2 * i + 1,))]])
+    assert sorted(out) == list(range(40))
