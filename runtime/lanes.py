@@ -26,7 +26,9 @@ halted virtual CPU), polling 3 us; a pass has about 90 fork-joins.
 from __future__ import annotations
 
 import _thread
+import os
 import threading
+import weakref
 from typing import Callable, Sequence
 
 import numpy as np
@@ -120,11 +122,24 @@ class Lanes:
 
     _shared: dict[int, "Lanes"] = {}
     _shared_lock = threading.Lock()
+    _every: "weakref.WeakSet[Lanes]" = weakref.WeakSet()
 
     def __init__(self, n: int):
         self.n = max(1, int(n))
+        self._start_helpers()
+        Lanes._every.add(self)
+
+    def _start_helpers(self) -> None:
         self.helpers = [_Helper(i) for i in range(1, self.n)]
         self._busy = threading.Lock()     # one fork-join at a time (callers on other threads wait)
+
+    @classmethod
+    def _after_fork(cls) -> None:
+        # a forked child has only the forking thread: every Lanes gets new helpers (and
+        # fresh locks, which the parent's helpers may have held at the fork)
+        cls._shared_lock = threading.Lock()
+        for lanes in list(cls._every):
+            lanes._start_helpers()
 
     @classmethod
     def shared(cls, n: int) -> "Lanes":
@@ -183,6 +198,10 @@ class Lanes:
             np.dot(a, b, out)
             return
         self.run([[(np.matmul, (a, b[:, c0:c1], out[:, c0:c1]))] for c0, c1 in ranges])
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=Lanes._after_fork)
 
 
 def balance(costs: Sequence[float], n: int) -> list[list[int]]:

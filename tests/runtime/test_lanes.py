@@ -2,6 +2,8 @@
 caller, work is cut and dealt evenly; the column kernels a lane runs equal their refs."""
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 
@@ -117,3 +119,19 @@ def test_lanes_work_when_handovers_block(monkeypatch):
     for i in range(20):
         lanes.run([[(out.append, (2 * i,))], [(out.append, (2 * i + 1,))]])
     assert sorted(out) == list(range(40))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork")
+def test_lanes_still_run_in_a_forked_child():
+    lanes = Lanes.shared(2)
+    lanes.run([[(len, ((),))], [(len, ((),))]])            # helpers running in the parent
+    pid = os.fork()
+    if pid == 0:                                            # child: new helpers, no hang
+        signal.alarm(20)                                    # a hang kills the child
+        ok = []
+        try:
+            lanes.run([[(ok.append, (0,))], [(ok.append, (1,))]])
+        finally:
+            os._exit(0 if sorted(ok) == [0, 1] else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
