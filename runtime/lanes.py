@@ -126,20 +126,22 @@ class Lanes:
 
     def __init__(self, n: int):
         self.n = max(1, int(n))
-        self._start_helpers()
+        self.helpers: list[_Helper] = []  # started by the first run that needs them
+        self._busy = threading.Lock()     # one fork-join at a time (callers on other threads wait)
         Lanes._every.add(self)
 
     def _start_helpers(self) -> None:
         self.helpers = [_Helper(i) for i in range(1, self.n)]
-        self._busy = threading.Lock()     # one fork-join at a time (callers on other threads wait)
 
     @classmethod
     def _after_fork(cls) -> None:
-        # a forked child has only the forking thread: every Lanes gets new helpers (and
-        # fresh locks, which the parent's helpers may have held at the fork)
+        # a forked child has only the forking thread: every Lanes forgets the parent's
+        # helpers (its next run starts its own) and takes fresh locks, which the parent's
+        # threads may have held at the fork
         cls._shared_lock = threading.Lock()
         for lanes in list(cls._every):
-            lanes._start_helpers()
+            lanes._busy = threading.Lock()
+            lanes.helpers = []
 
     @classmethod
     def shared(cls, n: int) -> "Lanes":
@@ -155,6 +157,8 @@ class Lanes:
         if len(per_lane) > self.n:
             raise ValueError(f"{len(per_lane)} lanes of work for {self.n} lanes")
         with self._busy:
+            if not self.helpers and self.n > 1:
+                self._start_helpers()
             started = []
             for helper, calls in zip(self.helpers, per_lane[1:]):
                 if calls:
