@@ -4,14 +4,15 @@
     lanes.run(([(fn, args), ...],           # lane 0's calls
                [(fn, args), ...]))          # lane 1's, at the same time; returns when all end
 
-Why: on this project's 2-core machines, a prompt's matrix products with OpenBLAS's own
-threads reach ~150 GFLOP/s at T=128, and attention's many small per-head products much
-less, because OpenBLAS splits each call's 128 rows between its threads and starts them
-for every call. One-thread BLAS calls on column halves of the weight, one per core, reach
-~175; per-head products split by query blocks run undisturbed on each core. So a
-multi-threaded program keeps OpenBLAS at one thread and cuts its heavy steps into lanes
-(runtime/steps.py says how each op is cut): each lane writes its own part of the output,
-and a step ends when every lane has finished (fork-join, ~20 us).
+Why: on this project's 2-core machines a prompt's matrix products with OpenBLAS's own
+threads reached ~150 GFLOP/s at T=128 (OpenBLAS splits each call's 128 rows between its
+threads and wakes them for every call), and attention's many small per-head products far
+less. One product per core on a column range of the weight (archc's gemm_nt where it
+applies, kernels/linalg.py) reaches 175-180 GFLOP/s in a pass, and per-head products
+split by query blocks run undisturbed on each core. So a multi-threaded program keeps
+OpenBLAS at one thread and cuts its heavy steps into lanes (runtime/steps.py says how each
+op is cut): each lane writes its own part of the output, and a step ends when every lane
+has finished (a fork-join).
 
 Everything a lane calls releases the GIL while it computes: BLAS through NumPy, and Numba
 kernels compiled with nogil=True, so the lanes really run side by side. A lane's Numba
