@@ -29,6 +29,13 @@ def thread_env(threads: int, base: dict | None = None) -> dict:
     return env
 
 
+def run_with_threads(threads: int) -> None:
+    """Restart this script with every thread variable set to `threads` unless they already
+    are: thread pools are sized when NumPy and Numba load, so it must happen before."""
+    if any(os.environ.get(v) != str(threads) for v in THREAD_VARS):
+        os.execve(sys.executable, [sys.executable] + sys.argv, thread_env(threads))
+
+
 def read_bandwidth(mb: int = 1024, repeats: int = 5) -> float:
     """Bytes/s reading a float32 array of `mb` MB with every Numba thread."""
     import numpy as np

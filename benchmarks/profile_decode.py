@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
-import os
 import pstats
 import sys
 import time
@@ -25,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from contenders import FAMILIES, ROOT, prompt_ids, weight_read_bytes  # noqa: E402
-from machine import THREAD_VARS  # noqa: E402
+from machine import run_with_threads  # noqa: E402
 
 
 def main() -> None:
@@ -37,10 +36,7 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true")
     ap.add_argument("--top", type=int, default=20, help="cProfile rows to show")
     args = ap.parse_args()
-    if any(os.environ.get(v) != str(args.threads) for v in THREAD_VARS):
-        # thread pools are sized when NumPy/Numba load: start again with the environment set
-        env = dict(os.environ, **{v: str(args.threads) for v in THREAD_VARS})
-        os.execve(sys.executable, [sys.executable] + sys.argv, env)
+    run_with_threads(args.threads)
 
     import numpy as np
     import archc

@@ -14,7 +14,6 @@ GFLOP/s counts the products' multiply-adds, 2*M*K*N. The sgemm rate is NumPy's f
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections import defaultdict
@@ -24,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from contenders import FAMILIES, ROOT, prompt_ids  # noqa: E402
-from machine import THREAD_VARS, limits  # noqa: E402
+from machine import limits, run_with_threads  # noqa: E402
 
 
 def product_flops(fn, args) -> float:
@@ -59,10 +58,7 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=14, help="rows to show")
     ap.add_argument("--tiny", action="store_true")
     args = ap.parse_args()
-    if any(os.environ.get(v) != str(args.threads) for v in THREAD_VARS):
-        # thread pools are sized when NumPy/Numba load: start again with the environment set
-        env = dict(os.environ, **{v: str(args.threads) for v in THREAD_VARS})
-        os.execve(sys.executable, [sys.executable] + sys.argv, env)
+    run_with_threads(args.threads)
 
     import numpy as np
     import archc

@@ -37,6 +37,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from . import jit
 from .jit import njit
 
 Calls = Sequence[tuple[Callable, tuple]]
@@ -93,7 +94,6 @@ class _Helper:
         self.thread.start()
 
     def _loop(self) -> None:
-        from . import jit
         jit.numba.set_num_threads(1)      # thread-local in Numba: this lane's kernels
         seen = 0
         while True:
@@ -158,7 +158,7 @@ class Lanes:
         if len(per_lane) > self.n:
             raise ValueError(f"{len(per_lane)} lanes of work for {self.n} lanes")
         with self._busy:
-            if not self.helpers and self.n > 1:
+            if not self.helpers and any(per_lane[1:]):
                 self._start_helpers()
             started = []
             for helper, calls in zip(self.helpers, per_lane[1:]):

@@ -376,7 +376,7 @@ def _rope_table(P, attrs, pos, head_dim):
 def _rope(P, out, x, heads, attrs, cs, tag="rope_q"):
     """Steps rotating x (B, T, heads*D) into out by the table cs; rows cut across lanes."""
     B, T, C = x.shape
-    D = attrs.get("head_dim") or C // heads
+    D = _head_dim(attrs, C, heads)
     x4 = view_as(x, (B, T, heads, D))
     if x4 is None:
         x4 = P.contiguous(x, tag).reshape(B, T, heads, D)

@@ -101,7 +101,7 @@ def query_blocks(T: int, n_keys: int, qpos0: int, causal: bool, window: int,
 
 def block_rows(T: int, causal: bool, window: int, lanes: int, step: int) -> int:
     """Query rows per block: `step` under a causal or window mask (each block multiplies
-    only the keys it sees), halved down to 16 until there are 4 blocks per lane to balance
+    only the keys it sees), halved down to 32 while there are fewer than 4 blocks per lane
     (T = 128 on 2 lanes: 4 blocks of 32, costs 1+4 and 2+3); without such a mask, all rows
     in one block, or one block per lane."""
     if not (causal or window):
@@ -155,8 +155,7 @@ def attend_blas(out4, q4, kc, vc, n_keys, qpos0, mask, bias4, causal, window, sc
     from ..lanes import run_calls
     per_lane = attention_calls(out4, q4, kc, vc, n_keys, qpos0, mask, bias4, causal, window,
                                scale, probs, step, lanes.n if lanes is not None else 1)
-    if len(per_lane) > 1:
+    if lanes is not None:
         lanes.run(per_lane)
     else:
-        for calls in per_lane:
-            run_calls(calls)
+        run_calls(per_lane[0])
