@@ -19,6 +19,7 @@ import numpy as np
 
 from .kernels import REFERENCE, attention as k_attn, elementwise as k_ew, ffn as k_ffn
 from .kernels import linalg as k_linalg, norm as k_norm, position as k_pos
+from ..dsl.errors import ArchError
 from ..compiler.scratch import PREFILL_ROWS
 from .reference import ExecutionError, vocabulary_error
 
@@ -529,10 +530,18 @@ def build_transpose(P, node, args, attrs):
 @steps_for("slice")
 def build_slice(P, node, args, attrs):
     x = args[0]
+    ax = attrs.get("axis", 0) % x.ndim
     idx = [slice(None)] * x.ndim
-    idx[attrs.get("axis", 0)] = slice(attrs.get("start", 0), attrs.get("stop"),
-                                      attrs.get("step", 1))
-    return x[tuple(idx)]
+    idx[ax] = slice(attrs.get("start", 0), attrs.get("stop"), attrs.get("step", 1))
+    out = x[tuple(idx)]
+    want = P.shape(node)
+    if out.shape != want:
+        # a symbolic size bound too small for the slice (x[:, 1:3] or x[:, -2:] with T = 1)
+        raise ArchError(f"slice {idx[ax].start}:{'' if idx[ax].stop is None else idx[ax].stop}"
+                        f" of an axis of size {x.shape[ax]} has {out.shape[ax]} positions; "
+                        f"the model's shapes say {want[ax]}", node.span,
+                        hint="give inputs long enough for this slice")
+    return out
 
 
 @steps_for("take")

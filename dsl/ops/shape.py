@@ -116,8 +116,11 @@ def slice_(x: TT, axis: int = 0, start=0, stop=None, step: int = 1) -> TT:
 def _symbolic_slice_len(dim: Dim, start, stop) -> DimLike:
     if start is None:
         start = 0
+    if isinstance(start, int) and start < 0 and stop is None:
+        return -start  # the last -start positions; assumes dim >= -start
     if not isinstance(start, int) or start < 0:
-        raise ShapeError(f"slice of symbolic dimension {dim} needs a non-negative int start")
+        raise ShapeError(f"slice of symbolic dimension {dim} needs a non-negative int start "
+                         "(or a negative one to the end)")
     if stop is None:
         return dim_sub(dim, start)
     if isinstance(stop, int) and stop >= 0:

@@ -139,11 +139,13 @@ def test_index_and_slice(arch_file):
         model m(x: float[B, T, 8]) {
             first = x[:, 0]
             mid = x[:, :, 2:6]
-            return first, mid
+            last = x[:, -2:]
+            return first, mid, last
         }
     """))
     assert g.node(g.outputs["first"]).shape == (B, 8)
     assert g.node(g.outputs["mid"]).shape == (B, T, 4)
+    assert g.node(g.outputs["last"]).shape == (B, 2, 8)     # the last 2 of T positions
 
 
 def test_include_relative_path_and_diamond(tmp_path):

@@ -147,3 +147,18 @@ def test_cli_run_profile_and_executors(tmp_path):
     assert fast.returncode == 0 and ref.returncode == 0, fast.stderr + ref.stderr
     assert fast.stdout == ref.stdout
     assert "share" in fast.stderr and "compile" in fast.stderr
+
+
+@pytest.mark.parametrize("index", ["1:3", "-2:"])
+def test_slice_longer_than_the_bound_size_is_a_user_error(arch_file, index):
+    # x[:, 1:3] / x[:, -2:] type as 2 positions; with T = 1 there is one (or none)
+    from archc.dsl.errors import ArchError
+    from archc.dsl.lower import lower
+    g = lower(arch_file(f"model m(x: float[B, T, 4]) {{ return y = x[:, {index}] }}"))
+    ex = Executor(g, {})
+    np.testing.assert_array_equal(ex.run({"x": np.arange(12.0).reshape(1, 3, 4)})["y"],
+                                  np.arange(12.0).reshape(1, 3, 4)[:, 1:3])
+    with pytest.raises(ArchError, match=r"axis of size 1 has [01] positions; the model's "
+                                        r"shapes say 2") as e:
+        ex.run({"x": np.zeros((1, 1, 4), np.float32)})
+    assert e.value.span is not None and e.value.span.line == 1
