@@ -149,9 +149,10 @@ class Archc:
         params = _unique_bytes(self.model.params.values(), seen)
         layouts = _unique_bytes(list(self.ex.weights.values()) +
                                 list(self.ex.folded_values.values()), seen)
+        # programs of the executor and of its prompt-pass variant (Executor.last_position)
+        progs = [p for e in self.ex.variants() for p in e._programs.values()]
         out = {"params": params, "layouts": layouts,
-               "arenas": sum(p.arena_bytes for p in self.ex._programs.values()),
-               "programs": len(self.ex._programs)}
+               "arenas": sum(p.arena_bytes for p in progs), "programs": len(progs)}
         try:
             # sized as model.generate sizes it: the model's context length if it has one
             from archc.runtime import generate as gen
@@ -231,10 +232,12 @@ class HF:
     def decode(self, ids: np.ndarray, new: int, on_first=None) -> tuple[float, int, list]:
         """A greedy loop over past_key_values (leaner than `generate`, so the peer is not
         charged for generate's logits processors); timed like archc: the decode steps
-        after the prefill's token, argmax included."""
+        after the prefill's token, argmax included. The prompt pass computes the last
+        position's logits only, as `generate` does (and archc's generate)."""
         torch = self.torch
         with torch.inference_mode():
-            out = self.model(input_ids=torch.from_numpy(ids), use_cache=True)
+            out = self.model(input_ids=torch.from_numpy(ids), use_cache=True,
+                             logits_to_keep=1)
             tok = out.logits[:, -1].argmax(-1, keepdim=True)
             if on_first is not None:
                 on_first()

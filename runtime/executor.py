@@ -368,11 +368,45 @@ class Executor:
         self.dynamic = self._dynamic_nodes()
         self.folded_values = self._fold(params if share_params and isinstance(params, dict)
                                         else None)
-        outputs = set(self.graph.outputs.values())
-        self.folded = {n for n in self.folded_values
-                       if all(u in self.folded_values for u, _ in self.graph.users(n))
-                       and n not in outputs}
+        self.folded = self._folded_only()
         self._programs: dict[Any, Program] = {}
+
+    def _folded_only(self) -> set[str]:
+        """Folded values no step reads (only other folded values do)."""
+        outputs = set(self.graph.outputs.values())
+        return {n for n in self.folded_values
+                if all(u in self.folded_values for u, _ in self.graph.users(n))
+                and n not in outputs}
+
+    def last_position(self, output: str, axis: int = 1) -> "Executor":
+        """This model with `output` computed for the last position along `axis` only (a
+        prompt pass's logits; compiler/passes/last_position.py), sharing this executor's
+        weights, folded values and lanes. Itself when no op before `output` can be cut
+        down that way. Made once per (output, axis)."""
+        kept = self.__dict__.setdefault("_last_position", {})
+        if (output, axis) not in kept:
+            from ..compiler.passes.last_position import last_position
+            res = last_position(self.graph, output, axis)
+            kept[output, axis] = self._sibling(res.graph) if res.changed else self
+        return kept[output, axis]
+
+    def variants(self) -> list["Executor"]:
+        """This executor and the ones made from it by `last_position`."""
+        return [self] + [e for e in self.__dict__.get("_last_position", {}).values()
+                         if e is not self]
+
+    def _sibling(self, graph: Graph) -> "Executor":
+        # the rewrite leaves weights and parameter-derived nodes as they were, so their
+        # arrays (weights, QKV concatenations, ...) are shared, never made twice
+        ex = object.__new__(Executor)
+        ex.source_graph, ex.warnings, ex.graph = self.source_graph, self.warnings, graph
+        ex.threads, ex.lanes, ex.weights = self.threads, self.lanes, self.weights
+        ex.layout = ex._weight_nodes()
+        ex.dynamic = ex._dynamic_nodes()
+        ex.folded_values = {n: v for n, v in self.folded_values.items() if n in graph}
+        ex.folded = ex._folded_only()
+        ex._programs = {}
+        return ex
 
     def _weight_nodes(self) -> set[str]:
         """2-D values read only as matrix-product weights (stored output-major)."""

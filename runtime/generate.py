@@ -182,7 +182,7 @@ class _Cached:
         io = self.io
         inputs = {io.tokens: ids, **{m: np.ones((B, T), np.int64) for m in io.ones}}
         sizes = {io.length: T, **({io.batch: B} if io.batch else {})}
-        out = self.session.forward(inputs, sizes, self.profile)
+        out = self.session.forward(inputs, sizes, self.profile, last_of=io.logits)
         return np.array(out[io.logits][:, -1, :])
 
     def prepare(self, B: int) -> None:
@@ -196,7 +196,10 @@ class _Recompute:
     """Run the whole model over the whole sequence for every token."""
 
     def __init__(self, ex, io: TokenIO, fixed: dict[str, np.ndarray], profile):
-        self.ex, self.io, self.fixed, self.profile = ex, io, fixed, profile
+        # only the last position's logits are read: the ops after the last attention run
+        # on that position alone
+        self.ex = ex.last_position(io.logits, 1)
+        self.io, self.fixed, self.profile = io, fixed, profile
         self.seq = None
 
     def __call__(self, ids: np.ndarray) -> np.ndarray:
@@ -348,9 +351,10 @@ def session_for(ex, batch: int, max_seq: int, *, length: str = "T",
 
 
 def _forget(ex, sess: Session) -> None:
-    """Drop an evicted session's programs (the executor keys them by the session)."""
-    for k in [k for k in ex._programs if k[1] == id(sess)]:
-        del ex._programs[k]
+    """Drop an evicted session's programs (the executors key them by the session)."""
+    for e in ex.variants():
+        for k in [k for k in e._programs if k[1] == id(sess)]:
+            del e._programs[k]
 
 
 def _context(graph) -> tuple[int | None, str]:

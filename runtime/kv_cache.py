@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..dsl.dims import Dim
 from ..dsl.errors import ArchError
 from ..compiler.passes.plan_kv_cache import plan as plan_kv
 from .executor import kv_arena
@@ -367,18 +368,33 @@ class Session:
         return self.buffers[k]
 
     def forward(self, inputs: dict[str, np.ndarray], bindings: dict[str, int],
-                profile=None) -> dict[str, np.ndarray]:
+                profile=None, *, last_of: str | None = None) -> dict[str, np.ndarray]:
         """Run T new tokens (a prefill, or one decode step) and advance; returns views of
-        the outputs, valid until the next call."""
+        the outputs, valid until the next call. `last_of` names an output wanted for the
+        last new position only (a prompt's logits, when generating): the position-wise
+        ops before it then run on that one position (Executor.last_position)."""
         T = bindings[self.length]
         if not self.bounded and self.pos + T > self.max_seq:
             raise ArchError(f"the KV cache holds {self.max_seq} positions; generating past "
                             f"position {self.pos + T} needs a larger --max-seq")
-        prog = self.ex.program({**self.dims, **bindings}, self)
+        ex = self.ex
+        if last_of is not None and T > 1:
+            axis = self._position_axis(last_of)
+            if axis is not None:
+                ex = ex.last_position(last_of, axis)
+        prog = ex.program({**self.dims, **bindings}, self)
         prog.compile(profile)
         prog.execute(inputs, profile)
         self.pos += T
         return prog.output_values()
+
+
+    def _position_axis(self, output: str) -> int | None:
+        # the axis of `output` that the session's length (T) sizes
+        g = self.ex.graph
+        shape = g.node(g.outputs[output]).shape or ()
+        axes = [i for i, d in enumerate(shape) if d == Dim.sym(self.length)]
+        return axes[0] if len(axes) == 1 else None
 
 
 # ---- the position biases of a decoded sequence -------------------------------------------

@@ -48,6 +48,28 @@ def test_cached_step_equals_full_forward(fam):
         np.testing.assert_allclose(logits, full["logits"][:, -1], atol=1e-4, err_msg=f"step {t}")
 
 
+def test_prompt_pass_computes_the_last_positions_logits_only():
+    # the prompt's program runs the head on its last position (compiler/passes/
+    # last_position.py) in an executor sharing the weights; decode steps keep their own
+    model, z = _fixture_model("gpt2")
+    ex = Executor(model.graph, model.params)
+    prompt = z["input_ids"]
+    res = generate(ex, prompt, 3, keep_logits=True)
+    last = ex.last_position("logits", 1)
+    assert last is not ex and ex.variants() == [ex, last] and last.weights is ex.weights
+    assert last.folded_values and all(v is ex.folded_values[n]
+                                      for n, v in last.folded_values.items())
+    (prog,) = last._programs.values()
+    assert prog.output_values()["logits"].shape == (2, 1, res.logits[0].shape[-1])
+    assert all(p.bindings["T"] == 1 for p in ex._programs.values())
+    full = run_reference(model.graph, {"ids": prompt}, model.params)["logits"][:, -1]
+    np.testing.assert_allclose(res.logits[0], full, atol=1e-4)
+    # without a cache every step recomputes the sequence, with the same cut-down head
+    again = generate(ex, prompt, 3, keep_logits=True, use_cache=False)
+    np.testing.assert_array_equal(again.ids, res.ids)
+    assert all(p.output_values()["logits"].shape[1] == 1 for p in last._programs.values())
+
+
 WINDOWED = """
 config { d = 16  heads = 2  vocab = 32  window = 4  n_ctx = 64 }
 model tiny(ids: int[B, T]) {

@@ -78,10 +78,12 @@ def test_sessions_are_kept_per_size_and_bounded(builds):
     built = dict(builds)
     np.testing.assert_array_equal(model.generate(a, 4).ids, r1.ids)
     assert builds == built
-    programs = len(ex._programs)
+    programs = [len(e._programs) for e in ex.variants()]    # decode steps; prompt passes
+    assert len(programs) == 2
     model.generate(a, 4, max_seq=20)                        # a third size evicts the oldest
     assert builds["sessions"] == 3
     assert len(ex._sessions) == generate_mod.SESSIONS_KEPT
     live = {id(s) for s in ex._sessions.values()}
-    assert all(k[1] in live or k[1] == id(None) for k in ex._programs)
-    assert len(ex._programs) == programs                    # 2 dropped, 2 built
+    for e in ex.variants():
+        assert all(k[1] in live or k[1] == id(None) for k in e._programs)
+    assert [len(e._programs) for e in ex.variants()] == programs   # 1 dropped, 1 built each
