@@ -22,7 +22,11 @@ the caller after every lane has stopped.
 Handing work over: a sequence number per direction, which the waiting side polls for up to
 SPIN_POLLS reads (about a millisecond) in compiled code without the GIL, then a plain lock
 it blocks on. Blocking alone cost 68 us per fork-join on these virtual machines (waking a
-halted virtual CPU), polling 3 us; a pass has about 90 fork-joins.
+halted virtual CPU), polling 3 us; a pass has about 90 fork-joins. A hand-over the helper
+has not started by the time the caller's own lane is done, the caller takes back and runs
+(work stealing, _Helper): after the machine sat idle for 0.3 s the helper's virtual CPU
+took 1-2 ms to run it, fork-join after fork-join for up to ~40 ms, which made a small
+model's prompt pass 5x slower than on one lane.
 """
 from __future__ import annotations
 
@@ -65,6 +69,26 @@ def _load_acquire(typingctx, arr, idx):
     return sig, codegen
 
 
+@intrinsic
+def _compare_and_swap(typingctx, arr, idx, expected, new):
+    # atomically: if arr[idx] == expected, arr[idx] = new; True if it swapped
+    sig = types.boolean(arr, idx, expected, new)
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]])
+        res = builder.cmpxchg(ptr, args[2], args[3], "acq_rel", "acquire")
+        return builder.extract_value(res, 1)
+    return sig, codegen
+
+
+@njit(cache=True, nogil=True)
+def claim(seq, expected, new):
+    # seq[0]: expected -> new, True for the one thread that did it
+    return _compare_and_swap(seq, 0, expected, new)
+
+
 @njit(cache=True, nogil=True)
 def poll_changed(seq, seen, polls):
     # True as soon as seq[0] != seen, False after `polls` reads; the GIL is released
@@ -80,15 +104,23 @@ def run_calls(calls: Calls) -> None:
 
 
 class _Helper:
+    """One helper thread. Every hand-over has a number n (go_seq); whoever claims it first
+    (claimed: n - 1 -> n) runs its calls: the helper, or the caller once its own lane is
+    done. A helper whose virtual CPU is slow to run (descheduled by the host, or waking
+    from idle: 1-2 ms each time here after 0.3 s idle) costs one lane's speed, not a wait
+    per fork-join."""
+
     def __init__(self, index: int):
-        self.go = _thread.allocate_lock()
-        self.done = _thread.allocate_lock()
+        self.go = _thread.allocate_lock()         # released: "there may be a new hand-over"
+        self.done = _thread.allocate_lock()       # released by the helper after its run
         self.go.acquire()
         self.done.acquire()
         self.go_seq = np.zeros(1, np.int64)       # bumped by the caller per hand-over
-        self.done_seq = np.zeros(1, np.int64)     # set to go_seq by the helper when done
+        self.claimed = np.zeros(1, np.int64)      # the last hand-over someone took
+        self.done_seq = np.zeros(1, np.int64)     # the last hand-over run to its end
         self.calls: Calls = ()
         self.error: BaseException | None = None
+        self.stolen = 0                           # hand-overs the caller ran itself
         self.thread = threading.Thread(target=self._loop, name=f"archc-lane-{index}",
                                        daemon=True)
         self.thread.start()
@@ -100,21 +132,33 @@ class _Helper:
             poll_changed(self.go_seq, seen, SPIN_POLLS)
             self.go.acquire()
             seen = int(self.go_seq[0])
-            try:
-                run_calls(self.calls)
-            except BaseException as e:  # noqa: BLE001  (re-raised in the caller)
-                self.error = e
-            self.calls = ()
-            self.done_seq[0] = seen
+            if not claim(self.claimed, seen - 1, seen):
+                continue                  # the caller ran it (or a signal left over)
+            self._run(self.calls, seen)
             self.done.release()
+
+    def _run(self, calls: Calls, n: int) -> None:
+        try:
+            run_calls(calls)
+        except BaseException as e:  # noqa: BLE001  (re-raised in the caller)
+            self.error = e
+        self.done_seq[0] = n
 
     def start(self, calls: Calls) -> None:
         self.calls = calls
         self.go_seq[0] += 1
-        self.go.release()
+        if self.go.locked():              # signals coalesce: the helper reads go_seq
+            self.go.release()
 
-    def wait(self) -> None:
-        poll_changed(self.done_seq, self.go_seq[0] - 1, SPIN_POLLS)
+    def finish(self) -> None:
+        """The caller, its own lane done: run the hand-over here if the helper has not
+        taken it yet, else wait for the helper to end it."""
+        n = int(self.go_seq[0])
+        if claim(self.claimed, n - 1, n):
+            self.stolen += 1
+            self._run(self.calls, n)
+            return
+        poll_changed(self.done_seq, n - 1, SPIN_POLLS)
         self.done.acquire()
 
 
@@ -170,7 +214,7 @@ class Lanes:
                 run_calls(per_lane[0] if per_lane else ())
             finally:
                 for helper in started:
-                    helper.wait()
+                    helper.finish()
                     if helper.error is not None and error is None:
                         error = helper.error
                     helper.error = None

@@ -121,6 +121,43 @@ def test_lanes_work_when_handovers_block(monkeypatch):
     assert sorted(out) == list(range(40))
 
 
+def test_a_hand_over_the_helper_is_late_for_runs_on_the_caller(monkeypatch):
+    # the helper's virtual CPU descheduled: it reaches its claim 20 ms late, by when the
+    # caller, its own lane done, has run lane 1's calls itself
+    real = lanes_mod.claim
+
+    def late_in_helpers(seq, expected, new):
+        if threading.current_thread().name.startswith("archc-lane"):
+            time.sleep(0.02)
+        return real(seq, expected, new)
+    monkeypatch.setattr(lanes_mod, "claim", late_in_helpers)
+    lanes = Lanes(2)
+    ran = []
+    for i in range(5):
+        lanes.run([[(ran.append, ((0, i, threading.get_ident()),))],
+                   [(ran.append, ((1, i, threading.get_ident()),))]])
+    me = threading.get_ident()
+    assert sorted(r[:2] for r in ran) == [(lane, i) for lane in (0, 1) for i in range(5)]
+    assert all(t == me for _, _, t in ran)                  # all on the caller's thread
+    assert lanes.helpers[0].stolen == 5
+    time.sleep(0.15)                                        # the helper catches up, runs nothing
+    assert len(ran) == 10 and lanes.helpers[0].error is None
+
+
+@pytest.mark.parametrize("polls", [0, 50, lanes_mod.SPIN_POLLS])
+def test_every_hand_over_runs_once_whoever_takes_it(monkeypatch, polls):
+    # helper and caller race for each hand-over (blocking, short and long polling)
+    monkeypatch.setattr(lanes_mod, "SPIN_POLLS", polls)
+    lanes = Lanes(3)
+    counts = np.zeros((3, 300), np.int64)
+
+    def tick(lane, i):
+        counts[lane, i] += 1
+    for i in range(300):
+        lanes.run([[(tick, (k, i))] for k in range(3)])
+    assert (counts == 1).all()
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork")
 def test_lanes_still_run_in_a_forked_child():
     lanes = Lanes.shared(2)
