@@ -6,7 +6,8 @@
 
 Per model and thread count it measures, alternating the contenders within one run:
 prefill tokens/s (one forward pass over a prompt, logits at every position; each turn
-runs one untimed pass first), decode
+runs one untimed pass first), the same for a prompt pass as generation runs it (K/V into
+the cache, logits of the last position only: Hugging Face's logits_to_keep=1), decode
 tokens/s (greedy, KV cache, after a prompt), time to first token of a fresh process with
 a warm kernel cache and the one-time compile cost with a cold one, and peak resident
 memory next to archc's plans. It also measures the machine's read bandwidth and sgemm
@@ -190,11 +191,13 @@ def bench_model(family: str, threads: int, args, weights, config, peers, limit: 
         notes = check_logits(workers, logdir, args.prompt)
 
         Ts = args.prefill
-        measures = [("prefill", T) for T in Ts] + [("decode", args.prompt)]
+        measures = [("prefill", T) for T in Ts] + [("prompt", T) for T in Ts] + \
+            [("decode", args.prompt)]
         log("   warm-up (compiles archc's kernels, builds programs)")
         for name, w in workers.items():
             for T in Ts:
                 w.ask(op="prefill", T=T, seed=0)
+                w.ask(op="prompt", T=T, seed=0)
             w.ask(op="decode", prompt=args.prompt, new=min(args.new, 4), seed=0)
         times: dict = {(m, n): [] for m in measures for n in workers}
         tokens: dict = {}
@@ -206,9 +209,8 @@ def bench_model(family: str, threads: int, args, weights, config, peers, limit: 
                 for n in order:
                     w = workers[n]
                     time.sleep(SETTLE)
-                    if m[0] == "prefill":
-                        res = w.ask(op="prefill", T=m[1], seed=100 + r,
-                                    warmup=PREFILL_WARMUP)
+                    if m[0] in ("prefill", "prompt"):
+                        res = w.ask(op=m[0], T=m[1], seed=100 + r, warmup=PREFILL_WARMUP)
                         times[m, n].append(m[1] / res["seconds"])
                     else:
                         res = w.ask(op="decode", prompt=m[1], new=args.new, seed=100 + r)
@@ -275,8 +277,9 @@ def report(title, family, threads, args, workers, peers, measures, times, stats,
     names = list(workers)
     head = ["", *names] + [f"archc/{p}" for p in peers]
     rows = []
-    labels = {m: (f"prefill T={m[1]} (tok/s)" if m[0] == "prefill" else
-                  f"decode {args.new} after {m[1]} (tok/s)") for m in measures}
+    labels = {m: {"prefill": f"prefill T={m[1]} (tok/s)",
+                  "prompt": f"prompt T={m[1]} to first token (tok/s)",
+                  "decode": f"decode {args.new} after {m[1]} (tok/s)"}[m[0]] for m in measures}
     for m in measures:
         row = [labels[m]] + [spread(times[m, n]) for n in names]
         row += [ratio(med(times[m, "archc"]), med(times[m, p])) for p in peers]
@@ -310,7 +313,7 @@ def report(title, family, threads, args, workers, peers, measures, times, stats,
              f"at {bw / 1e9:.1f} GB/s ({threads} thr.) = {decode_bound:.0f} tok/s; archc reaches "
              f"{dec / decode_bound:.0%}" + "".join(
                  f", {p} {med(times[measures[-1], p]) / decode_bound:.0%}" for p in peers)]
-    for m in measures[:-1]:
+    for m in (m for m in measures if m[0] == "prefill"):
         fpt = st["flops_per_token"][str(m[1])]
         bound = sg / fpt
         lines.append(f"- prefill bound at T={m[1]}: {fpt / 1e6:.3g} MFLOP per token at "
