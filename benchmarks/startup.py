@@ -15,7 +15,6 @@ cProfile of one run.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import subprocess
@@ -24,6 +23,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from machine import user_env  # noqa: E402
+
 BIG = ("numpy", "numba", "lark", "networkx", "safetensors", "scipy", "llvmlite")
 # Numba's array-math module imports scipy.linalg whenever SciPy is installed (a BLAS check),
 # with numpy.f2py and charset_normalizer behind it; archc itself does not need SciPy
@@ -41,7 +44,8 @@ def archc_command() -> list[str]:
 
 def wall(cmd: list[str], env=None) -> float:
     t = time.perf_counter()
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                         env=user_env() if env is None else env)
     dt = time.perf_counter() - t
     if out.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stderr[-2000:]}")
@@ -55,7 +59,7 @@ def import_times(cmd: list[str]) -> tuple[dict[str, float], dict[str, str]]:
     if cmd[0] != sys.executable:                  # the console script: run its module instead
         cmd = [sys.executable, "-m", "archc"] + cmd[1:]
     out = subprocess.run([sys.executable, "-X", "importtime"] + cmd[1:], cwd=ROOT,
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, env=user_env())
     rows = []                                     # (depth, name, self s, cumulative s)
     for line in out.stderr.splitlines():
         if not line.startswith("import time:") or "cumulative" in line:
@@ -88,8 +92,8 @@ def main() -> None:
                     help="also print the top of a cProfile of one run (cumulative time)")
     args = ap.parse_args()
     cmd = archc_command()
-    env = dict(os.environ)
-    wall(cmd, env)                                   # warms the kernel cache
+    env = user_env()
+    wall(cmd, env)                                   # warms the kernel and bytecode caches
     runs = [wall(cmd, env) for _ in range(args.repeats)]
     bare = statistics.median(wall([sys.executable, "-c", "pass"]) for _ in range(args.repeats))
     total = statistics.median(runs)
@@ -115,7 +119,8 @@ def main() -> None:
           "imports a little, so the parts can add up to more than the wall time)")
     if args.profile:
         prof = [sys.executable, "-m", "cProfile", "-s", "cumtime", "-m", "archc"] + cmd[-4:]
-        out = subprocess.run(prof, cwd=ROOT, capture_output=True, text=True).stdout
+        out = subprocess.run(prof, cwd=ROOT, capture_output=True, text=True,
+                             env=user_env()).stdout
         lines = out.splitlines()
         start = next(i for i, line in enumerate(lines) if "ncalls" in line)
         print("\n" + "\n".join(line[:140] for line in lines[start:start + 40]))
