@@ -93,6 +93,27 @@ def param_derived(g: Graph) -> set[str]:
     return out
 
 
+def is_param_derived(g: Graph, nid: str) -> bool:
+    """`nid in param_derived(g)`, looking only at nid's own inputs (a rewrite asking about
+    one bias or weight should not scan the whole graph: simplify asked 72 times for
+    LLaMA's, 1 s of a 1.7 s compile). False as soon as an input turns up."""
+    seen = {nid}
+    stack = [nid]
+    while stack:
+        n = stack.pop()
+        node = g.node(n)
+        if node.op in ("param", "const"):
+            continue
+        args = g.args(n)
+        if node.op == "input" or not args:
+            return False
+        for a in args:
+            if a not in seen:
+                seen.add(a)
+                stack.append(a)
+    return True
+
+
 def later_users(g: Graph, nid: str, after: str, order: dict[str, int]) -> list[str]:
     """Consumers of `nid` other than `after` that run after `after` in topological order."""
     return [u for u, _ in g.users(nid) if u != after and order[u] > order[after]]

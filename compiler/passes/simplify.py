@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...dsl.graph import Graph
-from ..ir import PassResult, dce, emit, param_derived, where
+from ..ir import PassResult, dce, emit, is_param_derived, where
 from ..patterns import Pat, Reject, Rule, RewriteLog, any_, explain, rewrite
 
 MAX_FOLD_ELEMENTS = 1 << 20
@@ -37,7 +37,7 @@ def _matmul_to_linear(g: Graph, m) -> str | None:
     mm = g.node(m["mm"])
     x, w = g.args(mm.id)
     wn, xn = g.node(w), g.node(x)
-    if len(wn.shape) != 2 or not xn.shape or w not in param_derived(g):
+    if len(wn.shape) != 2 or not xn.shape or not is_param_derived(g, w):
         return None
     if len(xn.shape) == 1:
         return None   # a vector @ matrix keeps matmul's rank rules
@@ -63,7 +63,7 @@ def _linear_bias(g: Graph, m) -> str | Reject | None:
     if len(g.args(lin.id)) != 2:
         return None
     x, w = g.args(lin.id)
-    if b.id not in param_derived(g):
+    if not is_param_derived(g, b.id):
         return None   # a residual add, not a bias
     out = g.node(w).shape[1]
     if tuple(b.shape) != (out,):
