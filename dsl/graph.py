@@ -142,7 +142,7 @@ class Graph:
         g = Graph(self.name, self.nx.copy(), list(self.inputs), dict(self.outputs),
                   list(self.repeats), _copy.deepcopy(self.meta), self._order)
         g._topo = self._topo             # never edited in place: replaced when invalidated
-        g._args = dict(self._args)       # (the lists too)
+        g._args = dict(self._args)       # its lists are never edited in place either
         return g
 
     # ---- reading --------------------------------------------------------------------

@@ -388,7 +388,6 @@ class Session:
         self.pos += T
         return prog.output_values()
 
-
     def _position_axis(self, output: str) -> int | None:
         # the axis of `output` that the session's length (T) sizes
         g = self.ex.graph

@@ -142,6 +142,7 @@ class _Helper:
             run_calls(calls)
         except BaseException as e:  # noqa: BLE001  (re-raised in the caller)
             self.error = e
+        self.calls = ()                   # no reference to a program's arrays kept
         self.done_seq[0] = n
 
     def start(self, calls: Calls) -> None:
