@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections import Counter
 
 from ...dsl.graph import Graph
-from ...dsl.ops import OPS, TT, infer
+from ...dsl.ops import TT, infer
 from ..ir import PassResult, emit, param_derived, ttype
 
 # op -> argument positions that carry positions (row inputs); the other arguments must be
@@ -110,7 +110,8 @@ def _tail(g: Graph, target: str, axis: int, positions, derived: set[str]) -> set
     return tail
 
 
-def _has_positions(t: TT, axis: int, positions, lead) -> bool:
+def _has_positions(t: TT, axis: int, lead: tuple) -> bool:
+    # the same leading sizes as the node's output, positions included: (B, T)
     return t.shape is not None and len(t.shape) > axis and tuple(t.shape[:axis + 1]) == lead
 
 
@@ -135,7 +136,7 @@ def _position_wise(g: Graph, nid: str, axis: int, positions, derived: set[str]) 
     for i, a in enumerate(args):
         t = ttype(g, a)
         if i in rows:
-            if a in derived or not _has_positions(t, axis, positions, lead):
+            if a in derived or not _has_positions(t, axis, lead):
                 return False
         elif a not in derived:
             return False                # a dynamic non-row input (e.g. a runtime weight)
@@ -143,7 +144,7 @@ def _position_wise(g: Graph, nid: str, axis: int, positions, derived: set[str]) 
             return False                # a weight that broadcasts along the positions
     if node.op == "matmul" and (len(args) < 2 or len(ttype(g, args[1]).shape or ()) != 2):
         return False
-    return bool(rows) and node.op in OPS
+    return bool(rows)
 
 
 def _retype(g: Graph, nid: str) -> None:
