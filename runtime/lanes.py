@@ -121,12 +121,17 @@ class _Helper:
         self.calls: Calls = ()
         self.error: BaseException | None = None
         self.stolen = 0                           # hand-overs the caller ran itself
+        self.ready = threading.Event()            # set once the thread is set up
         self.thread = threading.Thread(target=self._loop, name=f"archc-lane-{index}",
                                        daemon=True)
         self.thread.start()
 
     def _loop(self) -> None:
         jit.numba.set_num_threads(1)      # thread-local in Numba: this lane's kernels
+        probe = np.zeros(1, np.int64)     # the hand-over kernels loaded now, not mid-step
+        poll_changed(probe, 0, 0)
+        claim(probe, 1, 1)
+        self.ready.set()
         seen = 0
         while True:
             poll_changed(self.go_seq, seen, SPIN_POLLS)
@@ -177,7 +182,12 @@ class Lanes:
         Lanes._every.add(self)
 
     def _start_helpers(self) -> None:
+        # waits until every helper has set itself up: with work stealing a helper might
+        # otherwise not run at all during its first steps, and set up (allocate) later,
+        # in the middle of some other step
         self.helpers = [_Helper(i) for i in range(1, self.n)]
+        for helper in self.helpers:
+            helper.ready.wait()
 
     @classmethod
     def _after_fork(cls) -> None:
