@@ -497,7 +497,7 @@ def _attention_blas(P, out4, q4, k4, v4, m, bias4, causal, window, scale):
     stride H*D), so nothing is copied; query head h reads K/V head h // (H / Hkv). Under a
     causal or window mask the query rows go in blocks, each multiplied only with the keys
     some row of the block sees (causal T = S: about half the products); with lanes, the
-    blocks are dealt to the lanes."""
+    lanes share out the (batch, head) pairs."""
     from .kernels import prefill as k_prefill
     T, S = q4.shape[1], k4.shape[1]
     probs = P.temp("probs", (T, S), q4.dtype)                       # (T, S)
