@@ -263,14 +263,3 @@ class Lanes:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=Lanes._after_fork)
 
-
-def balance(costs: Sequence[float], n: int) -> list[list[int]]:
-    """Indices of `costs` dealt to n lanes, largest first to the least loaded lane, each
-    lane's list in ascending order."""
-    load = [0.0] * n
-    dealt: list[list[int]] = [[] for _ in range(n)]
-    for i in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
-        lane = min(range(n), key=lambda k: (load[k], k))
-        load[lane] += costs[i]
-        dealt[lane].append(i)
-    return [sorted(d) for d in dealt]

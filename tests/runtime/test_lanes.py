@@ -1,5 +1,5 @@
 """runtime/lanes.py: lanes run side by side on their own threads, errors come back to the
-caller, work is cut and dealt evenly; the column kernels a lane runs equal their refs."""
+caller, work is cut evenly; the column kernels a lane runs equal their refs."""
 from __future__ import annotations
 
 import os
@@ -13,7 +13,7 @@ import pytest
 from archc.runtime import lanes as lanes_mod
 from archc.runtime.kernels import elementwise as k_ew, ffn as k_ffn
 from archc.runtime.kernels.elementwise import ref_gelu, ref_silu
-from archc.runtime.lanes import Lanes, balance, poll_changed
+from archc.runtime.lanes import Lanes, poll_changed
 
 
 def test_lanes_run_at_once_on_their_own_threads():
@@ -58,12 +58,6 @@ def test_column_ranges_cover_aligned_and_skip_small_products():
     assert lanes.column_ranges(20, 1e9) == [(0, 20)]                 # narrower than 2 x 16
     assert lanes.row_ranges(7, 10**6) == [(0, 2), (2, 4), (4, 7)]
     assert lanes.row_ranges(7, 10) == [(0, 7)]
-
-
-def test_balance_deals_largest_first():
-    assert balance([1, 2, 3, 4], 2) == [[0, 3], [1, 2]]              # 5 and 5
-    assert balance([8, 1, 1, 1], 2) == [[0], [1, 2, 3]]
-    assert balance([1], 3) == [[0], [], []]
 
 
 def test_lanes_dot_equals_numpy():
