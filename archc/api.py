@@ -17,10 +17,18 @@ from .dsl.graph import Graph
 from .dsl.lower import lower
 
 
+def source_files(graph: Graph) -> list[tuple[str, str]]:
+    """(what, path) of the source files a graph was lowered from: the model, its includes."""
+    return [("model" if i == 0 else "include", f)
+            for i, f in enumerate(graph.meta.get("files", []))]
+
+
 class Model:
     def __init__(self, graph: Graph, params: dict[str, np.ndarray], warnings: list[str],
-                 max_memory: int | None = None):
+                 max_memory: int | None = None, files: list[str] | None = None):
         self.max_memory = max_memory   # bytes; run() refuses inputs that would need more
+        # (what, path) of every file the model was built from: no output may land on one
+        self.files = source_files(graph) + [("weights", f) for f in files or []]
         self.graph = graph
         self.params = params
         self.warnings = warnings
@@ -116,7 +124,7 @@ def load(path: str | os.PathLike, weights: str | os.PathLike | None = None, seed
     params, more = apply_weights(graph, ckpt.tensors, seed, allow_missing,
                                  source=f"weights {weights}",
                                  mapping=maps[chosen] if chosen is not None else None)
-    return Model(graph, params, warnings + more, limit)
+    return Model(graph, params, warnings + more, limit, ckpt.files)
 
 
 __all__ = ["ArchError", "Model", "load"]

@@ -115,6 +115,11 @@ def read_inputs(graph, items: Sequence[str]) -> dict:
     return arrays
 
 
+def input_files(items: Sequence[str]) -> list[tuple[str, str]]:
+    """(what, path) of the --input files, for the output clobber check."""
+    return [("input", path) for _, path in parse_named_files(items) if path != "-"]
+
+
 def parse_dims(items: Sequence[str]) -> dict[str, int]:
     dims = {}
     for item in items:
@@ -149,13 +154,14 @@ def cmd_run(args) -> int:
     import numpy as np
     from .api import load
     from .runtime.inputs import bind_inputs
-    from .runtime.io import save_outputs
+    from .runtime.io import check_output, save_outputs, to_stdout
     model = load(args.model, weights=args.weights, seed=args.seed, model=args.model_name,
                  config=parse_sets(args.set), weights_map=args.weights_map,
                  allow_missing=args.allow_missing, max_memory=args.max_memory)
     for w in model.warnings:
         print(f"warning: {w}", file=sys.stderr)
     arrays = read_inputs(model.graph, args.input)
+    check_output(args.output, model.files + input_files(args.input))
     _, sizes, warnings = bind_inputs(model.graph, arrays)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
@@ -165,6 +171,8 @@ def cmd_run(args) -> int:
     outputs = run_model(model, arrays, args)
     if args.output:
         save_outputs(args.output, outputs)
+    if args.output and to_stdout(args.output):
+        return 0            # the arrays went to stdout as .npy bytes: print nothing else
     opts = dict(precision=8, suppress_small=False, max_line_width=100)
     if not args.full:
         opts.update(threshold=200, edgeitems=3)
@@ -203,7 +211,9 @@ def cmd_dump(args) -> int:
     if extra and args.format != "text":
         sys.stderr.write(extra)
     if args.output:
-        from .runtime.io import write_atomic
+        from .api import source_files
+        from .runtime.io import check_output, write_atomic
+        check_output(args.output, source_files(graph) + input_files(args.input))
         write_atomic(args.output, lambda f: f.write(text.encode()))
     else:
         sys.stdout.write(text)
@@ -234,7 +244,7 @@ def cmd_generate(args) -> int:
     from .api import load
     from .run_cmds import cmd_generate as generate
     from .runtime.inputs import read_array
-    return generate(args, load, parse_sets, read_array)
+    return generate(args, load, parse_sets, read_array, input_files)
 
 
 COMMANDS = {"run": cmd_run, "dump": cmd_dump, "check": cmd_check, "stats": cmd_stats,
@@ -277,7 +287,12 @@ def entry() -> None:
     blocking that one import. Not done in main(): a program calling main() keeps its SciPy.
     """
     sys.modules.setdefault("scipy.linalg.cython_blas", None)
-    raise SystemExit(main())
+    try:
+        code = main()
+    except KeyboardInterrupt:        # Ctrl-C before main() handles errors (during imports)
+        print("interrupted", file=sys.stderr)
+        code = 130
+    raise SystemExit(code)
 
 
 if __name__ == "__main__":

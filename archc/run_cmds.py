@@ -101,7 +101,7 @@ def _tokenizer(path: str):
         raise ArchError(f"cannot read tokenizer {path}: {str(e).splitlines()[0]}") from None
 
 
-def cmd_generate(args, load, parse_sets, read_array) -> int:
+def cmd_generate(args, load, parse_sets, read_array, input_files) -> int:
     from .runtime.executor import Profile
     from .runtime.generate import generate, token_io
     tok = _tokenizer(args.tokenizer) if args.tokenizer else None
@@ -124,6 +124,9 @@ def cmd_generate(args, load, parse_sets, read_array) -> int:
                  allow_missing=args.allow_missing, max_memory=args.max_memory)
     for w in model.warnings:
         print(f"warning: {w}", file=sys.stderr)
+    from .runtime.io import check_output, save_outputs, to_stdout
+    check_output(args.output, model.files + input_files(args.input)
+                 + ([("tokenizer", args.tokenizer)] if args.tokenizer else []))
     from .runtime.budget import check_generate
     check_generate(model.graph, 1 if np.ndim(prompt) == 1 else np.shape(prompt)[0],
                    args.max_seq, model.max_memory)   # before the KV cache is allocated
@@ -132,7 +135,8 @@ def cmd_generate(args, load, parse_sets, read_array) -> int:
         print(f"warning: {w}", file=sys.stderr)
     prompt = np.asarray(prompt)
     batch = 1 if prompt.ndim == 1 else prompt.shape[0]
-    out = sys.stdout
+    # with -o - the ids go to stdout as .npy bytes, so the stream of tokens goes to stderr
+    out = sys.stderr if args.output and to_stdout(args.output) else sys.stdout
 
     shown = {"ids": [], "text": ""}
     # a decoder-only model continues the prompt (shown first); an encoder-decoder's output
@@ -168,8 +172,7 @@ def cmd_generate(args, load, parse_sets, read_array) -> int:
     for w in res.warnings:
         print(f"warning: {w}", file=sys.stderr)
     if args.output:
-        from .runtime.io import write_atomic
-        write_atomic(args.output, lambda f: np.save(f, res.ids, allow_pickle=False))
+        save_outputs(args.output, {"ids": res.ids})
     n = res.ids.size
     print(f"{n} token{'s' if n != 1 else ''} in {res.prefill_seconds + res.seconds:.2f} s "
           f"(prefill {res.prefill_seconds * 1e3:.0f} ms; decode {res.tokens_per_second:.1f} "

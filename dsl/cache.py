@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -30,6 +31,26 @@ def cache_root() -> Path:
         return Path(root)
     xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(xdg) / "archc"
+
+
+def private_dir(path: Path) -> str | None:
+    """Make `path` (and missing parents) a directory only its owner can enter (0700), and
+    check it the way ssh checks ~/.ssh: a directory, owned by this user, writable by no
+    one else. Returns None when it is fit to cache in, else why not."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = os.stat(path)
+    except OSError as e:
+        return f"cannot be created or entered ({e.strerror or e})"
+    if not stat.S_ISDIR(st.st_mode):
+        return "is not a directory"
+    if hasattr(os, "geteuid") and st.st_uid != os.geteuid():
+        return f"belongs to another user (uid {st.st_uid})"
+    if st.st_mode & 0o022:
+        return "is writable by other users"
+    if not os.access(path, os.W_OK | os.X_OK):
+        return "is not writable"
+    return None
 
 
 # Lark's serialised tables hold dicts keyed by integers and tuples, which plain JSON would
@@ -70,15 +91,18 @@ def cached_lark(grammar: str, **options) -> Lark:
     key = json.dumps([grammar, sorted(options.items()), lark.__version__])
     path = cache_root() / f"lark-{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
     try:
+        if private_dir(path.parent) is not None:
+            raise OSError("the cache directory is not safe to read")
         saved = _decode(json.loads(path.read_text()))
         return Lark.__new__(Lark)._load(saved)
     except Exception:           # absent, unreadable, or not our tables: build them
         pass
     parser = Lark(grammar, parser="lalr", **options)
+    if private_dir(path.parent) is not None:
+        return parser           # an unsafe or unusable cache: run without it
     try:
         data, memo = parser.memo_serialize([TerminalDef, Rule])
         text = json.dumps(_encode({"data": data, "memo": memo})).encode()
-        path.parent.mkdir(parents=True, exist_ok=True)
         replace_atomically(path, lambda f: f.write(text))
     except (OSError, TypeError):
         pass                    # a read-only home or an odd table: run without the cache

@@ -11,6 +11,7 @@ A Python traceback that reaches a user is a bug.
 from __future__ import annotations
 
 import difflib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -59,9 +60,25 @@ class ArchErrors(ArchError):
         return f"{body}\n{len(self.errors)} errors"
 
 
+SOURCE_SUFFIX = ".arch"
+
+
+def is_source(path: str | os.PathLike) -> bool:
+    """An .arch file by name, and by the name it resolves to (a symlink named `x.arch`
+    pointing at /proc/self/environ is not source)."""
+    p = Path(path)
+    try:
+        real = p.resolve()
+    except (OSError, RuntimeError):
+        return False
+    return p.name.endswith(SOURCE_SUFFIX) and real.name.endswith(SOURCE_SUFFIX)
+
+
 def _source_line(span: Span, sources: dict[str, str] | None) -> str | None:
     text = (sources or {}).get(span.file)
     if text is None:
+        if not is_source(span.file):
+            return None    # quote source only: never a line of a file that is not .arch
         try:
             text = Path(span.file).read_text(encoding="utf-8", errors="replace")
         except OSError:

@@ -290,6 +290,7 @@ class Lowerer:
     def lower_model(self, model: ast.Block) -> Graph:
         self.g.name = model.name
         self.g.meta["source"] = self.prog.path
+        self.g.meta["files"] = list(self.prog.files)      # the main file and its includes
         names = [d.name for d in self.prog.consts]
         for k in self.overrides:
             if k not in names:

@@ -15,6 +15,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from . import ast
 from .cache import cached_lark
 from .errors import ArchError, ArchErrors, Span
+from .files import open_regular
 from .recover import MAX_NESTING, NestingTooDeep, parse_recovering, tree_depth_error
 
 GRAMMAR = Path(__file__).with_name("grammar.lark")
@@ -304,12 +305,16 @@ def _too_deep(file: str, line: int, column: int) -> ArchError:
 
 def parse_file(path: str | Path) -> list:
     p = Path(path)
+    if not p.exists():
+        raise ArchError(f"no such file: {p}")
     try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ArchError(f"no such file: {p}") from None
-    except UnicodeDecodeError as e:
-        raise ArchError(f"{p} is not UTF-8 text (byte {e.start}); an .arch file is plain text")
+        with open_regular(p, "model") as f:
+            raw = f.read()
     except OSError as e:
         raise ArchError(f"cannot read {p}: {e.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ArchError(f"{p} is not UTF-8 text (byte {e.start}); an .arch file is plain text") \
+            from None
     return parse(text, str(path))

@@ -1,7 +1,7 @@
 """Load an .arch file and its includes into one `Program`: the config constants, blocks,
 models and weight mappings, each checked for duplicates.
 
-Include paths are relative to the including file; a cycle, a missing file or nesting past
+Include paths are relative to the including file and name .arch files only; a cycle, a missing file or nesting past
 MAX_INCLUDE_DEPTH is an error at the `include` line. The same file reached twice (a
 diamond) contributes its definitions once.
 """
@@ -12,6 +12,7 @@ from pathlib import Path
 
 from . import ast
 from .errors import ArchError, Span
+from .files import SOURCE_SUFFIX, check_regular, is_source
 from .parser import parse_file
 
 MAX_INCLUDE_DEPTH = 50
@@ -25,6 +26,7 @@ class Program:
     blocks: dict[str, ast.Block]
     models: list[ast.Block]          # the main file's models
     weights: dict[str, ast.Weights] = field(default_factory=dict)   # checkpoint mappings
+    files: list[str] = field(default_factory=list)   # every file read: the main one first
 
 
 def load_program(path: str | Path) -> Program:
@@ -44,11 +46,22 @@ def _load_into(prog: Program, path: Path, stack: list[Path], seen_consts: dict,
                         "that includes it")
     if len(stack) >= MAX_INCLUDE_DEPTH:
         raise ArchError(f"includes nested more than {MAX_INCLUDE_DEPTH} deep", include_span)
+    if include_span is None and path.exists() and not is_source(path):
+        raise ArchError(f"{path} is not an {SOURCE_SUFFIX} file; archc reads only .arch source",
+                        hint=f"name the model file {path.stem or 'model'}{SOURCE_SUFFIX}")
+    if include_span is not None and not is_source(path):
+        # only source is read, so a stray or hostile include cannot show another file
+        raise ArchError(f"include takes an {SOURCE_SUFFIX} file, not {path}", include_span,
+                        f"an included file's name (and its target's, for a symlink) ends "
+                        f"in {SOURCE_SUFFIX}")
     if not path.is_file():
         if include_span is None:
+            if path.exists():
+                check_regular(path, "model")
             raise ArchError(f"no such file: {path}")
         raise ArchError(f"included file not found: {path}", include_span,
                         "include paths are relative to the including file")
+    prog.files.append(str(path))
     items = parse_file(path)
     for item in items:
         if isinstance(item, ast.Include):

@@ -8,7 +8,7 @@ mapping's `config NAME = "json.key"` lines, so one .arch file fits every model s
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -24,6 +24,7 @@ class Checkpoint:
     path: str
     tensors: Mapping[str, np.ndarray]           # read lazily, one tensor per lookup
     config: dict[str, Any] | None = None        # config.json of a Hugging Face folder
+    files: list[str] = field(default_factory=list)   # every file read (outputs must not hit)
 
 
 def read_checkpoint(path) -> Checkpoint:
@@ -31,10 +32,12 @@ def read_checkpoint(path) -> Checkpoint:
     from .weights import SafetensorsFiles
     p = Path(path)
     if not p.is_dir():
-        return Checkpoint(str(p), SafetensorsFiles([p]))
+        return Checkpoint(str(p), SafetensorsFiles([p]), files=[str(p)])
     config = None
+    read: list[Path] = []
     cfg = p / "config.json"
     if cfg.is_file():
+        read.append(cfg)
         try:
             config = json.loads(cfg.read_text(encoding="utf-8"))
         except (ValueError, OSError) as e:
@@ -43,6 +46,7 @@ def read_checkpoint(path) -> Checkpoint:
             raise ArchError(f"{cfg} should hold a JSON object")
     index = p / "model.safetensors.index.json"
     if index.is_file():
+        read.append(index)
         try:
             shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"]
                                 .values()))
@@ -51,14 +55,16 @@ def read_checkpoint(path) -> Checkpoint:
         for s in shards:
             if "/" in s or "\\" in s or s.startswith("."):
                 raise ArchError(f"{index} names a shard outside the folder: {s}")
+        read += [p / s for s in shards]
         tensors = SafetensorsFiles([p / s for s in shards])
     elif (p / "model.safetensors").is_file():
+        read.append(p / "model.safetensors")
         tensors = SafetensorsFiles([p / "model.safetensors"])
     else:
         raise ArchError(f"weights folder {p} has no model.safetensors",
                         hint="a Hugging Face folder holds config.json and model.safetensors "
                              "(save_pretrained(..., safe_serialization=True))")
-    return Checkpoint(str(p), tensors, config)
+    return Checkpoint(str(p), tensors, config, [str(f) for f in read])
 
 
 def choose_section(sections: Mapping[str, Any], names, want: str | None = None):

@@ -5,8 +5,11 @@ so a pickled object array is refused, never unpickled.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import os
+import sys
 import zipfile
 from pathlib import Path
 
@@ -14,30 +17,38 @@ import numpy as np
 
 from ..dsl.dims import Dim, evaluate, shape_str
 from ..dsl.errors import ArchError, did_you_mean
+from ..dsl.files import check_regular, open_regular
 from ..dsl.graph import Graph
 
 DTYPE_NAMES = {"float32": "float", "int64": "int", "bool": "bool"}
 
 
 def read_array(path: str | os.PathLike, what: str = "input") -> np.ndarray | dict[str, np.ndarray]:
-    """One array from a .npy file, or a name -> array dict from an .npz file."""
-    p = Path(path)
-    if not p.exists():
-        raise ArchError(f"{what} file not found: {p}")
-    if p.is_dir():
-        raise ArchError(f"{what} {p} is a directory, not a .npy file")
+    """One array from a .npy file, or a name -> array dict from an .npz file. `-` reads
+    standard input (a pipe); any other path must be a regular file, so a FIFO or a device
+    is refused before it is opened rather than read for ever."""
+    if str(path) == "-":
+        p: object = "standard input"
+        src = io.BytesIO(sys.stdin.buffer.read())
+        size = len(src.getbuffer())
+    else:
+        p = Path(path)
+        if p.is_dir():
+            raise ArchError(f"{what} {p} is a directory, not a .npy file")
+        size = check_regular(p, what, stdin_ok=True).st_size
+        src = p
     try:
-        with open(p, "rb") as f:
+        with _open(src, what) as f:
             magic = f.read(6)
     except OSError as e:
         raise ArchError(f"cannot read {what} {p}: {e.strerror}") from None
     if magic[:4] == b"PK\x03\x04":
         try:
-            with zipfile.ZipFile(p) as zf:
+            with zipfile.ZipFile(_rewound(src)) as zf:
                 for info in zf.infolist():
                     with zf.open(info) as member:
                         _check_header(member, info.file_size, f"{what} {p}[{info.filename}]")
-            with np.load(p, allow_pickle=False) as z:
+            with np.load(_rewound(src), allow_pickle=False) as z:
                 return {k: _checked(z[k], f"{what} {p}[{k}]") for k in z.files}
         except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
             raise ArchError(f"{what} {p} is not a readable .npz archive: {_reason(e)}") from None
@@ -45,9 +56,9 @@ def read_array(path: str | os.PathLike, what: str = "input") -> np.ndarray | dic
         raise ArchError(f"{what} {p} is not a .npy file (it does not start with the NumPy "
                         "magic bytes)", hint="save arrays with numpy.save(path, array)")
     try:
-        with open(p, "rb") as f:
-            _check_header(f, p.stat().st_size, f"{what} {p}")
-        return _checked(np.load(p, allow_pickle=False), f"{what} {p}")
+        with _open(src, what) as f:
+            _check_header(f, size, f"{what} {p}")
+        return _checked(np.load(_rewound(src), allow_pickle=False), f"{what} {p}")
     except MemoryError:
         raise ArchError(f"{what} {p} is too large to load") from None
     except ValueError as e:
@@ -57,6 +68,19 @@ def read_array(path: str | os.PathLike, what: str = "input") -> np.ndarray | dic
         raise ArchError(f"{what} {p} is not a valid .npy file: {_reason(e)}") from None
     except (OSError, EOFError) as e:
         raise ArchError(f"{what} {p} is truncated or unreadable: {_reason(e)}") from None
+
+
+def _open(src, what: str):
+    """A binary file object over a path (a regular file only) or an in-memory buffer."""
+    if isinstance(src, io.BytesIO):
+        return contextlib.nullcontext(_rewound(src))
+    return open_regular(src, what)
+
+
+def _rewound(src):
+    if isinstance(src, io.BytesIO):
+        src.seek(0)
+    return src
 
 
 def _check_header(f, size: int, label: str) -> None:

@@ -1,8 +1,9 @@
 """Numba set-up: where compiled kernels are cached on disk, and how many threads run them.
 
-Import Numba through this module (`from ..jit import njit, prange`): it points Numba's
-on-disk cache at a user cache directory *before* Numba is imported, so `cache=True`
-kernels are compiled once per machine instead of being written next to the sources.
+Import Numba through this module (`from ..jit import njit, prange`): its `njit` is
+Numba's, except that `cache=True` kernels are cached through runtime/kernel_cache.py, in
+a directory only the user can write (checked like ~/.ssh), healed when an entry is broken,
+and never beside the sources:
 
     ARCHC_CACHE_DIR=/path  ->  /path/numba
     otherwise              ->  $XDG_CACHE_HOME/archc/numba  (default ~/.cache/archc/numba)
@@ -25,18 +26,31 @@ import ctypes
 import os
 from pathlib import Path
 
-from ..dsl.cache import cache_root
+import numba
+from numba import prange  # noqa: F401
+
+from .kernel_cache import kernel_dir, use_safe_cache
 
 
 def cache_dir() -> Path:
-    return cache_root() / "numba"
+    """Where this process caches its kernels."""
+    return kernel_dir()
 
 
-if "ARCHC_CACHE_DIR" in os.environ or "NUMBA_CACHE_DIR" not in os.environ:
-    os.environ["NUMBA_CACHE_DIR"] = str(cache_dir())
+def njit(*args, **options):
+    """numba.njit, as `@njit`, `@njit(**options)` or `njit(signature, **options)`; with
+    cache=True the kernel goes through the checked cache (runtime/kernel_cache.py)."""
+    cache = options.pop("cache", False)
 
-import numba  # noqa: E402  (after the cache directory is set)
-from numba import njit, prange  # noqa: E402,F401
+    def finish(dispatcher):
+        if cache:
+            use_safe_cache(dispatcher)
+        return dispatcher
+
+    if len(args) == 1 and callable(args[0]) and not options:
+        return finish(numba.njit(args[0]))
+    decorate = numba.njit(*args, **options)
+    return lambda fn: finish(decorate(fn))
 
 # OpenBLAS builds name their thread setter differently (plain, scipy's, 64-bit-int)
 _BLAS_SETTERS = ("openblas_set_num_threads", "scipy_openblas_set_num_threads",

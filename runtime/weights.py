@@ -14,6 +14,7 @@ import numpy as np
 
 from ..dsl.dims import shape_str
 from ..dsl.errors import ArchError
+from ..dsl.files import open_regular
 from ..dsl.graph import Graph
 
 
@@ -72,9 +73,7 @@ class SafetensorsFiles(Mapping):
 def _header_names(p: Path) -> list[str]:
     """The tensor names of a .safetensors file; clear errors for anything else."""
     from safetensors import SafetensorError, safe_open
-    if not p.is_file():
-        raise ArchError(f"weights file not found: {p}")
-    with open(p, "rb") as f:
+    with open_regular(p, "weights") as f:
         head = f.read(8)
     if len(head) < 8:
         raise ArchError(f"weights {p} is not a safetensors file (only {len(head)} bytes)")
