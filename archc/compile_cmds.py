@@ -98,8 +98,7 @@ def report(res, args) -> str:
 
 def cmd_stats(args, graph, dims: dict[str, int]) -> str:
     from .compiler.dump import layer_groups, node_flops
-    from .compiler.passes.plan_kv_cache import context_length
-    from .compiler.passes.plan_memory import fmt_bytes
+    from .compiler.sizes import context_length, fmt_bytes
     from .compiler.pipeline import run_pipeline
     from .dsl.dims import evaluate
     seq = args.seq or args.max_seq or context_length(graph)[0]

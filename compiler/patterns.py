@@ -9,7 +9,7 @@ same x" is written. `add` and `mul` also match with their operands swapped.
 
     RULES = [
         # relu(linear(x, w, b)) -> linear_act(x, w, b, act=relu)
-        Rule("linear+act", Pat(ACTS, Pat("linear", name="lin"), name="act"), fuse_linear_act),
+        Rule("linear+act", Pat(activations(), Pat("linear", name="lin"), name="act"), fuse_linear_act),
     ]
 """
 from __future__ import annotations

@@ -20,6 +20,8 @@ from typing import Callable
 
 import numpy as np
 
+from ..dsl.ops import OPS
+
 LANES = 8   # kernels with heavy per-row scratch work in at most this many parallel lanes
 PREFILL_ROWS = 4   # a plain attention over more query rows than this runs through BLAS
 
@@ -41,7 +43,9 @@ class Arg:
 
 
 Scratch = list[tuple[str, tuple[int, ...], str]]
-RULES_SCRATCH: dict[str, Callable[..., Scratch]] = {}
+RULES_SCRATCH: dict[str, Callable[..., Scratch]] = {}          # by op
+RULES_SCRATCH_TRAIT: dict[str, Callable[..., Scratch]] = {}    # by trait (dsl/ops), for
+# every op that has it, declared before or after this module was imported
 
 
 def rule(*ops: str):
@@ -52,8 +56,23 @@ def rule(*ops: str):
     return register
 
 
+def trait_rule(trait: str):
+    def register(fn):
+        RULES_SCRATCH_TRAIT[trait] = fn
+        return fn
+    return register
+
+
+def rule_for(op: str) -> Callable[..., Scratch] | None:
+    """The op's own rule, else its trait's; None: its kernels need no scratch."""
+    fn = RULES_SCRATCH.get(op)
+    if fn is None and op in OPS:
+        fn = next((f for t, f in RULES_SCRATCH_TRAIT.items() if OPS[op].has(t)), None)
+    return fn
+
+
 def scratch_for(node, args: list[Arg], cache=None) -> Scratch:
-    fn = RULES_SCRATCH.get(node.op)
+    fn = rule_for(node.op)
     return fn(node, args, cache) if fn is not None else []
 
 
@@ -67,7 +86,7 @@ def _rows(a: Arg) -> int:
 
 
 # a row-wise kernel reads its input as contiguous (rows, C)
-@rule("relu", "gelu", "gelu_tanh", "silu", "sigmoid", "layernorm", "rmsnorm", "softmax")
+@trait_rule("contiguous_rows")
 def _rowwise(node, args, cache):
     return _copy("c", args[0])
 

@@ -135,10 +135,6 @@ def dim_div(a: DimLike, b: DimLike) -> DimLike | None:
     return None
 
 
-def dim_str(d: DimLike) -> str:
-    return str(d)
-
-
 def shape_str(shape) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
@@ -152,7 +148,3 @@ def numel(shape) -> DimLike:
 
 def evaluate(d: DimLike, bindings: Mapping[str, int]) -> int:
     return d if isinstance(d, int) else d.evaluate(bindings)
-
-
-def is_concrete(shape) -> bool:
-    return all(isinstance(d, int) for d in shape)

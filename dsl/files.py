@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import stat
-from pathlib import Path
 
 from .errors import SOURCE_SUFFIX, ArchError, is_source  # noqa: F401  (re-exported)
 

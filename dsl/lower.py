@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,8 @@ from .graph import Graph, RepeatInfo
 from .layers import LAYERS
 from .program import Program, load_program
 from .ops import OPS, REQUIRED, TT, ShapeError, infer
+from .values import (MAX_CALL_DEPTH, MAX_INT, MAX_NODES, MAX_REPEAT, Tensor,  # noqa: F401
+                     _count, _show, bounded, describe)
 from .weightmap import resolve as resolve_weights
 
 DTYPES = {"float": "float32", "float32": "float32", "float64": "float64", "int": "int64",
@@ -34,73 +35,6 @@ DTYPES = {"float": "float32", "float32": "float32", "float64": "float64", "int":
 SCALAR_FUNCS = {"sqrt": math.sqrt, "exp": math.exp, "tanh": math.tanh, "log": math.log,
                 "min": min, "max": max, "int": int, "float": float, "abs": abs}
 INTERNAL_OPS = {"getitem"}
-# Bounds that turn hostile or mistyped input into errors instead of hangs, OOMs or a
-# RecursionError: sizes are int64, and a model has at most this many layers and nodes.
-MAX_INT = 2 ** 63 - 1
-MAX_REPEAT = 10_000
-MAX_NODES = 100_000
-MAX_CALL_DEPTH = 50
-
-
-def bounded(v, span: Span):
-    """`v`, unless it is a whole number (or a size's coefficient) beyond int64."""
-    if isinstance(v, bool):
-        return v
-    if isinstance(v, int) and abs(v) > MAX_INT:
-        raise ArchError(f"number too large: {_short(v)} exceeds {MAX_INT} (int64)", span)
-    if isinstance(v, Dim) and any(abs(c) > MAX_INT for _, c in v.terms):
-        raise ArchError(f"size too large: a coefficient of it exceeds {MAX_INT} (int64)", span)
-    return v
-
-
-def _show(v) -> str:
-    """An attribute as the user wrote it: sizes by name, lists in brackets."""
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_show(x) for x in v) + "]"
-    return str(v) if isinstance(v, Dim) else repr(v)
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
-
-
-def _short(n: int) -> str:
-    digits = len(str(abs(n))) if n.bit_length() < 10_000 else int(n.bit_length() * 0.30103)
-    return str(n) if digits <= 30 else f"a {digits}-digit number"
-
-
-@dataclass(frozen=True)
-class Tensor:
-    """A graph value during lowering: its node, type, and where it was made."""
-    node: str
-    tt: TT
-    origin: Span | None
-
-    @property
-    def shape(self):
-        return self.tt.shape
-
-    @property
-    def dtype(self) -> str:
-        return self.tt.dtype
-
-
-def describe(v: Any) -> str:
-    if isinstance(v, Tensor):
-        return f"tensor {v.tt}"
-    if isinstance(v, bool):
-        return "a bool"
-    if isinstance(v, (int, Dim)):
-        return f"the size {v}"
-    if isinstance(v, float):
-        return f"the number {v}"
-    if isinstance(v, str):
-        return f"the string {v!r}"
-    if isinstance(v, (list, tuple)):
-        return f"a list of {len(v)}"
-    return "none" if v is None else type(v).__name__
-
-
 # ---- the lowering -----------------------------------------------------------------------
 
 class _Poison:

@@ -245,8 +245,11 @@ class Program:
                         for a in args]
                 attrs = {k: resolve(v, self.bindings) for k, v in node.attrs.items()}
                 build = STEPS.get(node.op)
-                value = build(self, node, vals, attrs) if build is not None else None
-                if value is None:
+                if build is None:       # never a silent fallback: every op declares steps
+                    raise ExecutionError(f"op {node.op!r} ({nid}) has no compiled steps: "
+                                         "add a builder with @steps_for in runtime/steps.py")
+                value = build(self, node, vals, attrs)
+                if value is None:       # the builder chose the op's ref_ for this case
                     value = build_reference(self, node, vals, attrs)
             out = self.output_buffers.get(nid)
             if out is not None and value is not out:
@@ -461,7 +464,10 @@ class Executor:
                                  np.result_type(*parts), order="F"))
                 self._share_concatenated(nid, values, folded_only, params)
             else:
-                out = REFERENCE[node.op](*[values[a] for a in g.args(nid)], **node.attrs)
+                fn = REFERENCE.get(node.op)
+                if fn is None:
+                    raise ExecutionError(f"no reference kernel for op {node.op!r} ({nid})")
+                out = fn(*[values[a] for a in g.args(nid)], **node.attrs)
                 if node.dtype == "tuple":
                     values[nid] = tuple(np.ascontiguousarray(o) for o in out)
                 elif nid in self.layout:
@@ -515,10 +521,4 @@ def _shape_concat(parts, axis: int) -> list[int]:
     return shape
 
 
-def run_compiled(g: Graph, inputs: Mapping[str, np.ndarray], params: Mapping[str, np.ndarray],
-                 **options) -> dict[str, np.ndarray]:
-    """One-shot convenience: build an Executor and run it once."""
-    return Executor(g, params, **options).run(inputs)
-
-
-__all__ = ["Executor", "Program", "Profile", "ExecutionError", "kv_arena", "run_compiled"]
+__all__ = ["Executor", "Program", "Profile", "ExecutionError", "kv_arena"]

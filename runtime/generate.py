@@ -359,7 +359,7 @@ def _forget(ex, sess: Session) -> None:
 
 def _context(graph) -> tuple[int | None, str]:
     try:
-        from ..compiler.passes.plan_kv_cache import context_length
+        from ..compiler.sizes import context_length
     except ImportError:
         return None, ""
     return context_length(graph)

@@ -20,6 +20,7 @@ import numpy as np
 from .kernels import REFERENCE, attention as k_attn, elementwise as k_ew, ffn as k_ffn
 from .kernels import linalg as k_linalg, norm as k_norm, position as k_pos
 from ..dsl.errors import ArchError
+from ..dsl.ops import activations
 from ..compiler.scratch import PREFILL_ROWS
 from .reference import ExecutionError, vocabulary_error
 
@@ -56,8 +57,7 @@ def view_as(a: np.ndarray, shape) -> np.ndarray | None:
 # ---- element-wise ----------------------------------------------------------------------------
 
 _UFUNCS = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide}
-_UNARY = {"neg": np.negative, "exp": np.exp, "sqrt": np.sqrt, "tanh": np.tanh,
-          "square": np.square}
+_UNARY = {"neg": np.negative, "exp": np.exp, "sqrt": np.sqrt, "square": np.square}
 
 
 @steps_for(*_UFUNCS)
@@ -101,7 +101,7 @@ def build_rsqrt(P, node, args, attrs):
     return out
 
 
-@steps_for("relu", "gelu", "gelu_tanh", "silu", "sigmoid")
+@steps_for(*activations())
 def build_activation(P, node, args, attrs):
     x = args[0]
     if x.dtype != np.dtype(node.dtype):

@@ -33,20 +33,12 @@ from __future__ import annotations
 from collections import Counter
 
 from ...dsl.graph import Graph
-from ...dsl.ops import TT, infer
+from ...dsl.ops import OPS, TT, infer
 from ..ir import PassResult, emit, param_derived, ttype
 
-# op -> argument positions that carry positions (row inputs); the other arguments must be
-# weights or constants. Binary elementwise ops: every dynamic argument is a row input.
-ROW_INPUTS = {
-    **{op: (0,) for op in ("neg", "relu", "gelu", "gelu_tanh", "silu", "sigmoid", "tanh",
-                           "exp", "sqrt", "rsqrt", "square", "cast", "layernorm", "rmsnorm",
-                           "linear", "linear_act", "linear_glu", "ffn", "matmul", "getitem")},
-    "add_layernorm": (0, 1),
-    "add_rmsnorm": (0, 1),
-    "softmax": (0,),
-}
-BINARY = ("add", "sub", "mul", "div")
+# Which ops act position by position, and which arguments carry the positions, is each
+# op's `per_position` trait (dsl/ops): argument positions (the others must be weights or
+# constants), or "dynamic" (binary arithmetic: every argument that is not a weight).
 
 
 def last_position(g: Graph, output: str | None = None, axis: int = 1) -> PassResult:
@@ -124,10 +116,13 @@ def _position_wise(g: Graph, nid: str, axis: int, positions, derived: set[str]) 
     if not shapes or any(s is None or len(s) <= axis or s[axis] != positions for s in shapes):
         return False
     lead = tuple(shapes[0][:axis + 1])
-    if node.op in BINARY:
+    spec = OPS.get(node.op)
+    per_position = spec.traits.get("per_position") if spec is not None else None
+    dynamic = per_position == "dynamic"
+    if dynamic:
         rows = [i for i, a in enumerate(args) if a not in derived]
-    elif node.op in ROW_INPUTS:
-        rows = [i for i in ROW_INPUTS[node.op] if i < len(args)]
+    elif per_position:
+        rows = [i for i in per_position if i < len(args)]
     else:
         return False
     if node.op == "softmax" and node.attrs.get("axis", -1) not in (-1, len(node.shape) - 1):
@@ -140,7 +135,7 @@ def _position_wise(g: Graph, nid: str, axis: int, positions, derived: set[str]) 
                 return False
         elif a not in derived:
             return False                # a dynamic non-row input (e.g. a runtime weight)
-        elif node.op in BINARY and t.shape is not None and len(t.shape) > rank - axis - 1:
+        elif dynamic and t.shape is not None and len(t.shape) > rank - axis - 1:
             return False                # a weight that broadcasts along the positions
     if node.op == "matmul" and (len(args) < 2 or len(ttype(g, args[1]).shape or ()) != 2):
         return False

@@ -43,10 +43,8 @@ from ...dsl.dims import dim_div, evaluate
 from ...dsl.errors import ArchError
 from ...dsl.graph import Graph
 from ..ir import PassResult
-from .plan_memory import ALIGN, fmt_bytes
+from ..sizes import CONTEXT_NAMES, align, context_length, fmt_bytes
 
-CONTEXT_NAMES = ("max_seq", "n_ctx", "max_position_embeddings", "block_size",
-                 "context_length", "seq_len", "max_len")
 LARGE = 1 << 30
 POS_DTYPE = "int64"
 ATTENTION_OPS = ("attention", "rope_attention")
@@ -94,15 +92,6 @@ class KVPlan:
                    for e in self.entries if e.kind == "self")
 
 
-def context_length(g: Graph) -> tuple[int | None, str]:
-    cfg = g.meta.get("config", {})
-    for name in CONTEXT_NAMES:
-        v = cfg.get(name)
-        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
-            return v, f"config {name}"
-    return None, ""
-
-
 def _source(g: Graph, nid: str) -> str:
     """The tensor a q/k/v projection reads: walk back through rope, split, linear."""
     seen = 0
@@ -110,10 +99,6 @@ def _source(g: Graph, nid: str) -> str:
         nid = g.args(nid)[0]
         seen += 1
     return nid
-
-
-def _align(n: int) -> int:
-    return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
 def plan(g: Graph, batch: int = 1, max_seq: int | None = None,
@@ -154,9 +139,9 @@ def plan(g: Graph, batch: int = 1, max_seq: int | None = None,
         e.kv_bytes = batch * kv_heads * slots * e.head_dim * np.dtype(kn.dtype).itemsize
         e.pos_bytes = slots * np.dtype(POS_DTYPE).itemsize
         e.k_offset = off
-        e.v_offset = off = off + _align(e.kv_bytes)
-        e.pos_offset = off = off + _align(e.kv_bytes)
-        off += _align(e.pos_bytes)
+        e.v_offset = off = off + align(e.kv_bytes)
+        e.pos_offset = off = off + align(e.kv_bytes)
+        off += align(e.pos_bytes)
         kp.entries.append(e)
     if not kp.entries:
         return None

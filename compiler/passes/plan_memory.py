@@ -56,8 +56,8 @@ from ...dsl.graph import Graph
 from ...dsl.ops import OPS
 from ..ir import PassResult, param_derived
 from ..scratch import Arg, scratch_for
+from ..sizes import align, context_length, fmt_bytes
 
-ALIGN = 64
 INPLACE_FUSED = ("add_layernorm", "add_rmsnorm")
 VIEW_OPS = ("transpose", "slice", "take", "dropout")   # always views (reshape: when contiguous)
 TUPLE_VIEWS = ("split",)
@@ -85,22 +85,11 @@ class MemoryPlan:
                 + (f"  [{sizes}]" if sizes else ""))
 
 
-def fmt_bytes(n: int) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size:
-            return f"{n / size:.2f} {unit} ({n:,} B)"
-    return f"{n:,} B"
-
-
 def nbytes(shape, dtype: str, bindings: Mapping[str, int]) -> int:
     n = 1
     for d in shape:
         n *= evaluate(d, bindings)
     return n * np.dtype(dtype).itemsize
-
-
-def _align(n: int) -> int:
-    return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
 class _FreeList:
@@ -111,7 +100,7 @@ class _FreeList:
         self.end = 0
 
     def alloc(self, size: int) -> int:
-        size = _align(max(size, 1))
+        size = align(max(size, 1))
         for i, (off, sz) in enumerate(self.free):
             if sz >= size:
                 if sz == size:
@@ -127,7 +116,7 @@ class _FreeList:
         return off
 
     def release(self, off: int, size: int) -> None:
-        size = _align(max(size, 1))
+        size = align(max(size, 1))
         self.free.append((off, size))
         self.free.sort()
         merged: list[tuple[int, int]] = []
@@ -141,7 +130,6 @@ class _FreeList:
 
 def default_bindings(g: Graph, dims: Mapping[str, int] | None, batch: int = 1,
                      max_seq: int | None = None) -> dict[str, int]:
-    from .plan_kv_cache import context_length
     symbols: set[str] = set()
     for node in g.nodes():
         for shape in ([node.shape] if node.shape is not None else [s for s, _ in node.parts]):
@@ -233,7 +221,7 @@ def plan(g: Graph, dims: Mapping[str, int] | None = None, batch: int = 1,
             continue
         node = g.node(nid)
         cands: list[str] = []
-        if node.op != "getitem" and "elementwise" in OPS[node.op].kinds:
+        if node.op != "getitem" and OPS[node.op].has("elementwise"):
             reads = cands = g.args(nid)
         elif node.op == "getitem" and node.attrs.get("index") == 0 and \
                 g.node(g.args(nid)[0]).op in INPLACE_FUSED:
@@ -258,7 +246,7 @@ def plan(g: Graph, dims: Mapping[str, int] | None = None, batch: int = 1,
             break
 
     roots = [n for n in owner if owner[n] == n]
-    mp.naive_bytes = sum(_align(size[n]) for n in owner if n not in mp.views)
+    mp.naive_bytes = sum(align(size[n]) for n in owner if n not in mp.views)
     by_birth: dict[int, list[str]] = {}
     by_death: dict[int, list[str]] = {}
     for r in roots:

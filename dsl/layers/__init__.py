@@ -47,7 +47,7 @@ class LayerDef:
         for i, (name, value) in enumerate(list(bound.arguments.items())[1:]):
             want = _type_mismatch(value, sig.parameters[name].default)
             if want:
-                from ..lower import describe
+                from ..values import describe
                 span = kw_spans[name] if name in kw_spans else ctx.arg_span(i)
                 raise ArchError(f"{self.name}(): `{name}` must be {want}, got {describe(value)}",
                                 span, f"usage: {self.usage()}")

@@ -39,7 +39,7 @@ def attention(ctx, x, heads, kv_heads=None, causal=False, bias=True, out_bias=No
     from this tensor: cross-attention), head_dim=d/heads, cache=true, dropout=0.0,
     score_bias=none (a tensor added to the scores, broadcast to (B, H, T, S)),
     memory=none (N learned key/value slots prepended to the keys and values))"""
-    from ..lower import Tensor
+    from ..values import Tensor
     x = _tensor(ctx, x, "Attention")
     d = x.shape[-1]
     if not isinstance(d, int):

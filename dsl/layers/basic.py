@@ -5,7 +5,7 @@ from . import layer
 
 
 def _tensor(ctx, x, what: str, index: int = 0):
-    from ..lower import Tensor
+    from ..values import Tensor
     if not isinstance(x, Tensor):
         raise ctx.error(f"{what}: expected a tensor as argument {index + 1}")
     return x

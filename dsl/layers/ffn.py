@@ -9,9 +9,8 @@ from __future__ import annotations
 from . import layer
 from .attention import _project
 from .basic import _size, _tensor
+from ..ops import activations
 
-FFN_ACTS = ("gelu", "gelu_tanh", "relu", "silu")
-GLU_ACTS = ("sigmoid", "gelu", "gelu_tanh", "silu", "relu")
 
 
 def _width(ctx, x, what: str) -> int:
@@ -21,7 +20,9 @@ def _width(ctx, x, what: str) -> int:
     return d
 
 
-def _act(ctx, act, allowed, what: str) -> str:
+def _act(ctx, act, what: str) -> str:
+    """`act=` of a layer: any op with the activation trait (dsl/ops)."""
+    allowed = activations()
     if act not in allowed:
         from ..errors import did_you_mean
         raise ctx.error(f"{what}: unknown activation {act!r}",
@@ -32,12 +33,13 @@ def _act(ctx, act, allowed, what: str) -> str:
 
 @layer("FFN")
 def ffn(ctx, x, d_ff, act="gelu", bias=True, dropout=0.0, std=0.02):
-    """FFN(x, d_ff, act="gelu"|"gelu_tanh"|"relu"|"silu", bias=true, dropout=0.0):
+    """FFN(x, d_ff, act="gelu" (or any activation op: "gelu_tanh", "relu", "silu", ...),
+    bias=true, dropout=0.0):
     down(act(up(x))), sub-scopes `up` and `down`"""
     x = _tensor(ctx, x, "FFN")
     d = _width(ctx, x, "FFN")
     d_ff = _size(ctx, d_ff, "FFN: `d_ff`")
-    act = _act(ctx, act, FFN_ACTS, "FFN")
+    act = _act(ctx, act, "FFN")
     h = ctx.op(act, _project(ctx, "up", x, d, d_ff, bias, std))      # (B, T, d_ff)
     y = _project(ctx, "down", h, d_ff, d, bias, std)                # (B, T, d)
     return ctx.op("dropout", y, rate=float(dropout)) if dropout else y
@@ -51,7 +53,7 @@ def glu(ctx, x, d_ff, act="sigmoid", bias=False, dropout=0.0, std=0.02):
     x = _tensor(ctx, x, "GLU")
     d = _width(ctx, x, "GLU")
     d_ff = _size(ctx, d_ff, "GLU: `d_ff`")
-    act = _act(ctx, act, GLU_ACTS, "GLU")
+    act = _act(ctx, act, "GLU")
     g = ctx.op(act, _project(ctx, "gate", x, d, d_ff, bias, std))    # (B, T, d_ff)
     h = ctx.op("mul", g, _project(ctx, "up", x, d, d_ff, bias, std))
     y = _project(ctx, "down", h, d_ff, d, bias, std)                # (B, T, d)

@@ -17,7 +17,7 @@ def longformer_attention(ctx, x, heads, window, global_mask, mask=None, bias=Tru
     """LongformerAttention(x, heads, window, global_mask, mask=none, bias=true): sliding
     window (total width `window`, HF attention_window) plus global tokens (global_mask
     (B, T), 1 = global) with their own projections; mask (B, T) 1 = real token"""
-    from ..lower import Tensor
+    from ..values import Tensor
     x = _tensor(ctx, x, "LongformerAttention")
     d = x.shape[-1]
     if not isinstance(d, int):

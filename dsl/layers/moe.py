@@ -11,7 +11,6 @@ from .attention import _layer_index
 from .basic import _size, _tensor
 from .ffn import _act, _width
 
-MOE_ACTS = ("relu", "gelu", "gelu_tanh", "silu")
 
 
 @layer("MoE")
@@ -28,7 +27,7 @@ def moe(ctx, x, experts, d_ff, top_k=1, capacity=None, capacity_factor=None, act
     d = _width(ctx, x, "MoE")
     E = _size(ctx, experts, "MoE: `experts`")
     F = _size(ctx, d_ff, "MoE: `d_ff`")
-    act = _act(ctx, act, MOE_ACTS, "MoE")
+    act = _act(ctx, act, "MoE")
     k = _size(ctx, top_k, "MoE: `top_k`")
     if k > E:
         raise ctx.error(f"MoE: top_k={k} is more than the {E} experts")

@@ -12,7 +12,27 @@ An op is declared once, in the file for its family:
 `attrs` maps each compile-time attribute to its default (`REQUIRED` for none). The
 inference function raises `ShapeError` for bad operands; the lowering attaches the source
 span. The NumPy reference of op `name` is `ref_<name>` in `runtime/kernels/`, called as
-`ref_<name>(*tensor_args, **attrs)`.
+`ref_<name>(*tensor_args, **attrs)`; its compiled steps are `runtime/steps.py`'s builder
+for it. tests/test_registry.py walks this registry and fails on an op missing either.
+
+`traits` are what the passes, the planner and the layers ask instead of keeping lists of
+op names (TVM's op patterns); each is a flag or carries a value:
+
+    elementwise      one output element from the same element of each input
+    unary, binary    the operand count of an elementwise op
+    activation       a float function usable as a fused epilogue (linear_act, ffn, moe,
+                     FFN/GLU layers' `act=`); its compiled form is a branch of the
+                     activation kernel (runtime/kernels/elementwise.py ACT)
+    contiguous_rows  the compiled kernel reads argument 0 as contiguous (rows, C): a strided
+                     argument is copied into scratch "c" first (compiler/scratch.py)
+    per_position     (argument positions): acts on each position alone, reading positions
+                     from those arguments only (passes/last_position.py); "dynamic": from
+                     every argument that is not a weight (binary arithmetic)
+    norm, attention, mask, position, matmul, fused, shape, gather, memory, moe: the op's
+                     family, for dumps and passes
+
+So a new activation declared with `traits=ACTIVATION` is fused, planned, sliced to the last
+position and accepted by `FFN(act=...)` with no other table to edit.
 """
 from __future__ import annotations
 
@@ -63,7 +83,10 @@ class OpSpec:
     flops: Callable[..., DimLike]      # (out: TT, *TT, **attrs) -> DimLike
     doc: str = ""
     family: str = ""
-    kinds: frozenset = field(default_factory=frozenset)   # e.g. {"elementwise", "unary"}
+    traits: Mapping[str, Any] = field(default_factory=dict)   # see the module docstring
+
+    def has(self, trait: str) -> bool:
+        return trait in self.traits
 
     @property
     def variadic(self) -> bool:
@@ -77,20 +100,41 @@ class OpSpec:
 OPS: dict[str, OpSpec] = {}
 
 
+TRAITS = ("elementwise", "unary", "binary", "activation", "contiguous_rows", "per_position",
+          "norm", "attention", "mask", "position", "matmul", "fused", "shape", "gather",
+          "memory", "moe")
+ACTIVATION = {"elementwise": True, "unary": True, "activation": True, "contiguous_rows": True,
+              "per_position": (0,)}
+
+
 def op(name: str, inputs: tuple[str, ...], attrs: Mapping[str, Any] | None = None,
-       flops: Callable[..., DimLike] = no_flops, kinds: tuple[str, ...] = ()):
+       flops: Callable[..., DimLike] = no_flops,
+       traits: Mapping[str, Any] | tuple[str, ...] = ()):
+    """Register op `name` with its shape rule (the decorated function); `traits` is a
+    mapping, or a tuple of flag names."""
+    table = dict(traits) if isinstance(traits, Mapping) else {t: True for t in traits}
+    unknown = set(table) - set(TRAITS)
+    if unknown:
+        raise RuntimeError(f"op {name!r}: unknown trait(s) {sorted(unknown)}; known: {TRAITS}")
+
     def register(infer):
         if name in OPS:
             raise RuntimeError(f"op {name!r} registered twice")
         OPS[name] = OpSpec(name, tuple(inputs), dict(attrs or {}), infer, flops,
                            (infer.__doc__ or "").strip(), infer.__module__.rsplit(".", 1)[-1],
-                           frozenset(kinds))
+                           table)
         return infer
     return register
 
 
-def get_op(name: str) -> OpSpec | None:
-    return OPS.get(name)
+def ops_with(trait: str) -> tuple[str, ...]:
+    """The ops that have `trait`, in registration order (stable for messages)."""
+    return tuple(n for n, s in OPS.items() if trait in s.traits)
+
+
+def activations() -> tuple[str, ...]:
+    """Every op usable as `act=` of a fused product, FFN, GLU or MoE."""
+    return ops_with("activation")
 
 
 def infer(name: str, types: list[TT], attrs: Mapping[str, Any]):

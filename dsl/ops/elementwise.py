@@ -1,11 +1,13 @@
 """Element-wise ops: arithmetic with NumPy broadcasting, and activations."""
 from __future__ import annotations
 
-from . import TT, is_float, ShapeError, broadcast, elementwise_flops, op, promote, scaled_flops
+from . import (ACTIVATION, TT, ShapeError, broadcast, elementwise_flops, is_float, op, promote,
+               scaled_flops)
 
 
 def _binary(name: str):
-    @op(name, inputs=("a", "b"), flops=elementwise_flops, kinds=("elementwise", "binary"))
+    @op(name, inputs=("a", "b"), flops=elementwise_flops,
+        traits={"elementwise": True, "binary": True, "per_position": "dynamic"})
     def infer(a: TT, b: TT) -> TT:
         return TT(broadcast(a.shape, b.shape), promote(a.dtype, b.dtype))
     infer.__doc__ = f"{name}(a, b): element-wise, NumPy broadcasting"
@@ -15,9 +17,11 @@ def _binary(name: str):
 for _name in ("add", "sub", "mul", "div"):
     _binary(_name)
 
+UNARY = {"elementwise": True, "unary": True, "per_position": (0,)}
 
-def _unary(name: str, cost: int, doc: str, needs_float: bool = True):
-    @op(name, inputs=("x",), flops=scaled_flops(cost), kinds=("elementwise", "unary"))
+
+def _unary(name: str, cost: int, doc: str, needs_float: bool = True, traits=UNARY):
+    @op(name, inputs=("x",), flops=scaled_flops(cost), traits=traits)
     def infer(x: TT) -> TT:
         if needs_float and not is_float(x.dtype):
             raise ShapeError(f"{name} needs a float tensor, got {x}", arg=0)
@@ -27,19 +31,19 @@ def _unary(name: str, cost: int, doc: str, needs_float: bool = True):
 
 
 _unary("neg", 1, "neg(x) = -x", needs_float=False)
-_unary("relu", 1, "relu(x) = max(x, 0)")
-_unary("gelu", 8, "gelu(x) = x * Phi(x), the exact (erf) form")
-_unary("gelu_tanh", 8, "gelu_tanh(x): the tanh approximation used by GPT-2")
-_unary("silu", 4, "silu(x) = x * sigmoid(x), a.k.a. swish")
-_unary("sigmoid", 4, "sigmoid(x) = 1 / (1 + exp(-x))")
-_unary("tanh", 4, "tanh(x)")
+_unary("relu", 1, "relu(x) = max(x, 0)", traits=ACTIVATION)
+_unary("gelu", 8, "gelu(x) = x * Phi(x), the exact (erf) form", traits=ACTIVATION)
+_unary("gelu_tanh", 8, "gelu_tanh(x): the tanh approximation used by GPT-2", traits=ACTIVATION)
+_unary("silu", 4, "silu(x) = x * sigmoid(x), a.k.a. swish", traits=ACTIVATION)
+_unary("sigmoid", 4, "sigmoid(x) = 1 / (1 + exp(-x))", traits=ACTIVATION)
+_unary("tanh", 4, "tanh(x)", traits=ACTIVATION)
 _unary("exp", 1, "exp(x)")
 _unary("sqrt", 1, "sqrt(x)")
 _unary("rsqrt", 2, "rsqrt(x) = 1 / sqrt(x)")
 _unary("square", 1, "square(x) = x * x")
 
 
-@op("cast", inputs=("x",), attrs={"dtype": "float32"}, kinds=("elementwise", "unary"))
+@op("cast", inputs=("x",), attrs={"dtype": "float32"}, traits=UNARY)
 def cast(x: TT, dtype: str) -> TT:
     """cast(x, dtype="float32"): convert element type (float32, int64, bool)"""
     if dtype not in ("float32", "float64", "int64", "bool"):

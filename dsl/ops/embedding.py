@@ -5,7 +5,7 @@ from ..dims import shape_str
 from . import TT, ShapeError, op
 
 
-@op("embedding", inputs=("ids", "table"), kinds=("gather",))
+@op("embedding", inputs=("ids", "table"), traits=("gather",))
 def embedding(ids: TT, table: TT) -> TT:
     """embedding(ids, table) = table[ids]; table of shape (vocab, dim)"""
     if ids.dtype != "int64":

@@ -26,9 +26,8 @@ gate (the half that goes through `act`), the last F the up projection.
 from __future__ import annotations
 
 from ..dims import dim_add, dim_div, dim_mul, numel, shape_str
-from . import OPS, TT, ShapeError, is_float, op
+from . import OPS, TT, ShapeError, activations, is_float, op
 
-ACTS = ("relu", "gelu", "gelu_tanh", "silu", "sigmoid", "tanh")
 
 
 def _check_add(x: TT, r: TT, w: TT, b: TT | None, what: str) -> TT:
@@ -49,8 +48,12 @@ def _residual_flops(per_elem: int):
     return flops
 
 
+ADD_NORM = {"norm": True, "fused": True, "per_position": (0, 1)}
+FUSED_PRODUCT = {"matmul": True, "fused": True, "per_position": (0,)}
+
+
 @op("add_layernorm", inputs=("x", "residual", "weight", "bias?"), attrs={"eps": 1e-5},
-    flops=_residual_flops(8), kinds=("norm", "fused"))
+    flops=_residual_flops(8), traits=ADD_NORM)
 def add_layernorm(x: TT, r: TT, w: TT, b: TT | None = None, eps: float = 1e-5):
     """add_layernorm(x, residual, weight, bias?, eps) -> (x + residual, layernorm(x + residual))"""
     t = _check_add(x, r, w, b, "add_layernorm")
@@ -58,7 +61,7 @@ def add_layernorm(x: TT, r: TT, w: TT, b: TT | None = None, eps: float = 1e-5):
 
 
 @op("add_rmsnorm", inputs=("x", "residual", "weight"), attrs={"eps": 1e-6},
-    flops=_residual_flops(5), kinds=("norm", "fused"))
+    flops=_residual_flops(5), traits=ADD_NORM)
 def add_rmsnorm(x: TT, r: TT, w: TT, eps: float = 1e-6):
     """add_rmsnorm(x, residual, weight, eps) -> (x + residual, rmsnorm(x + residual))"""
     t = _check_add(x, r, w, None, "add_rmsnorm")
@@ -66,8 +69,9 @@ def add_rmsnorm(x: TT, r: TT, w: TT, eps: float = 1e-6):
 
 
 def _check_act(act: str) -> None:
-    if act not in ACTS:
-        raise ShapeError(f"unknown activation {act!r}; expected one of {', '.join(ACTS)}")
+    if act not in activations():
+        raise ShapeError(f"unknown activation {act!r}; expected one of "
+                         f"{', '.join(activations())}")
 
 
 def _linear_out(x: TT, w: TT, b: TT | None, what: str, out_cols) -> TT:
@@ -92,7 +96,7 @@ def _linear_act_flops(out: TT, x: TT, w: TT, *bias, **_attrs):
 
 
 @op("linear_act", inputs=("x", "weight", "bias?"), attrs={"act": "relu"},
-    flops=_linear_act_flops, kinds=("matmul", "fused"))
+    flops=_linear_act_flops, traits=FUSED_PRODUCT)
 def linear_act(x: TT, w: TT, b: TT | None = None, act: str = "relu") -> TT:
     """linear_act(x, weight, bias?, act) = act(x @ weight + bias), weight (in, out)"""
     _check_act(act)
@@ -108,7 +112,7 @@ def _half(w: TT, what: str):
 
 
 @op("linear_glu", inputs=("x", "weight", "bias?"), attrs={"act": "silu"},
-    flops=_linear_act_flops, kinds=("matmul", "fused"))
+    flops=_linear_act_flops, traits=FUSED_PRODUCT)
 def linear_glu(x: TT, w: TT, b: TT | None = None, act: str = "silu") -> TT:
     """linear_glu(x, weight, bias?, act) = act(g) * u with [g | u] = x @ weight + bias,
     weight (in, 2F) = gate and up projections concatenated on the output axis"""
@@ -124,7 +128,7 @@ def _ffn_flops(out: TT, x: TT, w1: TT, w2: TT, *biases, bias1=False, bias2=False
 
 @op("ffn", inputs=("x", "w1", "w2", "*biases"),
     attrs={"act": "relu", "glu": False, "bias1": False, "bias2": False},
-    flops=_ffn_flops, kinds=("matmul", "fused"))
+    flops=_ffn_flops, traits=FUSED_PRODUCT)
 def ffn(x: TT, w1: TT, w2: TT, *biases: TT, act: str = "relu", glu: bool = False,
         bias1: bool = False, bias2: bool = False) -> TT:
     """ffn(x, w1, w2, b1?, b2?, act, glu, bias1, bias2): a whole feed-forward block,
@@ -153,7 +157,7 @@ ROPE_ATTRS = ("theta", "rotary_dim", "interleaved", "offset", "head_dim")
     flops=lambda out, q, k, *rest, **a: dim_add(
         OPS["attention"].flops(out, q, k, heads=a.get("heads", 1)),
         dim_mul(3, dim_add(numel(q.shape), numel(k.shape)))),
-    kinds=("attention", "fused"))
+    traits=("attention", "fused"))
 def rope_attention(q: TT, k: TT, v: TT, *extra: TT, has_mask=False, has_bias=False,
                    has_positions=False, head_dim=None, rotary_dim=None, theta=10000.0,
                    interleaved=False, offset=0, **attn):

@@ -10,7 +10,7 @@ def _matmul_flops(out: TT, a: TT, b: TT, *rest, **_attrs) -> object:
 
 
 @op("matmul", inputs=("a", "b"), attrs={"transpose_b": False}, flops=_matmul_flops,
-    kinds=("matmul",))
+    traits={"matmul": True, "per_position": (0,)})
 def matmul(a: TT, b: TT, transpose_b: bool = False) -> TT:
     """matmul(a, b, transpose_b=false) = a @ b, batched over leading dims with broadcasting;
     transpose_b=true reads b with its last two axes swapped (a @ b^T, no transpose node)"""
@@ -43,7 +43,7 @@ def _linear_flops(out: TT, x: TT, w: TT, *bias) -> object:
     return dim_add(macs, numel(out.shape)) if bias else macs
 
 
-@op("linear", inputs=("x", "weight", "bias?"), flops=_linear_flops, kinds=("matmul",))
+@op("linear", inputs=("x", "weight", "bias?"), flops=_linear_flops, traits={"matmul": True, "per_position": (0,)})
 def linear(x: TT, w: TT, b: TT | None = None) -> TT:
     """linear(x, weight, bias?) = x @ weight + bias, weight of shape (in, out)"""
     if len(w.shape) != 2:

@@ -26,7 +26,7 @@ def _flops(out: TT, q: TT, *_rest, window=2, **_a) -> DimLike:
 
 
 @op("longformer_attention", inputs=("q", "k", "v", "qg", "kg", "vg", "global_mask", "mask?"),
-    attrs={"heads": 1, "window": 2, "scale": None}, flops=_flops, kinds=("attention",))
+    attrs={"heads": 1, "window": 2, "scale": None}, flops=_flops, traits=("attention",))
 def longformer_attention(q: TT, k: TT, v: TT, qg: TT, kg: TT, vg: TT, global_mask: TT,
                          mask: TT | None = None, heads: int = 1, window: int = 2,
                          scale: float | None = None) -> TT:

@@ -16,7 +16,7 @@ from . import TT, ShapeError, is_float, op
 
 
 @op("attention_mask", inputs=("q", "k"), attrs={"causal": False, "window": None},
-    kinds=("mask",))
+    traits=("mask",))
 def attention_mask(q: TT, k: TT, causal: bool = False, window: int | None = None) -> TT:
     """attention_mask(q, k, causal=false, window=none): additive (T, S) mask, 0 where query
     i (at position S - T + i) may see key j, -inf elsewhere; T = q.shape[-2], S = k.shape[-2],
@@ -32,7 +32,7 @@ def attention_mask(q: TT, k: TT, causal: bool = False, window: int | None = None
     return TT((q.shape[-2], k.shape[-2]), q.dtype if is_float(q.dtype) else "float32")
 
 
-@op("padding_mask", inputs=("mask",), attrs={"dtype": "float32"}, kinds=("mask",))
+@op("padding_mask", inputs=("mask",), attrs={"dtype": "float32"}, traits=("mask",))
 def padding_mask(mask: TT, dtype: str = "float32") -> TT:
     """padding_mask(mask, dtype="float32"): additive scores mask (..., 1, 1, S) from a
     (..., S) bool/int key mask: 0 where mask is true/non-zero, -inf where it is 0"""

@@ -24,7 +24,7 @@ def _flops(out: TT, q: TT, keys: TT, values: TT, *, topk=1, heads=1, **_a) -> Di
 
 
 @op("product_key_memory", inputs=("q", "keys", "values"), attrs={"topk": 32, "heads": 1},
-    flops=_flops, kinds=("memory",))
+    flops=_flops, traits=("memory",))
 def product_key_memory(q: TT, keys: TT, values: TT, topk: int = 32, heads: int = 1) -> TT:
     """product_key_memory(q, keys, values, topk=32, heads=1): top-k lookup over n*n product
     keys, softmax-weighted sum of values; q (..., heads*Dk), keys (heads, 2, n, Dk/2),
@@ -48,7 +48,7 @@ def product_key_memory(q: TT, keys: TT, values: TT, topk: int = 32, heads: int =
     return TT(tuple(q.shape[:-1]) + (values.shape[1],), values.dtype)
 
 
-@op("prepend_memory", inputs=("x", "slots"), kinds=("memory",))
+@op("prepend_memory", inputs=("x", "slots"), traits=("memory",))
 def prepend_memory(x: TT, slots: TT) -> TT:
     """prepend_memory(x, slots): learned memory slots (N, C) put before the keys or values
     x (..., S, C) of every batch row -> (..., N + S, C) (persistent memory, Sukhbaatar et
@@ -63,7 +63,7 @@ def prepend_memory(x: TT, slots: TT) -> TT:
     return TT(tuple(shape), x.dtype)
 
 
-@op("memory_mask", inputs=("mask",), attrs={"slots": 1}, kinds=("memory",))
+@op("memory_mask", inputs=("mask",), attrs={"slots": 1}, traits=("memory",))
 def memory_mask(mask: TT, slots: int = 1) -> TT:
     """memory_mask(mask, slots): a key mask (..., S) with `slots` always-visible keys put
     before it -> (..., slots + S), to go with prepend_memory"""

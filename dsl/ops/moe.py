@@ -18,9 +18,8 @@ ceil(top_k * T * capacity_factor / E). Neither means unlimited.
 from __future__ import annotations
 
 from ..dims import DimLike, dim_add, dim_mul, numel, shape_str
-from . import TT, ShapeError, is_float, op
+from . import TT, ShapeError, activations, is_float, op
 
-ACTS = ("relu", "gelu", "gelu_tanh", "silu")
 
 
 def _moe_flops(out: TT, x: TT, router: TT, w_up: TT, w_down: TT, *gate, top_k=1, **_a) -> DimLike:
@@ -34,7 +33,7 @@ def _moe_flops(out: TT, x: TT, router: TT, w_up: TT, w_down: TT, *gate, top_k=1,
 @op("moe", inputs=("x", "router", "w_up", "w_down", "w_gate?"),
     attrs={"top_k": 1, "act": "relu", "capacity": None, "capacity_factor": None,
            "normalize": False, "scale": True},
-    flops=_moe_flops, kinds=("moe",))
+    flops=_moe_flops, traits=("moe",))
 def moe(x: TT, router: TT, w_up: TT, w_down: TT, w_gate: TT | None = None, top_k: int = 1,
         act: str = "relu", capacity=None, capacity_factor=None, normalize: bool = False,
         scale: bool = True) -> TT:
@@ -62,8 +61,9 @@ def moe(x: TT, router: TT, w_up: TT, w_down: TT, w_gate: TT | None = None, top_k
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= E:
         raise ShapeError(f"moe: top_k must be a whole number from 1 to the {E} experts, "
                          f"got {top_k!r}")
-    if act not in ACTS:
-        raise ShapeError(f"moe: unknown activation {act!r}; expected one of {', '.join(ACTS)}")
+    if act not in activations():
+        raise ShapeError(f"moe: unknown activation {act!r}; expected one of "
+                         f"{', '.join(activations())}")
     if capacity is not None and capacity_factor is not None:
         raise ShapeError("moe: give `capacity` or `capacity_factor`, not both")
     if capacity is not None and (isinstance(capacity, bool) or not isinstance(capacity, int)

@@ -11,8 +11,11 @@ def _check_affine(x: TT, p: TT | None, what: str, arg: int) -> None:
                          f"the input {shape_str(x.shape)}), got {shape_str(p.shape)}", arg=arg)
 
 
+ROWWISE = {"norm": True, "contiguous_rows": True, "per_position": (0,)}
+
+
 @op("layernorm", inputs=("x", "weight", "bias?"), attrs={"eps": 1e-5}, flops=scaled_flops(8),
-    kinds=("norm",))
+    traits=ROWWISE)
 def layernorm(x: TT, w: TT, b: TT | None = None, eps: float = 1e-5) -> TT:
     """layernorm(x, weight, bias?, eps): (x - mean) / sqrt(var + eps) * weight + bias"""
     if not is_float(x.dtype) or not x.shape:
@@ -23,7 +26,7 @@ def layernorm(x: TT, w: TT, b: TT | None = None, eps: float = 1e-5) -> TT:
 
 
 @op("rmsnorm", inputs=("x", "weight"), attrs={"eps": 1e-6}, flops=scaled_flops(5),
-    kinds=("norm",))
+    traits=ROWWISE)
 def rmsnorm(x: TT, w: TT, eps: float = 1e-6) -> TT:
     """rmsnorm(x, weight, eps): x / sqrt(mean(x^2) + eps) * weight"""
     if not is_float(x.dtype) or not x.shape:
@@ -32,7 +35,7 @@ def rmsnorm(x: TT, w: TT, eps: float = 1e-6) -> TT:
     return x
 
 
-@op("softmax", inputs=("x",), attrs={"axis": -1}, flops=scaled_flops(5), kinds=("norm",))
+@op("softmax", inputs=("x",), attrs={"axis": -1}, flops=scaled_flops(5), traits=ROWWISE)
 def softmax(x: TT, axis: int = -1) -> TT:
     """softmax(x, axis=-1), computed stably (max subtracted)"""
     if not is_float(x.dtype):

@@ -5,7 +5,7 @@ from ..dims import DimLike, dim_div, dim_mul, numel, shape_str
 from . import TT, ShapeError, is_float, norm_axis, op, scaled_flops
 
 
-@op("positions", inputs=("x",), attrs={"axis": -1, "offset": 0}, kinds=("position",))
+@op("positions", inputs=("x",), attrs={"axis": -1, "offset": 0}, traits=("position",))
 def positions(x: TT, axis: int = -1, offset: int = 0) -> TT:
     """positions(x, axis=-1, offset=0) = offset + arange(x.shape[axis]), int; for learned
     absolute positions `Embedding(positions(ids), n_ctx, d)`"""
@@ -16,7 +16,7 @@ def positions(x: TT, axis: int = -1, offset: int = 0) -> TT:
 
 
 @op("sinusoidal_positions", inputs=("pos",), attrs={"dim": None, "base": 10000.0},
-    flops=scaled_flops(4), kinds=("position",))
+    flops=scaled_flops(4), traits=("position",))
 def sinusoidal_positions(pos: TT, dim: int | None = None, base: float = 10000.0) -> TT:
     """sinusoidal_positions(pos, dim, base=10000): the Transformer's table,
     PE[p, 2i] = sin(p / base^(2i/dim)), PE[p, 2i+1] = cos(p / base^(2i/dim)); pos int (...)"""
@@ -38,7 +38,7 @@ def _rope_flops(out: TT, *_types, heads=1, head_dim=None, rotary_dim=None, **_a)
 @op("rope", inputs=("x", "positions?"),
     attrs={"heads": 1, "head_dim": None, "rotary_dim": None, "theta": 10000.0,
            "interleaved": False, "offset": 0},
-    flops=_rope_flops, kinds=("position",))
+    flops=_rope_flops, traits=("position",))
 def rope(x: TT, pos: TT | None = None, heads: int = 1, head_dim: int | None = None,
          rotary_dim: int | None = None, theta: float = 10000.0, interleaved: bool = False,
          offset: int = 0) -> TT:

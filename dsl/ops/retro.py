@@ -27,7 +27,7 @@ def _flops(out: TT, q: TT, k: TT, *_rest, **_a) -> DimLike:
 
 @op("chunked_cross_attention", inputs=("q", "k", "v"),
     attrs={"chunk": None, "heads": 1, "scale": None},
-    flops=_flops, kinds=("attention",))
+    flops=_flops, traits=("attention",))
 def chunked_cross_attention(q: TT, k: TT, v: TT, chunk=None, heads: int = 1,
                             scale: float | None = None) -> TT:
     """chunked_cross_attention(q, k, v, chunk, heads=1, scale=1/sqrt(D)): token t attends to

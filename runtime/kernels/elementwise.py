@@ -79,6 +79,12 @@ def ref_square(x):
     return np.square(x)
 
 
+def apply_activation(act: str, x):
+    """act(x) for any op with the activation trait: its own `ref_` (fused epilogues)."""
+    from . import REFERENCE         # the registry, complete once the package is imported
+    return REFERENCE[act](x)
+
+
 def ref_cast(x, dtype="float32"):
     return x.astype(dtype)
 

@@ -2,25 +2,20 @@
 (NumPy references of the fused ops in dsl/ops/fused.py)."""
 from __future__ import annotations
 
-import numpy as np
-
-from .elementwise import ref_gelu, ref_gelu_tanh, ref_relu, ref_sigmoid, ref_silu, ref_tanh
+from .elementwise import apply_activation
 from .linalg import ref_linear
-
-ACT = {"relu": ref_relu, "gelu": ref_gelu, "gelu_tanh": ref_gelu_tanh, "silu": ref_silu,
-       "sigmoid": ref_sigmoid, "tanh": ref_tanh}
 
 
 def ref_linear_act(x, weight, bias=None, act="relu"):
     # x: (..., in), weight: (in, out) -> (..., out)
-    return ACT[act](ref_linear(x, weight, bias))
+    return apply_activation(act, ref_linear(x, weight, bias))
 
 
 def ref_linear_glu(x, weight, bias=None, act="silu"):
     # weight: (in, 2F) = [gate | up]; out (..., F) = act(gate) * up
     h = ref_linear(x, weight, bias)
     f = weight.shape[1] // 2
-    return ACT[act](h[..., :f]) * h[..., f:]
+    return apply_activation(act, h[..., :f]) * h[..., f:]
 
 
 def ref_ffn(x, w1, w2, *biases, act="relu", glu=False, bias1=False, bias2=False):

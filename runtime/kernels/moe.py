@@ -5,10 +5,8 @@ import math
 
 import numpy as np
 
-from .elementwise import ref_gelu, ref_gelu_tanh, ref_relu, ref_silu
+from .elementwise import apply_activation
 from .norm import ref_softmax
-
-_ACT = {"relu": ref_relu, "gelu": ref_gelu, "gelu_tanh": ref_gelu_tanh, "silu": ref_silu}
 
 
 def moe_capacity(T: int, E: int, top_k: int, capacity=None, capacity_factor=None) -> int | None:
@@ -58,9 +56,9 @@ def ref_moe(x, router, w_up, w_down, w_gate=None, top_k=1, act="relu", capacity=
         tok = x64[n, t]                                                   # (m, C)
         h = tok @ w_up[e]
         if w_gate is not None:
-            h = _ACT[act](tok @ w_gate[e]) * h
+            h = apply_activation(act, tok @ w_gate[e]) * h
         else:
-            h = _ACT[act](h)
+            h = apply_activation(act, h)
         np.add.at(out, (n, t), (h @ w_down[e]) * weights[n, t, r][:, None])
     return out.reshape(shape).astype(x.dtype)
 

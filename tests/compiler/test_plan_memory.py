@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from archc.compiler.passes.plan_memory import ALIGN, overlaps, plan, plan_memory
+from archc.compiler.passes.plan_memory import overlaps, plan, plan_memory
+from archc.compiler.sizes import ALIGN
 from archc.compiler.pipeline import run_pipeline
 from archc.dsl.lower import lower
 

@@ -1,0 +1,84 @@
+"""The op registry is the single list: every stage finds each op's piece, no stage names an
+op the registry does not know, and a new op registered through the documented extension
+points runs through every stage with nothing else edited."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from archc.compiler.scratch import RULES_SCRATCH, rule_for
+from archc.dsl.ops import ACTIVATION, OPS, TRAITS, TT, activations, op, ops_with
+from archc.runtime import kv_cache  # noqa: F401  (registers its cached attention steps)
+from archc.runtime.kernels import REFERENCE
+from archc.runtime.kernels import elementwise as k_ew
+from archc.runtime.steps import STEPS, steps_for
+
+
+def test_every_op_has_a_reference_and_compiled_steps():
+    assert sorted(set(OPS) - set(REFERENCE)) == []
+    assert sorted(set(OPS) - set(STEPS)) == []
+
+
+def test_no_stage_names_an_unknown_op():
+    for table in (REFERENCE, STEPS, RULES_SCRATCH):
+        assert sorted(set(table) - set(OPS)) == []
+
+
+def test_traits_are_consistent():
+    for name, spec in OPS.items():
+        assert set(spec.traits) <= set(TRAITS), name
+        rows = spec.traits.get("per_position")
+        if isinstance(rows, tuple):
+            assert spec.variadic or all(i < len(spec.inputs) for i in rows), name
+    # an activation is a fused epilogue: the compiled activation kernel has its branch
+    assert activations() and all(a in k_ew.ACT for a in activations())
+    assert set(activations()) <= set(ops_with("contiguous_rows"))
+    for name in ops_with("contiguous_rows"):
+        assert rule_for(name) is not None, f"{name}: a strided input's copy must be planned"
+
+
+def test_registering_an_op_twice_or_with_an_unknown_trait_fails():
+    with pytest.raises(RuntimeError, match="registered twice"):
+        op("relu", inputs=("x",))(lambda x: x)
+    with pytest.raises(RuntimeError, match="unknown trait"):
+        op("never_made", inputs=("x",), traits=("shiny",))
+
+
+@pytest.fixture
+def relu2():
+    """relu2(x) = relu(x)^2, added the way docs/ARCHITECTURE.md says: a declaration with
+    its shape rule and traits, a `ref_`, and compiled steps. Removed afterwards."""
+    @op("relu2", inputs=("x",), flops=lambda out, x: 2 * 1,
+        traits={k: v for k, v in ACTIVATION.items() if k != "activation"})
+    def infer(x: TT) -> TT:
+        return x
+
+    REFERENCE["relu2"] = lambda x: np.square(np.maximum(x, 0))
+
+    @steps_for("relu2")
+    def build(P, node, args, attrs):
+        out = P.output()
+        x = P.contiguous(args[0])
+        P.step(lambda: np.square(np.maximum(x, 0, out=out), out=out))
+        return out
+
+    yield "relu2"
+    for table in (OPS, REFERENCE, STEPS):
+        table.pop("relu2", None)
+
+
+def test_a_new_op_runs_through_every_stage(relu2, tmp_path):
+    import archc
+    from archc.compiler.dump import dump_text
+    src = tmp_path / "m.arch"
+    src.write_text("model m(x: float[T, 4]) {\n"
+                   "    layer a {\n        h = relu2(transpose(x @ transpose(x)))\n    }\n"
+                   "    return h\n}\n")
+    m = archc.load(src)
+    x = np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4)
+    want = np.square(np.maximum(x @ x.T, 0))
+    np.testing.assert_allclose(m.run(x=x)["h"], want, rtol=1e-6)
+    ex = m.compiled()
+    np.testing.assert_allclose(ex.run({"x": x})["h"], want, rtol=1e-6)
+    assert all(not p.unplanned for p in ex._programs.values())    # its scratch was planned
+    assert "relu2" in dump_text(m.graph)
