@@ -23,6 +23,14 @@ def source_files(graph: Graph) -> list[tuple[str, str]]:
             for i, f in enumerate(graph.meta.get("files", []))]
 
 
+def executor(graph: Graph, params: Mapping[str, np.ndarray], **options):
+    """The compiled executor of `graph`: the runtime's Executor with the compiler as its
+    toolchain (the one place the two stages meet). Options as `Executor`'s."""
+    from .compiler.toolchain import COMPILER
+    from .runtime.executor import Executor
+    return Executor(graph, params, toolchain=COMPILER, **options)
+
+
 class Model:
     def __init__(self, graph: Graph, params: dict[str, np.ndarray], warnings: list[str],
                  max_memory: int | None = None, files: list[str] | None = None):
@@ -68,8 +76,7 @@ class Model:
         executor still reads every parameter and the process holds each weight once."""
         ex = getattr(self, "_executor", None)
         if ex is None or (threads is not None and ex.threads != threads):
-            from .runtime.executor import Executor
-            ex = self._executor = Executor(self.graph, self.params, threads=threads,
+            ex = self._executor = executor(self.graph, self.params, threads=threads,
                                            share_params=True)
         return ex
 
@@ -127,4 +134,4 @@ def load(path: str | os.PathLike, weights: str | os.PathLike | None = None, seed
     return Model(graph, params, warnings + more, limit, ckpt.files)
 
 
-__all__ = ["ArchError", "Model", "load"]
+__all__ = ["ArchError", "Model", "executor", "load"]

@@ -127,10 +127,10 @@ def cmd_generate(args, load, parse_sets, read_array, input_files) -> int:
     from .runtime.io import check_output, save_outputs, to_stdout
     check_output(args.output, model.files + input_files(args.input)
                  + ([("tokenizer", args.tokenizer)] if args.tokenizer else []))
-    from .runtime.budget import check_generate
-    check_generate(model.graph, 1 if np.ndim(prompt) == 1 else np.shape(prompt)[0],
-                   args.max_seq, model.max_memory)   # before the KV cache is allocated
     ex = model.compiled(args.threads)
+    from .runtime.budget import check_generate
+    check_generate(ex, 1 if np.ndim(prompt) == 1 else np.shape(prompt)[0],
+                   args.max_seq, model.max_memory)   # before the KV cache is allocated
     for w in ex.warnings:
         print(f"warning: {w}", file=sys.stderr)
     prompt = np.asarray(prompt)

@@ -21,9 +21,9 @@ from typing import Callable
 import numpy as np
 
 from ..dsl.ops import OPS
+from ..dsl.ops.attention import PREFILL_ROWS
+from ..dsl.ops.memory import LANES
 
-LANES = 8   # kernels with heavy per-row scratch work in at most this many parallel lanes
-PREFILL_ROWS = 4   # a plain attention over more query rows than this runs through BLAS
 
 
 @dataclass(frozen=True)

@@ -167,10 +167,12 @@ def check_run(g: Graph, bindings: Mapping[str, int], limit: int) -> Estimate:
     return est
 
 
-def check_generate(g: Graph, batch: int, max_seq: int | None, limit: int) -> Estimate:
-    """Before generating: parameters + the KV cache the compiler plans for this batch."""
-    from ..compiler.passes.plan_kv_cache import plan
-    kp = plan(g, batch, max_seq, None)
+def check_generate(ex, batch: int, max_seq: int | None, limit: int) -> Estimate:
+    """Before generating: parameters + the KV cache the compiler plans for this batch, on
+    the graph the executor `ex` runs (the optimised one: a hand-written attention is one
+    fused, cached attention there, not per-head products with no cache)."""
+    g = ex.graph
+    kp = ex.toolchain.plan_kv_cache(g, batch, max_seq, None)
     est = Estimate(param_bytes(g), None, kp.total_bytes if kp is not None else 0)
     if est.total > limit:
         seq = f", {kp.max_seq} positions" if kp is not None else ""

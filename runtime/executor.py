@@ -1,6 +1,6 @@
 """The compiled executor: the optimised graph bound to concrete sizes, run in planned memory.
 
-    ex = Executor(graph, params, threads=2)      # weights arranged once; threads set
+    ex = archc.api.executor(graph, params, threads=2)  # Executor(..., toolchain=COMPILER)
     ex.run({"ids": ids})                         # -> {"logits": array}  (a fresh copy)
     prog = ex.program({"B": 1, "T": 1}, session) # a Program: what one forward pass is
 
@@ -10,7 +10,8 @@ prebuilt steps `fn(*args)` whose arguments are fixed arrays (arena views, weight
 buffers). Running it is `for fn, args in steps: fn(*args)`: nothing is allocated in the
 steady state (a decode step reuses its program), and Python dispatch is one call per step.
 
-Memory: the compiler's plan (compiler/passes/plan_memory.py) for the bound sizes says where
+Memory: the compiler's plan for the bound sizes (asked of the toolchain the executor was
+given, runtime/toolchain.py; the runtime never imports the compiler) says where
 every value and every kernel's scratch lives in one arena (`slots`), which values are
 views of others, and which write in place over a dying argument; the program allocates
 that arena (`plan.arena_bytes`, exactly) plus one buffer per model input and output,
@@ -23,8 +24,9 @@ Values computable from parameters alone (concatenated QKV / gate-up weights made
 fusion passes, transposes of weights) are folded once when the executor is made: that is
 where weights get their run-time layout.
 
-Op -> steps translations live in runtime/steps.py; an op without one runs its `ref_`
-kernel (correct, but it allocates, and `--profile` marks it "(ref)").
+Op -> steps translations live in runtime/steps.py, one builder per op (an op without one
+is an error); a builder may choose the op's `ref_` kernel for a case it does not compile
+(correct, but it allocates, and `--profile` marks it "(ref)").
 """
 from __future__ import annotations
 
@@ -36,32 +38,17 @@ import numpy as np
 
 from . import jit
 from ..dsl.dims import evaluate
-from ..dsl.errors import ArchError
 from ..dsl.graph import Graph, Node
 from .inputs import bind_inputs
 from .kernels import REFERENCE
 from .lanes import Lanes
 from .reference import ExecutionError, resolve
+from .toolchain import Toolchain
 
 LEAVES = ("input", "param", "const")
 
 # argument positions of the matrix-product weights: stored output-major (see Executor)
 WEIGHT_ARGS = {"linear": (1,), "linear_act": (1,), "linear_glu": (1,), "ffn": (1, 2)}
-
-
-def optimise(g: Graph, warnings: list[str] | None = None) -> Graph:
-    """The compiler's pipeline; the graph as written if the pipeline fails (a compiler bug:
-    the run still gives right answers, and the warning says so)."""
-    from ..compiler.pipeline import run_pipeline
-    try:
-        # the plans are made here, at run time, for the sizes actually bound
-        return run_pipeline(g, skip=("plan_kv_cache", "plan_memory")).graph
-    except ArchError:
-        raise
-    except Exception as e:  # noqa: BLE001
-        if warnings is not None:
-            warnings.append(f"optimisation skipped (compiler error: {type(e).__name__}: {e})")
-        return g
 
 
 # ---- a program -------------------------------------------------------------------------------
@@ -105,13 +92,13 @@ class Program:
     """The graph at fixed sizes: planned buffers and prebuilt steps."""
 
     def __init__(self, ex: "Executor", bindings: Mapping[str, int], session=None):
-        from ..compiler.passes.plan_memory import plan
         self.ex = ex
         self.graph = ex.graph
         self.bindings = dict(bindings)
         self.session = session
         self.order = [n for n in self.graph.topo() if n not in ex.folded]
-        self.plan = plan(self.graph, self.bindings, kv=getattr(session, "kv_plan", None))
+        self.plan = ex.toolchain.plan_memory(self.graph, self.bindings,
+                                             kv=getattr(session, "kv_plan", None))
         self.arena_bytes = self.plan.arena_bytes
         self.naive_bytes = self.plan.naive_bytes
         self.arena = np.empty(self.arena_bytes, np.uint8)
@@ -338,16 +325,18 @@ def kv_arena(kp) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, np.ndarray, np
 
 class Executor:
     def __init__(self, graph: Graph, params: Mapping[str, np.ndarray], *,
-                 optimize: bool = True, threads: int | None = None,
+                 toolchain: Toolchain, optimize: bool = True, threads: int | None = None,
                  share_params: bool = False):
         """Weights read only as matrix-product weights (in, out) are stored output-major
         (Fortran order: the same values, each output's column contiguous), the layout a
         decode step's matrix-vector product streams fastest and BLAS reads as well. With
         `share_params` the new arrays replace the originals in `params` (a dict) as they
-        are made, so the process keeps one copy of the weights."""
+        are made, so the process keeps one copy of the weights. `toolchain` is the compiler
+        (runtime/toolchain.py): archc.api.executor() passes it."""
         self.source_graph = graph
+        self.toolchain = toolchain
         self.warnings: list[str] = []
-        self.graph = optimise(graph, self.warnings) if optimize else graph
+        self.graph = toolchain.optimise(graph, self.warnings) if optimize else graph
         self.threads = jit.set_threads(threads)
         # more than one core: heavy steps are cut into lanes, one BLAS thread each
         self.lanes = Lanes.shared(self.threads) if self.threads > 1 and jit.lanes_enabled() \
@@ -388,9 +377,8 @@ class Executor:
         down that way. Made once per (output, axis)."""
         kept = self.__dict__.setdefault("_last_position", {})
         if (output, axis) not in kept:
-            from ..compiler.passes.last_position import last_position
-            res = last_position(self.graph, output, axis)
-            kept[output, axis] = self._sibling(res.graph) if res.changed else self
+            graph, changed = self.toolchain.last_position(self.graph, output, axis)
+            kept[output, axis] = self._sibling(graph) if changed else self
         return kept[output, axis]
 
     def variants(self) -> list["Executor"]:
@@ -403,6 +391,7 @@ class Executor:
         # arrays (weights, QKV concatenations, ...) are shared, never made twice
         ex = object.__new__(Executor)
         ex.source_graph, ex.warnings, ex.graph = self.source_graph, self.warnings, graph
+        ex.toolchain = self.toolchain
         ex.threads, ex.lanes, ex.weights = self.threads, self.lanes, self.weights
         ex.layout = ex._weight_nodes()
         ex.dynamic = ex._dynamic_nodes()
@@ -436,9 +425,8 @@ class Executor:
         by folded ops and concatenated into a layout (QKV, gate/up) becomes a view of its
         slice of the concatenation, here and in `params` (shared), as soon as that is made:
         one copy of those weights, and never all of them twice."""
-        from ..compiler.ir import param_derived
         g = self.graph
-        derived = param_derived(g)
+        derived = self.toolchain.param_derived(g)
         # parameters no step reads: every node of that name is read only by folded ops
         folded_only: dict[str, bool] = {}
         for n in g.params():

@@ -236,7 +236,7 @@ def generate(ex, prompt: np.ndarray, max_new_tokens: int, *, temperature: float 
                         f"{prompt.dtype}{list(prompt.shape)}")
     prompt = prompt.astype(np.int64)
     B, T0 = prompt.shape
-    context, context_from = _context(ex.graph)
+    context, context_from = _context(ex)
     if context is not None and T0 > context:
         raise ArchError(f"the prompt has {T0} tokens but the model's context is {context} "
                         f"({context_from})", hint="shorten the prompt")
@@ -357,12 +357,8 @@ def _forget(ex, sess: Session) -> None:
             del e._programs[k]
 
 
-def _context(graph) -> tuple[int | None, str]:
-    try:
-        from ..compiler.sizes import context_length
-    except ImportError:
-        return None, ""
-    return context_length(graph)
+def _context(ex) -> tuple[int | None, str]:
+    return ex.toolchain.context_length(ex.graph)
 
 
 def _decoder_start(graph) -> int | None:

@@ -33,9 +33,8 @@ import numpy as np
 
 from ..dsl.dims import Dim
 from ..dsl.errors import ArchError
-from ..compiler.passes.plan_kv_cache import plan as plan_kv
 from .executor import kv_arena
-from ..compiler.scratch import PREFILL_ROWS
+from ..dsl.ops.attention import PREFILL_ROWS
 from .kernels import attention as k_attn, prefill as k_prefill
 from .kernels.relative_position import relative_position_bucket
 from .steps import PREFILL_BLOCK, STEPS
@@ -340,8 +339,9 @@ class Session:
         self.buffers: dict = {}         # per-step biases, outside the programs' arenas
         # the compiler's KV plan for exactly the attentions this session caches; the
         # arena is that plan (executor.kv_arena), and the programs' memory plans see it
-        self.kv_plan = plan_kv(ex.graph, batch, max_seq, {"B": batch, **self.dims},
-                               select=cached_attentions(ex, self.ones))
+        self.kv_plan = ex.toolchain.plan_kv_cache(ex.graph, batch, max_seq,
+                                                  {"B": batch, **self.dims},
+                                                  select=cached_attentions(ex, self.ones))
         self.arena, views = kv_arena(self.kv_plan)
         self.nbytes = self.arena.nbytes
         self.entries: dict[str, CacheEntry] = {}

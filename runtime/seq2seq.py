@@ -84,7 +84,7 @@ class EncoderDecoder:
                         {n: v.shape for n, v in self.folded.items()})
         self.encoder_inputs = [g.node(n).attrs["name"] for n in enc_graph.inputs]
         self.encoder = Executor(enc_graph, self._params(enc_graph, {}), optimize=False,
-                                threads=ex.threads)
+                                threads=ex.threads, toolchain=ex.toolchain)
         self._decoders: dict[tuple, object] = {}
 
     def _params(self, graph: Graph, boundary: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -112,7 +112,7 @@ class EncoderDecoder:
             graph = cut(g, self.dec_outputs, frozen)
             buffers = {b: np.zeros(s, g.node(b).dtype) for b, s in shapes.items()}
             dec = Executor(graph, self._params(graph, buffers), optimize=False,
-                           threads=self.ex.threads)
+                           threads=self.ex.threads, toolchain=self.ex.toolchain)
             if len(self._decoders) >= 4:          # a few prompt shapes at a time
                 self._decoders.pop(next(iter(self._decoders)))
             self._decoders[key] = dec

@@ -21,7 +21,7 @@ from .kernels import REFERENCE, attention as k_attn, elementwise as k_ew, ffn as
 from .kernels import linalg as k_linalg, norm as k_norm, position as k_pos
 from ..dsl.errors import ArchError
 from ..dsl.ops import activations
-from ..compiler.scratch import PREFILL_ROWS
+from ..dsl.ops.attention import PREFILL_ROWS
 from .reference import ExecutionError, vocabulary_error
 
 STEPS: dict[str, Callable] = {}
@@ -623,7 +623,7 @@ def build_moe(P, node, args, attrs):
 
 @steps_for("product_key_memory")
 def build_product_key_memory(P, node, args, attrs):
-    from ..compiler.scratch import LANES
+    from ..dsl.ops.memory import LANES
     from .kernels import memory as k_mem
     q, keys, values = args
     if q.dtype.kind != "f" or keys.dtype.kind != "f" or values.dtype != np.dtype(node.dtype):

@@ -12,6 +12,11 @@ from __future__ import annotations
 from ..dims import DimLike, dim_add, dim_div, dim_mul, numel, shape_str
 from . import TT, ShapeError, broadcast, is_float, op
 
+# Which compiled kernel an attention runs, hence the scratch the memory plan gives it
+# (compiler/scratch.py and runtime/steps.py both read this): more query rows than this go
+# through BLAS products (a prompt), fewer through the per-row decode kernel.
+PREFILL_ROWS = 4
+
 
 def _heads(name: str, value, arg_what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:

@@ -16,6 +16,10 @@ from __future__ import annotations
 from ..dims import DimLike, dim_add, dim_mul, numel, shape_str
 from . import TT, ShapeError, is_float, op
 
+# The compiled kernel works in at most this many parallel lanes, each with its own scratch
+# rows (compiler/scratch.py plans them, runtime/steps.py hands them out).
+LANES = 8
+
 
 def _flops(out: TT, q: TT, keys: TT, values: TT, *, topk=1, heads=1, **_a) -> DimLike:
     n, half = keys.shape[2], keys.shape[3]

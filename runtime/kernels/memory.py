@@ -46,7 +46,7 @@ def ref_memory_mask(mask, slots=1):
 # k of the k*k sums, softmax, weighted sum of value rows. Top-k lists are kept sorted by
 # insertion with strict comparisons, which reproduces the reference's stable argsort
 # (ties: the earlier index first). Rows run in `lanes` parallel lanes, each with its own
-# scratch row (compiler/scratch.py: LANES).
+# scratch row (dsl/ops/memory.py: LANES).
 
 from ..jit import njit, prange  # noqa: E402
 

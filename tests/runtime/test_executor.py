@@ -9,7 +9,8 @@ import pytest
 
 import archc
 from archc.runtime import lanes as lanes_mod
-from archc.runtime.executor import Executor, Profile
+from archc.api import executor
+from archc.runtime.executor import Profile
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "hf"
@@ -72,7 +73,7 @@ def _example(fam):
 def test_example_matches_reference(fam):
     model, inputs = _example(fam)
     want = model.run(inputs)
-    ex = Executor(model.graph, model.params)
+    ex = executor(model.graph, model.params)
     got = ex.run(inputs)
     # every buffer came from the compiler's memory plan; no op fell back to its ref_
     prog = next(iter(ex._programs.values()))
@@ -93,7 +94,7 @@ def test_example_matches_reference_in_lanes(fam, monkeypatch):
     monkeypatch.setattr(lanes_mod, "MIN_LANE_ELEMENTS", 0)
     monkeypatch.setattr(lanes_mod, "COLUMN_ALIGN", 1)
     want = model.run(inputs)
-    ex = Executor(model.graph, model.params, threads=2)
+    ex = executor(model.graph, model.params, threads=2)
     if ex.lanes is None:
         pytest.skip("one core: no lanes")
     got = ex.run(inputs)
@@ -115,7 +116,7 @@ def test_example_matches_reference_in_lanes(fam, monkeypatch):
 def test_program_is_reused_and_planned():
     model = archc.load(ROOT / "examples" / "gpt2.arch",
                        config=dict(n_layer=3, d_model=32, n_head=2, vocab=64, n_ctx=32))
-    ex = Executor(model.graph, model.params)
+    ex = executor(model.graph, model.params)
     ids = np.arange(10).reshape(2, 5)
     first = ex.run({"ids": ids})
     prog = ex.program({"B": 2, "T": 5})
@@ -155,7 +156,7 @@ def test_slice_longer_than_the_bound_size_is_a_user_error(arch_file, index):
     from archc.dsl.errors import ArchError
     from archc.dsl.lower import lower
     g = lower(arch_file(f"model m(x: float[B, T, 4]) {{ return y = x[:, {index}] }}"))
-    ex = Executor(g, {})
+    ex = executor(g, {})
     np.testing.assert_array_equal(ex.run({"x": np.arange(12.0).reshape(1, 3, 4)})["y"],
                                   np.arange(12.0).reshape(1, 3, 4)[:, 1:3])
     with pytest.raises(ArchError, match=r"axis of size 1 has [01] positions; the model's "

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import archc
-from archc.runtime.executor import Executor
+from archc.api import executor
 from archc.runtime.generate import generate, sample
 from archc.runtime.kv_cache import Session
 from archc.runtime.reference import run_reference
@@ -28,7 +28,7 @@ def _fixture_model(fam):
 @pytest.mark.parametrize("fam", DECODERS)
 def test_greedy_matches_hf_fixture(fam):
     model, z = _fixture_model(fam)
-    ex = Executor(model.graph, model.params)
+    ex = executor(model.graph, model.params)
     res = generate(ex, z["input_ids"][:1], 32, keep_logits=True)
     assert res.cached and not res.warnings
     np.testing.assert_array_equal(res.ids[0], z["greedy_ids"])
@@ -39,7 +39,7 @@ def test_greedy_matches_hf_fixture(fam):
 def test_cached_step_equals_full_forward(fam):
     """Logits of decode step t (with the cache) = the reference executor over t tokens."""
     model, z = _fixture_model(fam)
-    ex = Executor(model.graph, model.params)
+    ex = executor(model.graph, model.params)
     prompt = z["input_ids"]                                  # a batch of 2 prompts
     res = generate(ex, prompt, 6, keep_logits=True)
     seq = np.concatenate([prompt, res.ids], axis=1)
@@ -52,7 +52,7 @@ def test_prompt_pass_computes_the_last_positions_logits_only():
     # the prompt's program runs the head on its last position (compiler/passes/
     # last_position.py) in an executor sharing the weights; decode steps keep their own
     model, z = _fixture_model("gpt2")
-    ex = Executor(model.graph, model.params)
+    ex = executor(model.graph, model.params)
     prompt = z["input_ids"]
     res = generate(ex, prompt, 3, keep_logits=True)
     last = ex.last_position("logits", 1)
@@ -89,7 +89,7 @@ def test_sliding_window_cache_stays_at_window(tmp_path):
     path = tmp_path / "tiny.arch"
     path.write_text(WINDOWED)
     model = archc.load(path, seed=3)
-    ex = Executor(model.graph, model.params)
+    ex = executor(model.graph, model.params)
     prompt = np.array([[1, 2, 3, 4, 5, 6]])                # longer than the window
     sessions = []
     orig = Session.__init__
@@ -120,7 +120,7 @@ def test_ring_prompts_in_chunks_match_a_full_pass(tmp_path, chunks):
     path = tmp_path / "tiny.arch"
     path.write_text(WINDOWED)
     model = archc.load(path, seed=3)
-    ex = Executor(model.graph, model.params)
+    ex = executor(model.graph, model.params)
     ids = (np.arange(2 * sum(chunks)).reshape(2, -1) * 7 % 32)
     full = run_reference(model.graph, {"ids": ids}, model.params)["logits"]
     sess = Session(ex, 2, 8)
@@ -136,7 +136,7 @@ def test_ring_prompts_in_chunks_match_a_full_pass(tmp_path, chunks):
 
 def test_full_context_cache_refuses_to_overflow():
     model, z = _fixture_model("gpt2")
-    ex = Executor(model.graph, model.params)
+    ex = executor(model.graph, model.params)
     with pytest.raises(archc.ArchError, match="--max-seq"):
         generate(ex, z["input_ids"][:1], 8, max_seq=12)        # 10-token prompt + 8 > 12
 

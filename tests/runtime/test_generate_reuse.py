@@ -10,7 +10,7 @@ import pytest
 import archc
 from archc.runtime import executor as executor_mod
 from archc.runtime import generate as generate_mod
-from archc.runtime.executor import Executor
+from archc.api import executor
 from archc.runtime.generate import generate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,7 +59,7 @@ def test_second_generate_builds_nothing_and_starts_fresh(fam, builds):
     np.testing.assert_array_equal(again.ids, first.ids)
     np.testing.assert_array_equal(np.stack(again.logits), np.stack(first.logits))
     # and the other prompt's run equals one on an executor that never decoded before
-    fresh = generate(Executor(model.graph, model.params), b, 8, keep_logits=True)
+    fresh = generate(executor(model.graph, model.params), b, 8, keep_logits=True)
     np.testing.assert_array_equal(other.ids, fresh.ids)
     np.testing.assert_allclose(np.stack(other.logits), np.stack(fresh.logits), atol=1e-6)
     if "greedy_ids" in z:

@@ -8,7 +8,7 @@ import pytest
 
 import archc
 from archc.runtime import seq2seq
-from archc.runtime.executor import Executor
+from archc.api import executor
 from archc.runtime.generate import generate, token_io
 from archc.runtime.kv_cache import Session
 from archc.runtime.reference import run_reference
@@ -21,7 +21,7 @@ def _t5(fam):
     if not (FIXTURES / fam / "io.npz").is_file():
         pytest.skip(f"no fixture for {fam}")
     model = archc.load(ROOT / "examples" / f"{fam}.arch", weights=FIXTURES / fam)
-    return model, Executor(model.graph, model.params), np.load(FIXTURES / fam / "io.npz")
+    return model, executor(model.graph, model.params), np.load(FIXTURES / fam / "io.npz")
 
 
 def _load(tmp_path, text, name="m.arch", seed=0):
@@ -119,7 +119,7 @@ model s2s(src: int[B, N], src_mask: int[B, N], tgt: int[B, M]) {
 
 def test_hand_written_encoder_decoder(tmp_path):
     model = _load(tmp_path, SEQ2SEQ, seed=5)
-    ex = Executor(model.graph, model.params)
+    ex = executor(model.graph, model.params)
     io = token_io(ex.graph)
     assert (io.tokens, io.encoder, io.encoder_ones, io.length) == ("tgt", "src",
                                                                     ("src_mask",), "M")
@@ -160,7 +160,7 @@ model bloom(ids: int[B, T], mask: int[B, T]) {
 @pytest.mark.parametrize("symmetric", [False, True])
 def test_alibi_cached_step_equals_full_forward(tmp_path, symmetric):
     model = _load(tmp_path, ALIBI.replace("SYM", str(symmetric).lower()), seed=2)
-    ex = Executor(model.graph, model.params)
+    ex = executor(model.graph, model.params)
     prompt = np.array([[5, 17, 3, 9], [1, 30, 30, 2]])
     res = generate(ex, prompt, 8, keep_logits=True)
     assert res.cached and not res.warnings
@@ -194,7 +194,7 @@ model m(ids: int[B, T], mask: int[B, T]) {
 
 def test_bias_not_from_positions_falls_back_to_recomputation(tmp_path):
     model = _load(tmp_path, LEARNED_BIAS)
-    ex = Executor(model.graph, model.params)
+    ex = executor(model.graph, model.params)
     res = generate(ex, np.array([[1, 2, 3]]), 4, keep_logits=True)
     assert not res.cached and "score bias computed from positions" in res.warnings[0]
     seq = np.concatenate([[[1, 2, 3]], res.ids], axis=1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from archc.dsl.lower import lower
-from archc.runtime.executor import Executor
+from archc.api import executor
 from archc.runtime.kernels.linalg import ref_matmul
 from archc.runtime.kernels.masks import ref_attention_mask, ref_padding_mask
 from archc.runtime.reference import run_reference
@@ -51,7 +51,7 @@ def test_compiled_executor_runs_unfused_masks_and_transpose_b(arch_file):
     rng = np.random.default_rng(1)
     inputs = {n: rng.standard_normal((2, 5, 8)).astype(np.float32) for n in "qkv"}
     inputs["mask"] = np.array([[1, 1, 1, 0, 1], [0, 1, 1, 1, 1]])
-    ex = Executor(g, {})
+    ex = executor(g, {})
     assert any(n.op == "matmul" and n.attrs.get("transpose_b") for n in ex.graph.nodes())
     got = ex.run(inputs)
     want = run_reference(g, inputs, {})

@@ -16,7 +16,7 @@ import pytest
 
 import archc
 from archc.cli import main
-from archc.runtime.executor import Executor
+from archc.api import executor
 from archc.runtime.kv_cache import Session
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,7 +49,7 @@ def test_arenas_are_the_dumped_plans(fam, capsys):
     B, S = 2, 16
     peak, kv_total = _dump(fam, capsys, B, S)
     model = _load(fam)
-    ex = Executor(model.graph, model.params)
+    ex = executor(model.graph, model.params)
     ids = np.arange(B * S).reshape(B, S) % 64
     ex.run({"ids": ids})
     prog = ex.program({"B": B, "T": S})
@@ -96,7 +96,7 @@ def test_the_allocation_probe_sees_an_allocating_step():
 def test_steady_state_allocates_nothing(fam):
     # d_model 128, B 8: the smallest activation of a decode step is 4 KiB
     model = _load(fam, d_model=128)
-    ex = Executor(model.graph, model.params)
+    ex = executor(model.graph, model.params)
     B = 8
     ids = np.arange(B * 12).reshape(B, 12) % 64
     prog = ex.program({"B": B, "T": 12})

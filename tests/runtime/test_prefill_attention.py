@@ -13,7 +13,7 @@ import pytest
 import archc
 from archc.dsl.lower import lower
 from archc.runtime import seq2seq, steps
-from archc.runtime.executor import Executor
+from archc.api import executor
 from archc.runtime.kv_cache import Session
 from archc.runtime.reference import run_reference
 from archc.runtime.kernels import prefill as k_prefill
@@ -66,7 +66,7 @@ def test_prefill_attention_matches_reference(arch_file, monkeypatch, H, Hkv, cau
     if biased:
         inputs["bias"] = rng.standard_normal((1, H, T, S)).astype(np.float32)
     g = _model(arch_file, H, Hkv, causal, window, masked, biased)
-    ex = Executor(g, {}, threads=threads)
+    ex = executor(g, {}, threads=threads)
     got = ex.run(inputs)["out"]
     want = ref_attention(inputs["q"], inputs["k"], inputs["v"], inputs.get("mask"),
                          inputs.get("bias"), heads=H, kv_heads=Hkv, causal=causal,
@@ -103,7 +103,7 @@ def test_prefill_attention_matches_reference(arch_file, monkeypatch, H, Hkv, cau
 def test_decode_rows_keep_the_attend_kernel(arch_file):
     # T <= PREFILL_ROWS: the scalar kernel, no BLAS in the attention
     g = _model(arch_file, 2, 1, True, None, False, False)
-    ex = Executor(g, {})
+    ex = executor(g, {})
     rng = np.random.default_rng(0)
     inputs = {"q": rng.standard_normal((1, 2, 2 * D)).astype(np.float32),
               "k": rng.standard_normal((1, 6, D)).astype(np.float32),
@@ -164,7 +164,7 @@ def test_session_prefill_in_two_chunks(tmp_path, monkeypatch):
     path = tmp_path / "m.arch"
     path.write_text(CACHED)
     model = archc.load(path, seed=1)
-    ex = Executor(model.graph, model.params)
+    ex = executor(model.graph, model.params)
     calls = _count_blas(monkeypatch)
     ids = np.random.default_rng(0).integers(0, 32, (2, 14))
     sess = Session(ex, 2, 16)
@@ -184,7 +184,7 @@ def test_seq2seq_decoder_prompt_cross_attention(monkeypatch):
     if not (fix / "io.npz").is_file():
         pytest.skip("no t5 fixture")
     model = archc.load(ROOT / "examples" / "t5.arch", weights=fix)
-    ex = Executor(model.graph, model.params)
+    ex = executor(model.graph, model.params)
     ids = np.load(fix / "io.npz")["input_ids"]
     B, Tenc = ids.shape
     dims = {"T": Tenc, "B": B}
