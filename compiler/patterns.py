@@ -9,7 +9,7 @@ same x" is written. `add` and `mul` also match with their operands swapped.
 
     RULES = [
         # relu(linear(x, w, b)) -> linear_act(x, w, b, act=relu)
-        Rule("linear+act", Pat(activations(), Pat("linear", name="lin"), name="act"), fuse_linear_act),
+        Rule("linear+act", Pat(Trait("activation"), Pat("linear", name="lin"), name="act"), fuse_linear_act),
     ]
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from ..dsl.graph import Graph
+from ..dsl.ops import OPS
 from .ir import dce
 
 COMMUTATIVE = {"add", "mul"}
@@ -29,14 +30,22 @@ class Reject:
     reason: str
 
 
-class Pat:
-    """Match a node by op (a name, a set of names, or None for any) and its arguments.
-    `args=None` ignores the arguments; `rest=True` allows trailing ones beyond the patterns
-    (an optional bias)."""
+@dataclass(frozen=True)
+class Trait:
+    """Matches every op that has this trait (dsl/ops), including ops declared later."""
+    name: str
 
-    def __init__(self, op: str | Iterable[str] | None = None, *args: "Pat",
+
+class Pat:
+    """Match a node by op (a name, a set of names, a `Trait`, or None for any) and its
+    arguments. `args=None` ignores the arguments; `rest=True` allows trailing ones beyond
+    the patterns (an optional bias)."""
+
+    def __init__(self, op: str | Iterable[str] | Trait | None = None, *args: "Pat",
                  name: str | None = None, rest: bool = False, any_args: bool = False):
-        self.ops = None if op is None else ({op} if isinstance(op, str) else set(op))
+        self.trait = op.name if isinstance(op, Trait) else None
+        self.ops = None if op is None or self.trait else \
+            ({op} if isinstance(op, str) else set(op))
         self.args = None if any_args else args
         self.name = name
         self.rest = rest
@@ -44,6 +53,8 @@ class Pat:
     def match(self, g: Graph, nid: str, caps: dict[str, str]) -> dict[str, str] | None:
         node = g.node(nid)
         if self.ops is not None and node.op not in self.ops:
+            return None
+        if self.trait is not None and not (node.op in OPS and OPS[node.op].has(self.trait)):
             return None
         if self.name is not None:
             if self.name in caps and caps[self.name] != nid:

@@ -75,12 +75,32 @@ class _Locator(caching._SourceFileBackedLocatorMixin, caching._CacheLocator):
     def get_cache_path(self):
         return self._cache_path
 
+    def get_source_stamp(self):
+        # Numba stamps an entry with its own file only, but kernels inline helpers from
+        # other files (_vmath.py, elementwise.py's _act): a change there must invalidate
+        # every kernel that inlined it, so the stamp covers all of the runtime's sources
+        return (super().get_source_stamp(), _runtime_stamp())
+
     def ensure_cache_path(self):
         os.makedirs(self._cache_path, mode=0o700, exist_ok=True)
 
     @classmethod
     def from_function(cls, py_func, py_file):
         return cls(py_func, py_file)    # never None: no fallback to the package's folder
+
+
+_stamp: tuple | None = None
+
+
+def _runtime_stamp() -> tuple:
+    """(name, mtime, size) of every source file of the runtime, taken once per process."""
+    global _stamp
+    if _stamp is None:
+        root = Path(__file__).resolve().parent
+        files = sorted(root.rglob("*.py"))
+        _stamp = tuple((str(f.relative_to(root)), f.stat().st_mtime_ns, f.stat().st_size)
+                       for f in files)
+    return _stamp
 
 
 class _Impl(caching.CompileResultCacheImpl):

@@ -23,8 +23,7 @@ from __future__ import annotations
 
 from ...dsl.graph import Graph
 from ..ir import PassResult, common_scope, emit, where
-from ..patterns import Pat, Reject, Rule, RewriteLog, any_, explain, rewrite
-from ...dsl.ops import activations
+from ..patterns import Pat, Reject, Rule, RewriteLog, Trait, any_, explain, rewrite
 
 
 def _other_user(g: Graph, nid: str, than: str) -> str:
@@ -83,7 +82,7 @@ def _ffn(g: Graph, m) -> str | Reject:
 
 LINEAR_ACT = [
     # act(linear(x, W, b?)) -> linear_act(x, W, b?, act)
-    Rule("linear+act", Pat(activations(), Pat("linear", name="lin", any_args=True), name="act"),
+    Rule("linear+act", Pat(Trait("activation"), Pat("linear", name="lin", any_args=True), name="act"),
          _linear_act),
 ]
 GLU = [

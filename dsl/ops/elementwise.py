@@ -37,6 +37,7 @@ _unary("gelu_tanh", 8, "gelu_tanh(x): the tanh approximation used by GPT-2", tra
 _unary("silu", 4, "silu(x) = x * sigmoid(x), a.k.a. swish", traits=ACTIVATION)
 _unary("sigmoid", 4, "sigmoid(x) = 1 / (1 + exp(-x))", traits=ACTIVATION)
 _unary("tanh", 4, "tanh(x)", traits=ACTIVATION)
+_unary("relu2", 2, "relu2(x) = relu(x)^2 (Primer)", traits=ACTIVATION)
 _unary("exp", 1, "exp(x)")
 _unary("sqrt", 1, "sqrt(x)")
 _unary("rsqrt", 2, "rsqrt(x) = 1 / sqrt(x)")

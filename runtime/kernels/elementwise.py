@@ -79,6 +79,10 @@ def ref_square(x):
     return np.square(x)
 
 
+def ref_relu2(x):
+    return np.square(np.maximum(x, 0))
+
+
 def apply_activation(act: str, x):
     """act(x) for any op with the activation trait: its own `ref_` (fused epilogues)."""
     from . import REFERENCE         # the registry, complete once the package is imported
@@ -100,7 +104,7 @@ from ..jit import njit, prange  # noqa: E402
 from ._vmath import gelu_, gelu_tanh_, relu_, sigmoid_  # noqa: E402
 
 ACT = {"identity": 0, "relu": 1, "gelu": 2, "gelu_tanh": 3, "silu": 4, "sigmoid": 5,
-       "tanh": 6}
+       "tanh": 6, "relu2": 7}
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -118,6 +122,8 @@ def _act(v, kind):
         return sigmoid_(v)
     if kind == 6:
         return math.tanh(v)
+    if kind == 7:
+        return relu_(v) * relu_(v)
     return v
 
 
@@ -145,6 +151,9 @@ def _act_row(out, x, kind):
     elif kind == 6:
         for j in range(n):
             out[j] = math.tanh(x[j])
+    elif kind == 7:
+        for j in range(n):
+            out[j] = relu_(x[j]) * relu_(x[j])
     else:
         for j in range(n):
             out[j] = x[j]

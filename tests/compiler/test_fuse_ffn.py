@@ -121,3 +121,28 @@ def test_product_read_before_activation_is_rejected(arch_file):
     assert op_counts(r.graph)["linear_act"] == 0
     assert r.rejected[0].startswith("linear+act: linear at fc (line 2) has a second consumer")
     assert_same_outputs(g, r.graph, random_inputs(g))
+
+
+def test_a_declared_activation_fuses_everywhere_with_no_list_to_edit(arch_file):
+    """relu2 is declared once (dsl/ops/elementwise.py, activation trait) with its ref_ and
+    kernel branch: FFN/GLU accept it, fuse_ffn fuses it, and both executors agree."""
+    import numpy as np
+    import archc
+    from archc.compiler.pipeline import run_pipeline
+    path = arch_file("""
+        model m(x: float[B, T, 8]) {
+            h = FFN(x, 16, act="relu2", std=0.5) as ffn
+            g = GLU(h, 16, act="relu2", std=0.5) as glu
+            return relu2(g)
+        }""")
+    g = lower(path)
+    res = run_pipeline(g)
+    counts = op_counts(res.graph)        # GLU's down product takes the final relu2 instead
+    assert (counts["ffn"], counts["linear_glu"], counts["linear_act"]) == (1, 1, 1)
+    assert counts["relu2"] == 0
+    m = archc.load(path)
+    x = np.random.default_rng(0).standard_normal((2, 5, 8)).astype(np.float32)
+    (want,) = m.run(x=x).values()
+    (got,) = m.run(x=x, executor="numba").values()
+    assert np.abs(want).max() > 1e-3
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)   # float32, squared

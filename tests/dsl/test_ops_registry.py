@@ -45,40 +45,40 @@ def test_registering_an_op_twice_or_with_an_unknown_trait_fails():
 
 
 @pytest.fixture
-def relu2():
-    """relu2(x) = relu(x)^2, added the way docs/ARCHITECTURE.md says: a declaration with
-    its shape rule and traits, a `ref_`, and compiled steps. Removed afterwards."""
-    @op("relu2", inputs=("x",), flops=lambda out, x: 2 * 1,
+def softsign():
+    """softsign(x) = x / (1 + |x|), added the way docs/ARCHITECTURE.md says: a declaration
+    with its shape rule and traits, a `ref_`, and compiled steps. Removed afterwards."""
+    @op("softsign", inputs=("x",), flops=lambda out, x: 3,
         traits={k: v for k, v in ACTIVATION.items() if k != "activation"})
     def infer(x: TT) -> TT:
         return x
 
-    REFERENCE["relu2"] = lambda x: np.square(np.maximum(x, 0))
+    REFERENCE["softsign"] = lambda x: x / (1 + np.abs(x))
 
-    @steps_for("relu2")
+    @steps_for("softsign")
     def build(P, node, args, attrs):
         out = P.output()
         x = P.contiguous(args[0])
-        P.step(lambda: np.square(np.maximum(x, 0, out=out), out=out))
+        P.step(lambda: np.divide(x, 1 + np.abs(x), out=out))
         return out
 
-    yield "relu2"
+    yield "softsign"
     for table in (OPS, REFERENCE, STEPS):
-        table.pop("relu2", None)
+        table.pop("softsign", None)
 
 
-def test_a_new_op_runs_through_every_stage(relu2, tmp_path):
+def test_a_new_op_runs_through_every_stage(softsign, tmp_path):
     import archc
     from archc.compiler.dump import dump_text
     src = tmp_path / "m.arch"
     src.write_text("model m(x: float[T, 4]) {\n"
-                   "    layer a {\n        h = relu2(transpose(x @ transpose(x)))\n    }\n"
+                   "    layer a {\n        h = softsign(transpose(x @ transpose(x)))\n    }\n"
                    "    return h\n}\n")
     m = archc.load(src)
     x = np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4)
-    want = np.square(np.maximum(x @ x.T, 0))
+    want = (x @ x.T) / (1 + np.abs(x @ x.T))
     np.testing.assert_allclose(m.run(x=x)["h"], want, rtol=1e-6)
     ex = m.compiled()
     np.testing.assert_allclose(ex.run({"x": x})["h"], want, rtol=1e-6)
     assert all(not p.unplanned for p in ex._programs.values())    # its scratch was planned
-    assert "relu2" in dump_text(m.graph)
+    assert "softsign" in dump_text(m.graph)

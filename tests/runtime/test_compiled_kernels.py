@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 
+from archc.dsl.ops import activations
 from archc.runtime.kernels import attention as ka, elementwise as ke, ffn as kf, norm as kn
 from archc.runtime.kernels import position as kp
 
@@ -52,7 +53,7 @@ def test_softmax(shape, dt):
     assert not out[0].any()
 
 
-@pytest.mark.parametrize("act", ["relu", "gelu", "gelu_tanh", "silu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("act", activations())     # every op with the activation trait
 @pytest.mark.parametrize("dt", DTYPES)
 def test_activations(act, dt):
     rng = np.random.default_rng(2)
