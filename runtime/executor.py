@@ -111,6 +111,9 @@ class Program:
         self.uses_blas = any(s.blas for s in self.steps)
         self.numba_threads = jit.numba_threads(ex.threads, self.uses_blas)
         self.blas_threads = 1 if ex.lanes is not None else ex.threads
+        # a program of parallel Numba kernels alone (a decode step) is re-timed as it runs,
+        # so a busy core sends it to one thread (runtime/jit.py Pacer)
+        self.pacer = jit.Pacer(self.numba_threads if not self.uses_blas else 1)
 
     # ----- what step builders (runtime/steps.py) use
     def shape(self, node: Node | str, part: int | None = None) -> tuple[int, ...]:
@@ -275,8 +278,11 @@ class Program:
                 profile: Profile | None = None) -> None:
         for name, arr in (inputs or {}).items():
             np.copyto(self.input_buffers[name], arr, casting="unsafe")
-        with jit.thread_pools(numba=self.numba_threads, blas=self.blas_threads):
+        n = self.pacer.threads()
+        t0 = time.perf_counter()
+        with jit.thread_pools(numba=n, blas=self.blas_threads):
             self._execute(profile)
+        self.pacer.record(n, time.perf_counter() - t0)
 
     def _execute(self, profile: Profile | None) -> None:
         if profile is None:

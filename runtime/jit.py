@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import time
 from pathlib import Path
 
 import numba
@@ -107,11 +108,87 @@ def max_threads() -> int:
 
 
 def set_threads(n: int | None) -> int:
-    """Use `n` threads for Numba kernels and BLAS (None: every core). Returns n."""
-    n = max_threads() if n is None else max(1, min(int(n), max_threads()))
+    """Use `n` threads for Numba kernels and BLAS (None: the cores no other process is
+    busy on, see free_cores). Returns n."""
+    n = free_cores() if n is None else max(1, min(int(n), max_threads()))
     numba.set_num_threads(n)
     set_blas_threads(n)
     return n
+
+
+def _running() -> int | None:
+    """Runnable tasks on the machine now (/proc/loadavg's fourth field), this one included."""
+    try:
+        with open("/proc/loadavg") as f:
+            return int(f.read().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def free_cores(samples: int = 5, gap: float = 0.002) -> int:
+    """Cores not taken by other processes: every core less the other runnable tasks, the
+    least of a few looks ~2 ms apart (a task that only wakes briefly is not a load). A
+    parallel kernel waits for its slowest thread, so a thread on a core another process
+    holds makes it slower than one thread alone (decode: 10x on two busy cores).
+    ARCHC_THREADS_FREE=0 takes every core regardless."""
+    cores = max_threads()
+    if cores == 1 or os.environ.get("ARCHC_THREADS_FREE", "1") == "0":
+        return cores
+    seen = []
+    for i in range(samples):
+        r = _running()
+        if r is None:
+            return cores
+        seen.append(r)
+        if i + 1 < samples:
+            time.sleep(gap)
+    others = max(0, min(seen) - 1)
+    return max(1, min(cores, cores - others))
+
+
+class Pacer:
+    """How many Numba threads a program that runs again and again (a decode step) uses,
+    chosen by timing: all of them, or one. Another process taking a core makes every
+    parallel kernel wait for its descheduled thread, so the choice made at start can turn
+    wrong mid-run; the pacer times each run, tries the other choice now and then (at
+    growing intervals while the current one stays faster, so a quiet machine pays ~1%),
+    and keeps the faster. ARCHC_PACE=0 keeps `full` always."""
+
+    WARMUP = 2          # first runs are slower anyway (page faults, caches)
+    FIRST_PROBE = 4     # runs between probes at first, and after a switch
+    MAX_GAP = 64
+
+    def __init__(self, full: int):
+        self.choices = (full, 1)
+        self.current = full
+        self.enabled = full > 1 and os.environ.get("ARCHC_PACE", "1") != "0"
+        self.ema: dict[int, float] = {}
+        self.runs = 0
+        self.gap = self.FIRST_PROBE
+        self.next_probe = self.WARMUP + self.FIRST_PROBE
+
+    def threads(self) -> int:
+        """The thread count for the next run."""
+        if self.enabled and self.runs == self.next_probe:
+            return self.choices[1] if self.current == self.choices[0] else self.choices[0]
+        return self.current
+
+    def record(self, threads: int, seconds: float) -> None:
+        """The run just made, with `threads`, took `seconds`."""
+        self.runs += 1
+        if not self.enabled or self.runs <= self.WARMUP:
+            return
+        if threads == self.current:
+            old = self.ema.get(threads)
+            self.ema[threads] = seconds if old is None else 0.7 * old + 0.3 * seconds
+            return
+        self.ema[threads] = seconds      # a probe measures the other choice afresh
+        # a probe: switch if the other choice was faster, and probe again soon
+        if self.ema[threads] < self.ema.get(self.current, float("inf")):
+            self.current, self.gap = threads, self.FIRST_PROBE
+        else:
+            self.gap = min(self.gap * 2, self.MAX_GAP)
+        self.next_probe = self.runs + self.gap
 
 
 def lanes_enabled() -> bool:

@@ -78,7 +78,7 @@ class _Locator(caching._SourceFileBackedLocatorMixin, caching._CacheLocator):
     def get_source_stamp(self):
         # Numba stamps an entry with its own file only, but kernels inline helpers from
         # other files (_vmath.py, elementwise.py's _act): a change there must invalidate
-        # every kernel that inlined it, so the stamp covers all of the runtime's sources
+        # every kernel that inlined it, so the stamp covers every kernel source
         return (super().get_source_stamp(), _runtime_stamp())
 
     def ensure_cache_path(self):
@@ -93,11 +93,12 @@ _stamp: tuple | None = None
 
 
 def _runtime_stamp() -> tuple:
-    """(name, mtime, size) of every source file of the runtime, taken once per process."""
+    """(name, mtime, size) of every file compiled code comes from (the kernel families and
+    the lanes' intrinsics), taken once per process."""
     global _stamp
     if _stamp is None:
         root = Path(__file__).resolve().parent
-        files = sorted(root.rglob("*.py"))
+        files = sorted(root.glob("kernels/*.py")) + [root / "lanes.py"]
         _stamp = tuple((str(f.relative_to(root)), f.stat().st_mtime_ns, f.stat().st_size)
                        for f in files)
     return _stamp
