@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     dump = sub.add_parser("dump", help="show the graph grouped by layer")
     _common(dump)
-    dump.add_argument("--format", "-f", choices=("text", "dot", "json"), default="text")
+    dump.add_argument("--format", "-f", choices=("text", "dot", "json", "svg", "png"),
+                      default="text", help="svg and png are drawn by Graphviz's `dot`")
     dump.add_argument("--expand", action="store_true",
                       help="show every iteration of a repeat stack")
     dump.add_argument("--layer", metavar="NAME", help="show one layer in full, e.g. layers.3")
@@ -207,16 +208,19 @@ def cmd_dump(args) -> int:
     elif args.format == "json":
         text = dump.dump_json(graph, layer=args.layer, bindings=bindings)
     else:
-        text = dump.dump_dot(graph, expand=args.expand, layer=args.layer)
+        text = dump.dump_dot(graph, expand=args.expand, layer=args.layer, bindings=bindings)
+    data = dump.render_dot(text, args.format) if args.format in ("svg", "png") \
+        else text.encode()
     if extra and args.format != "text":
         sys.stderr.write(extra)
     if args.output:
         from .api import source_files
         from .runtime.io import check_output, write_atomic
         check_output(args.output, source_files(graph) + input_files(args.input))
-        write_atomic(args.output, lambda f: f.write(text.encode()))
+        write_atomic(args.output, lambda f: f.write(data))
     else:
-        sys.stdout.write(text)
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
     return 0
 
 

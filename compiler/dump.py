@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..dsl.dims import Dim, DimLike, dim_add, evaluate, numel, shape_str
+from ..dsl.dims import Dim, DimLike, dim_add, evaluate, numel
 from ..dsl.graph import Graph, Node
 from ..dsl.ops import OPS, TT, count_flops
 
@@ -141,14 +141,30 @@ def select_groups(groups: list[Group], expand: bool, layer: str | None):
             raise ArchError(f"no layer named `{layer}`",
                             hint=did_you_mean(layer, [grp.name for grp in groups if grp.name]))
         return [(grp, 1) for grp in chosen]
+    uniform = _uniform_stacks(groups)
     out = []
     for grp in groups:
-        if grp.repeat and not expand:
+        if grp.repeat and not expand and grp.repeat[0] in uniform:
             if grp.repeat[1] == 0:
                 out.append((grp, grp.repeat[2]))
             continue
         out.append((grp, 1))
     return out
+
+
+def _uniform_stacks(groups: list[Group]) -> set[str]:
+    """The repeat stacks whose iterations are the same ops (one can stand for all); a stack
+    whose iterations differ (Switch's every other layer a MoE) is shown expanded."""
+    shapes: dict[str, set] = {}
+    same: dict[str, bool] = {}
+    for grp in groups:
+        if not grp.repeat:
+            continue
+        stack = grp.repeat[0]
+        body = frozenset((_local(n.id, grp.name), n.op) for n in grp.nodes)
+        shapes.setdefault(stack, set()).add(body)
+        same[stack] = len(shapes[stack]) == 1
+    return {s for s, ok in same.items() if ok}
 
 
 def dump_text(g: Graph, *, expand: bool = False, layer: str | None = None,
@@ -268,44 +284,163 @@ def dump_json(g: Graph, *, layer: str | None = None,
 
 
 def _dot_id(s: str) -> str:
-    return '"' + s.replace('"', '\\"') + '"'
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def dump_dot(g: Graph, *, expand: bool = False, layer: str | None = None) -> str:
+def _html(s: str) -> str:
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+class _Picture:
+    """Which node of the picture stands for each graph value: itself when shown; for a
+    getitem, its tuple's port; for a folded stack's later iteration, the same node of
+    iteration 0 (the cluster labelled xN stands for all of them)."""
+
+    def __init__(self, g: Graph, shown: set[str], folded: set[str]):
+        self.g, self.shown, self.folded = g, shown, folded
+
+    def source(self, nid: str) -> tuple[str, int | None] | None:
+        node = self.g.node(nid)
+        if node.op == "getitem":
+            src = self.source(self.g.args(nid)[0])
+            return None if src is None else (src[0], node.attrs.get("index", 0))
+        if nid in self.shown:
+            return nid, None
+        _, rep = group_key(self.g, node.scope)
+        if rep is not None and rep[0] in self.folded:
+            head = f"{rep[0]}.{rep[1]}"
+            twin = f"{rep[0]}.0" + nid[len(head):] if nid.startswith(head) else None
+            if twin in self.shown:
+                return twin, None
+        return None
+
+
+def _scope_tree(nodes: list[Node], top: str) -> dict:
+    """{sub-scope: (its nodes, its own tree)} below `top`, for nested clusters."""
+    tree: dict = {"": []}
+    for n in nodes:
+        if n.op == "getitem":
+            continue               # drawn as its tuple's port
+        rest = _local(n.scope, top) if n.scope != top else ""
+        branch = tree
+        for part in [p for p in rest.split(".") if p] if top or rest else []:
+            branch = branch.setdefault(part, {"": []})
+        branch[""].append(n)
+    return tree
+
+
+def dump_dot(g: Graph, *, expand: bool = False, layer: str | None = None,
+             bindings: Mapping[str, int] | None = None) -> str:
+    """The graph as Graphviz DOT, one connected picture: clusters nest by layer scope; a
+    folded `repeat` stack is one cluster labelled xN whose nodes stand for every iteration
+    (a value read after the stack is drawn from it); a tuple-valued node is a record with a
+    port per part; every edge is drawn once; fused ops are filled blue, with what they
+    compute as the tooltip; each node shows its op, shape and FLOPs."""
+    bindings = dict(bindings or {})
     groups = layer_groups(g)
     chosen = select_groups(groups, expand, layer)
-    shown = {n.id for grp, _ in chosen for n in grp.nodes} | set(g.inputs)
+    shown = {n.id for grp, _ in chosen for n in grp.nodes if n.op != "getitem"} | set(g.inputs)
+    folded = {grp.repeat[0] for grp, times in chosen if times > 1}
+    pic = _Picture(g, shown, folded)
     lines = [f"digraph {_dot_id(g.name)} {{", "  rankdir=TB;",
-             '  node [shape=box, fontname="Helvetica", fontsize=10];']
+             '  node [shape=box, fontname="Helvetica", fontsize=10];',
+             '  edge [color="#555555"];']
     for nid in g.inputs:
         n = g.node(nid)
-        lines.append(f"  {_dot_id(nid)} [label={_dot_id(n.attrs['name'] + chr(10) + n.type_str)},"
-                     " shape=ellipse];")
+        lines.append(f"  {_dot_id(nid)} [label={_dot_id(n.attrs['name'] + chr(10) + n.type_str)}"
+                     ", shape=ellipse];")
+    outside: set[str] = set()
     for i, (grp, times) in enumerate(chosen):
         label = grp.name or "model"
         if times > 1:
-            label = f"{grp.repeat[0]}.0 (x{times})"
-        label += f"\\n{_fmt_int(grp.params)} params"
+            label = f"{grp.repeat[0]} x{times}"
+        label += f"\n{_fmt_int(grp.params)} params"
         lines.append(f"  subgraph cluster_{i} {{")
         lines.append(f"    label={_dot_id(label)}; style=rounded;")
-        for n in grp.nodes:
-            if n.op == "getitem":
-                continue
-            style = ", style=filled, fillcolor=lightgrey" if n.op == "param" else ""
-            text = f"{_local(n.id, grp.name)}\\n{n.op} {n.type_str}"
-            lines.append(f"    {_dot_id(n.id)} [label={_dot_id(text)}{style}];")
+        _dot_cluster(g, _scope_tree(grp.nodes, grp.name), grp.name, f"cluster_{i}", lines,
+                     "    ", bindings)
         lines.append("  }")
+    edges: list[str] = []
+    seen: set[tuple] = set()
     for nid in g.topo():
-        if nid not in shown:
+        if nid not in shown or g.node(nid).op in ("input",):
             continue
         for a in g.args(nid):
-            src = g.args(a)[0] if g.node(a).op == "getitem" else a
-            if src in shown:
-                lines.append(f"  {_dot_id(src)} -> {_dot_id(nid)};")
+            src = pic.source(a)
+            if src is None:                   # outside the layer asked for: a stub
+                if a not in outside:
+                    outside.add(a)
+                    lines.append(f"  {_dot_id(a)} [label={_dot_id(a)}, shape=plaintext];")
+                src = (a, None)
+            key = (src, nid)
+            if key in seen:
+                continue
+            seen.add(key)
+            tail = _dot_id(src[0]) + (f":p{src[1]}" if src[1] is not None else "")
+            edges.append(f"  {tail} -> {_dot_id(nid)};")
     for name, nid in g.outputs.items():
-        src = g.args(nid)[0] if g.node(nid).op == "getitem" else nid
-        if src in shown:
+        src = pic.source(nid)
+        if src is not None:
             lines.append(f"  {_dot_id('output:' + name)} [label={_dot_id(name)}, shape=ellipse];")
-            lines.append(f"  {_dot_id(src)} -> {_dot_id('output:' + name)};")
+            tail = _dot_id(src[0]) + (f":p{src[1]}" if src[1] is not None else "")
+            edges.append(f"  {tail} -> {_dot_id('output:' + name)};")
+    lines += edges
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _dot_cluster(g: Graph, tree: dict, scope: str, cid: str, lines: list[str], pad: str,
+                 bindings: Mapping[str, int]) -> None:
+    for n in tree[""]:
+        lines.append(f"{pad}{_dot_node(g, n, scope, bindings)}")
+    for k, (part, sub) in enumerate((p, t) for p, t in tree.items() if p):
+        inner = f"{scope}.{part}" if scope else part
+        lines.append(f"{pad}subgraph {cid}_{k} {{")
+        lines.append(f"{pad}  label={_dot_id(part)}; style=dashed;")
+        _dot_cluster(g, sub, inner, f"{cid}_{k}", lines, pad + "  ", bindings)
+        lines.append(f"{pad}}}")
+
+
+def _dot_node(g: Graph, n: Node, scope: str, bindings: Mapping[str, int]) -> str:
+    name = _local(n.id, scope) if scope else n.id
+    flops = node_flops(g, n)
+    cost = f"\n{_fmt_flops(flops, bindings)} FLOPs" if flops else ""
+    spec = OPS.get(n.op)
+    style = ""
+    if n.op == "param":
+        style = ", style=filled, fillcolor=lightgrey"
+    elif spec is not None and spec.has("fused"):
+        style = f", style=filled, fillcolor=lightblue, tooltip={_dot_id('fused: ' + spec.doc)}"
+    if n.dtype == "tuple":
+        # an HTML-like table: a port per part (Graphviz's record shapes lose edges)
+        head = "<br/>".join(_html(t) for t in f"{name}\n{n.op}{cost}".split("\n"))
+        cells = "".join(f'<td port="p{i}">{i}: {_html(str(TT(s, d)))}</td>'
+                        for i, (s, d) in enumerate(n.parts))
+        fill = ' bgcolor="lightblue"' if "lightblue" in style else ""
+        table = (f'<<table border="0" cellborder="1" cellspacing="0"{fill}><tr>'
+                 f'<td colspan="{len(n.parts)}">{head}</td></tr><tr>{cells}</tr></table>>')
+        tip = style[style.index(", tooltip"):] if "tooltip" in style else ""
+        return f"{_dot_id(n.id)} [shape=plain, label={table}{tip}];"
+    return f"{_dot_id(n.id)} [label={_dot_id(f'{name}{chr(10)}{n.op} {n.type_str}{cost}')}{style}];"
+
+
+def render_dot(dot: str, fmt: str) -> bytes:
+    """The picture drawn by Graphviz's `dot` program (svg or png); a clear error where it
+    is not installed or fails."""
+    import shutil
+    import subprocess
+    from ..dsl.errors import ArchError
+    exe = shutil.which("dot")
+    if exe is None:
+        raise ArchError(f"--format {fmt} needs Graphviz's `dot` program, which is not "
+                        "installed", hint="apt-get install graphviz (or brew install "
+                        "graphviz); --format dot writes the graph for it")
+    try:
+        p = subprocess.run([exe, f"-T{fmt}"], input=dot.encode(), capture_output=True,
+                           timeout=300)
+    except subprocess.TimeoutExpired:
+        raise ArchError("Graphviz took more than 5 minutes to draw the graph",
+                        hint="draw one layer with --layer NAME") from None
+    if p.returncode != 0:
+        raise ArchError(f"Graphviz failed: {p.stderr.decode(errors='replace').strip()[:300]}")
+    return p.stdout
