@@ -64,3 +64,36 @@ def file_id(path: str | os.PathLike) -> tuple[int, int] | None:
     except (OSError, ValueError):
         return None
     return st.st_dev, st.st_ino
+
+
+MAX_JSON_DEPTH = 64
+
+
+def bounded_json(data: bytes | str, what: str, max_depth: int = MAX_JSON_DEPTH):
+    """json.loads, after a scan that refuses nesting deeper than `max_depth` (the parser
+    recurses: a config.json of 100k brackets would raise RecursionError)."""
+    import json
+    text = data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
+    depth = 0
+    in_str = esc = False
+    for ch in text:
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "[{":
+            depth += 1
+            if depth > max_depth:
+                raise ArchError(f"{what} is nested more than {max_depth} deep; not a "
+                                "checkpoint file archc can read")
+        elif ch in "]}":
+            depth -= 1
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise ArchError(f"{what} is not valid JSON: {str(e).splitlines()[0]}") from None

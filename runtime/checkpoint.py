@@ -7,7 +7,6 @@ mapping's `config NAME = "json.key"` lines, so one .arch file fits every model s
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -16,6 +15,7 @@ import numpy as np
 
 from ..dsl.dims import shape_str
 from ..dsl.errors import ArchError
+from ..dsl.files import bounded_json, open_regular
 from ..dsl.weightmap import Param, Skip, Split, Transpose, WeightMap, key_matches
 
 
@@ -29,7 +29,7 @@ class Checkpoint:
 
 def read_checkpoint(path) -> Checkpoint:
     """The checkpoint's headers and config; tensors are read when looked up."""
-    from .weights import SafetensorsFiles
+    from .safetensors import SafetensorsFiles
     p = Path(path)
     if not p.is_dir():
         return Checkpoint(str(p), SafetensorsFiles([p]), files=[str(p)])
@@ -38,20 +38,19 @@ def read_checkpoint(path) -> Checkpoint:
     cfg = p / "config.json"
     if cfg.is_file():
         read.append(cfg)
-        try:
-            config = json.loads(cfg.read_text(encoding="utf-8"))
-        except (ValueError, OSError) as e:
-            raise ArchError(f"{cfg} is not valid JSON: {e}") from None
+        config = bounded_json(_read(cfg), str(cfg))
         if not isinstance(config, dict):
             raise ArchError(f"{cfg} should hold a JSON object")
     index = p / "model.safetensors.index.json"
     if index.is_file():
         read.append(index)
-        try:
-            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-                                .values()))
-        except (ValueError, KeyError, OSError, AttributeError) as e:
-            raise ArchError(f"{index} is not a safetensors index: {e}") from None
+        doc = bounded_json(_read(index), str(index))
+        wmap = doc.get("weight_map") if isinstance(doc, dict) else None
+        if not isinstance(wmap, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                 for k, v in wmap.items()):
+            raise ArchError(f"{index} is not a safetensors index: `weight_map` must map "
+                            "tensor names to shard file names")
+        shards = sorted(set(wmap.values()))
         for s in shards:
             if "/" in s or "\\" in s or s.startswith("."):
                 raise ArchError(f"{index} names a shard outside the folder: {s}")
@@ -65,6 +64,11 @@ def read_checkpoint(path) -> Checkpoint:
                         hint="a Hugging Face folder holds config.json and model.safetensors "
                              "(save_pretrained(..., safe_serialization=True))")
     return Checkpoint(str(p), tensors, config, [str(f) for f in read])
+
+
+def _read(path: Path) -> bytes:
+    with open_regular(path, "checkpoint") as f:
+        return f.read()
 
 
 def choose_section(sections: Mapping[str, Any], names, want: str | None = None):

@@ -1,20 +1,17 @@
-"""Parameters: deterministic random initialisation and safetensors checkpoints.
+"""Parameters: deterministic random initialisation, and checkpoint tensors matched to them
+(read by runtime/safetensors.py, named through runtime/checkpoint.py).
 
 Every parameter's random values depend only on (seed, its name), so adding a layer does
 not change the values of the others.
 """
 from __future__ import annotations
 
-import os
 import zlib
-from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
 from ..dsl.dims import shape_str
 from ..dsl.errors import ArchError
-from ..dsl.files import open_regular
 from ..dsl.graph import Graph
 
 
@@ -33,67 +30,6 @@ def init_param(node, seed: int) -> np.ndarray:
 
 def init_params(g: Graph, seed: int = 0) -> dict[str, np.ndarray]:
     return {n.attrs["name"]: init_param(n, seed) for n in g.params()}
-
-
-class SafetensorsFiles(Mapping):
-    """The tensors of one or more .safetensors files, read one at a time when looked up
-    (`safe_open`): each lookup returns a fresh array that nothing here keeps, so a loader
-    converting tensor by tensor holds at most one raw checkpoint tensor beside the
-    parameters it has made, never the whole file. Iteration and `in` read only headers."""
-
-    def __init__(self, paths) -> None:
-        self.where: dict[str, Path] = {}           # tensor name -> file (last file wins)
-        self.reads = 0                             # tensors read so far (tests count them)
-        for p in paths:
-            for name in _header_names(Path(p)):
-                self.where[name] = Path(p)
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        from safetensors import SafetensorError, safe_open
-        path = self.where[name]
-        try:
-            with safe_open(str(path), framework="numpy") as f:
-                arr = f.get_tensor(name)
-        except (SafetensorError, ValueError, OSError) as e:
-            raise ArchError(f"weights {path} is corrupted or truncated: "
-                            f"{str(e).splitlines()[0]}") from None
-        self.reads += 1
-        return arr
-
-    def __iter__(self):
-        return iter(self.where)
-
-    def __len__(self) -> int:
-        return len(self.where)
-
-    def __contains__(self, name) -> bool:
-        return name in self.where
-
-
-def _header_names(p: Path) -> list[str]:
-    """The tensor names of a .safetensors file; clear errors for anything else."""
-    from safetensors import SafetensorError, safe_open
-    with open_regular(p, "weights") as f:
-        head = f.read(8)
-    if len(head) < 8:
-        raise ArchError(f"weights {p} is not a safetensors file (only {len(head)} bytes)")
-    header_len = int.from_bytes(head, "little")
-    if header_len > p.stat().st_size - 8 or header_len > 100_000_000:
-        raise ArchError(f"weights {p} is not a safetensors file, or it is truncated "
-                        f"(its header claims {header_len} bytes)",
-                        hint="save weights with safetensors.numpy.save_file or "
-                             "save_pretrained(safe_serialization=True)")
-    try:
-        with safe_open(str(p), framework="numpy") as f:
-            return list(f.keys())
-    except (SafetensorError, ValueError, OSError) as e:
-        raise ArchError(f"weights {p} is corrupted or truncated: {str(e).splitlines()[0]}") \
-            from None
-
-
-def read_safetensors(path: str | os.PathLike) -> SafetensorsFiles:
-    """The tensors of a .safetensors file, read lazily (see SafetensorsFiles)."""
-    return SafetensorsFiles([path])
 
 
 def apply_weights(g: Graph, tensors: dict[str, np.ndarray], seed: int = 0,
