@@ -80,7 +80,7 @@ def _source_line(span: Span, sources: dict[str, str] | None) -> str | None:
         if not is_source(span.file):
             return None    # quote source only: never a line of a file that is not .arch
         try:
-            text = Path(span.file).read_text(encoding="utf-8", errors="replace")
+            text = Path(span.file).read_text(encoding="utf-8-sig", errors="replace")
         except OSError:
             return None
     lines = text.splitlines()

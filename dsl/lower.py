@@ -617,7 +617,8 @@ class Lowerer:
             return self.call_block(self.prog.blocks[e.func], e, args, kwargs)
         if e.func in LAYERS:
             return self.call_layer(e, args, kwargs)
-        if e.as_name is not None:
+        known_op = (e.func in OPS and e.func not in INTERNAL_OPS) or e.func in SCALAR_FUNCS
+        if e.as_name is not None and known_op:
             raise ArchError(f"`as` names a layer or block call; `{e.func}` is a plain op with "
                             "no parameters", e.span)
         if e.func in OPS and e.func not in INTERNAL_OPS:
@@ -628,9 +629,13 @@ class Lowerer:
             return self.call_op(e, args, kwargs)
         if e.func in SCALAR_FUNCS:
             return self.scalar_call(e, args)
-        known = list(self.prog.blocks) + list(LAYERS) + [o for o in OPS if o not in INTERNAL_OPS]
-        raise ArchError(f"unknown op or block `{e.func}`", e.func_span,
-                        did_you_mean(e.func, known + list(SCALAR_FUNCS)))
+        named = list(self.prog.blocks) + list(LAYERS)
+        known = named + [o for o in OPS if o not in INTERNAL_OPS] + list(SCALAR_FUNCS)
+        # `Name(...) as x` can only be a layer or a block: suggest among those first
+        hint = (did_you_mean(e.func, named) if e.as_name is not None else None) or \
+            did_you_mean(e.func, known)
+        raise ArchError(f"unknown {'layer or block' if e.as_name is not None else 'op or block'}"
+                        f" `{e.func}`", e.func_span, hint)
 
     def scalar_call(self, e: ast.Call, args):
         for a, expr in zip(args, e.args):

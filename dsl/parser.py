@@ -312,6 +312,8 @@ def parse_file(path: str | Path) -> list:
             raw = f.read()
     except OSError as e:
         raise ArchError(f"cannot read {p}: {e.strerror}") from None
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]                 # a UTF-8 byte-order mark (Windows editors write one)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:

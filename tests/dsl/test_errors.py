@@ -600,3 +600,25 @@ def test_code_after_return_is_reported_with_the_other_errors(arch_file):
         lower(path)
     assert [err.message for err in e.value.errors] == ["unknown name `xx`",
                                                        "code after `return` never runs"]
+
+
+def test_a_mistyped_layer_named_with_as_gets_its_did_you_mean(tmp_path):
+    src = tmp_path / "m.arch"
+    src.write_text("model m(x: float[B, T, 8]) {\n    return Atention(x, 2) as attn\n}\n")
+    with pytest.raises(ArchError) as e:
+        lower(src)
+    assert e.value.render() == (
+        f"{src}:2:12: error: unknown layer or block `Atention`\n"
+        "        return Atention(x, 2) as attn\n"
+        "               ^^^^^^^^\n"
+        "hint: did you mean `Attention`?")
+
+
+def test_a_byte_order_mark_is_accepted_and_carets_stay_put(tmp_path):
+    src = tmp_path / "m.arch"
+    src.write_bytes(b"\xef\xbb\xbfmodel m(x: float[T, 4]) {\n    return relu(y)\n}\n")
+    with pytest.raises(ArchError) as e:
+        lower(src)
+    assert "        return relu(y)\n                    ^" in e.value.render()
+    src.write_bytes(b"\xef\xbb\xbfmodel m(x: float[T, 4]) {\n    return relu(x)\n}\n")
+    assert lower(src).name == "m"
