@@ -2,7 +2,7 @@
 
     archc run MODEL --input x.npy [--executor numba|reference] [--threads N] [--profile]
     archc generate MODEL --weights W --input prompt_ids.npy --max-new-tokens N
-                   [--temperature T --top-k K --top-p P --seed S] [--eos ID]
+                   [--temperature T --top-k K --top-p P --seed S] [--eos ID ...]
                    [--tokenizer tokenizer.json --prompt "text"] [--no-cache] [--max-seq N]
                    [--decoder-start ID]
 
@@ -52,7 +52,8 @@ def add_generate_parser(sub, common, inputs_arg) -> None:
     gen.add_argument("--top-p", type=float, metavar="P")
     gen.add_argument("--seed", type=int, default=0,
                      help="seed for sampling and for parameters without weights")
-    gen.add_argument("--eos", type=int, metavar="ID", help="stop when this token is produced")
+    gen.add_argument("--eos", type=int, action="append", metavar="ID",
+                     help="stop when this token is produced; repeatable (any of them stops)")
     gen.add_argument("--decoder-start", type=int, metavar="ID",
                      help="encoder-decoder models: the token decoding starts from (default: "
                           "the config constant decoder_start)")
@@ -104,16 +105,19 @@ def _tokenizer(path: str):
 def cmd_generate(args, load, parse_sets, read_array, input_files) -> int:
     from .runtime.executor import Profile
     from .runtime.generate import generate, token_io
+    from .cli import parse_named_files
     tok = _tokenizer(args.tokenizer) if args.tokenizer else None
+    named = None
     if args.prompt is not None:
         if tok is None:
             raise ArchError("--prompt is text and needs --tokenizer tokenizer.json",
                             hint="or pass token ids with --input prompt_ids.npy")
         prompt = np.array([tok.encode(args.prompt).ids], dtype=np.int64)
     elif len(args.input) == 1:
-        prompt = read_array(args.input[0], what="prompt")
+        ((named, path),) = parse_named_files(args.input)
+        prompt = read_array(path, what="prompt")
         if isinstance(prompt, dict):
-            raise ArchError(f"{args.input[0]} is an .npz archive; the prompt is one .npy array")
+            raise ArchError(f"{path} is an .npz archive; the prompt is one .npy array")
     else:
         raise ArchError("generate needs a prompt: --input prompt_ids.npy (or --prompt TEXT "
                         "with --tokenizer)")
@@ -127,6 +131,11 @@ def cmd_generate(args, load, parse_sets, read_array, input_files) -> int:
     from .runtime.io import check_output, save_outputs, to_stdout
     check_output(args.output, model.files + input_files(args.input)
                  + ([("tokenizer", args.tokenizer)] if args.tokenizer else []))
+    if args.prompt is None and named is not None and named not in model.inputs:
+        from .dsl.errors import did_you_mean
+        raise ArchError(f"the model has no input named `{named}`",
+                        hint=did_you_mean(named, model.inputs) or
+                        "inputs: " + ", ".join(model.inputs))
     ex = model.compiled(args.threads)
     from .runtime.budget import check_generate
     check_generate(ex, 1 if np.ndim(prompt) == 1 else np.shape(prompt)[0],

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -222,11 +222,15 @@ def _check_ids(ids: np.ndarray, rows: int, what: str) -> None:
 
 def generate(ex, prompt: np.ndarray, max_new_tokens: int, *, temperature: float = 0.0,
              top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-             eos: int | None = None, max_seq: int | None = None, use_cache: bool = True,
+             eos: int | Sequence[int] | None = None, max_seq: int | None = None,
+             use_cache: bool = True,
              keep_logits: bool = False, on_token: Callable[[int, np.ndarray], None] | None = None,
              profile=None, decoder_start: int | None = None) -> GenerateResult:
     """Generate up to `max_new_tokens` after `prompt` (B, T) with executor `ex` (for an
-    encoder-decoder, `prompt` is the encoder's input)."""
+    encoder-decoder, `prompt` is the encoder's input). `eos`: a token id, or several (a
+    sequence stops at the first of them it produces; later positions repeat that id)."""
+    stops = None if eos is None else np.asarray([eos] if np.ndim(eos) == 0 else list(eos),
+                                                np.int64)
     io = token_io(ex.graph)
     prompt = np.asarray(prompt)
     if prompt.ndim == 1:
@@ -290,15 +294,15 @@ def generate(ex, prompt: np.ndarray, max_new_tokens: int, *, temperature: float 
     n = 0
     for n in range(1, max_new_tokens + 1):
         tok = sample(last, rng, temperature, top_k, top_p)
-        if eos is not None:
-            tok = np.where(done, eos, tok)
-            done |= tok == eos
+        if stops is not None:
+            tok = np.where(done, new[:, max(n - 2, 0)], tok)    # a finished row repeats its stop
+            done |= np.isin(tok, stops)
         new[:, n - 1] = tok
         if keep_logits:
             res.logits.append(last)
         if on_token is not None:
             on_token(n - 1, tok)
-        if n == max_new_tokens or (eos is not None and done.all()):
+        if n == max_new_tokens or (stops is not None and done.all()):
             break
         if n == 1:
             if isinstance(step, _Cached):

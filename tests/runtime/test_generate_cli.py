@@ -162,3 +162,21 @@ def test_user_errors_are_arch_errors(tmp_path, monkeypatch, capsys, source, prom
     assert code == 2, err
     assert message in err and "Traceback" not in err and "internal error" not in err
     assert out.getvalue() == ""          # nothing streamed before the error
+
+
+def test_named_prompt_input_and_several_stop_tokens(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.arch").write_text(TINY)
+    np.save(tmp_path / "p.npy", np.array([[1, 2, 3]]))
+    assert main(["generate", "tiny.arch", "-i", "ids=p.npy", "-n", "12", "-o", "all.npy"]) == 0
+    full = np.load(tmp_path / "all.npy")[0]
+    capsys.readouterr()
+    # stop at whichever of two ids comes first
+    a, b = int(full[5]), int(full[2])
+    first = min(i for i, t in enumerate(full) if t in (a, b))
+    assert main(["generate", "tiny.arch", "-i", "ids=p.npy", "-n", "12", "--eos", str(a),
+                 "--eos", str(b), "-o", "stop.npy"]) == 0
+    got = np.load(tmp_path / "stop.npy")[0]
+    np.testing.assert_array_equal(got[:first + 1], full[:first + 1])
+    assert main(["generate", "tiny.arch", "-i", "idz=p.npy", "-n", "2"]) == 2
+    assert "no input named `idz`" in capsys.readouterr().err
