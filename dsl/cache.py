@@ -109,11 +109,16 @@ def cached_lark(grammar: str, **options) -> Lark:
     return parser
 
 
-def replace_atomically(path: Path, write) -> None:
-    """Call `write(binary file)` on a temporary file beside `path`, then rename it over
-    `path`: readers see the old file or the complete new one, never a part."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def replace_atomically(path: Path, write, *, prefix: str | None = None,
+                       mode: int | None = None) -> None:
+    """Call `write(binary file)` on a temporary file beside `path` (named `prefix`...),
+    then rename it over `path`: readers see the old file or the complete new one, never a
+    part. `mode`: the file's permissions (mkstemp makes it 0600)."""
+    fd, tmp = tempfile.mkstemp(prefix=prefix or f".{path.name}.", suffix=".tmp",
+                               dir=path.parent)
     try:
+        if mode is not None:
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -20,12 +20,12 @@ import io
 import os
 import stat
 import sys
-import tempfile
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
+from ..dsl.cache import replace_atomically
 from ..dsl.errors import ArchError
 from ..dsl.files import file_id, kind_of
 
@@ -147,21 +147,8 @@ def _prefix(name: str) -> str:
 
 def _replace(target: Path, mode: int, write) -> None:
     remove_stale_temps(target)
-    fd, tmp = tempfile.mkstemp(prefix=f"{_prefix(target.name)}{os.getpid()}-", suffix=".tmp",
-                               dir=target.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    replace_atomically(target, write, prefix=f"{_prefix(target.name)}{os.getpid()}-",
+                       mode=mode)
     _sync_dir(target.parent)
 
 
