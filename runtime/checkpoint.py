@@ -7,6 +7,7 @@ mapping's `config NAME = "json.key"` lines, so one .arch file fits every model s
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -17,6 +18,8 @@ from ..dsl.dims import shape_str
 from ..dsl.errors import ArchError
 from ..dsl.files import bounded_json, open_regular
 from ..dsl.weightmap import Param, Skip, Split, Transpose, WeightMap, key_matches
+
+MAX_JSON_BYTES = 64_000_000
 
 
 @dataclass
@@ -52,7 +55,7 @@ def read_checkpoint(path) -> Checkpoint:
                             "tensor names to shard file names")
         shards = sorted(set(wmap.values()))
         for s in shards:
-            if "/" in s or "\\" in s or s.startswith("."):
+            if not s or "/" in s or "\\" in s or s.startswith("."):
                 raise ArchError(f"{index} names a shard outside the folder: {s}")
         read += [p / s for s in shards]
         tensors = SafetensorsFiles([p / s for s in shards])
@@ -67,8 +70,14 @@ def read_checkpoint(path) -> Checkpoint:
 
 
 def _read(path: Path) -> bytes:
+    """A config or index file's bytes, refused before reading when it is larger than any
+    real one (a 100k-tensor index is ~10 MB)."""
     with open_regular(path, "checkpoint") as f:
-        return f.read()
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_JSON_BYTES:
+            raise ArchError(f"{path} is {size:,} bytes; archc reads checkpoint JSON files of "
+                            f"at most {MAX_JSON_BYTES:,} bytes")
+        return f.read(MAX_JSON_BYTES + 1)
 
 
 def choose_section(sections: Mapping[str, Any], names, want: str | None = None):
@@ -129,10 +138,38 @@ def dest_shape(dest, binding: dict[str, str], shapes: Mapping[str, tuple]) -> tu
         parts = [dest_shape(d, binding, shapes) for d in dest.parts]
         if any(p is None for p in parts) or len({len(p) for p in parts}) != 1:
             return None
+        if not -len(parts[0]) <= dest.axis < len(parts[0]):
+            return None                  # reported by split_problem
         ax = dest.axis % len(parts[0])
         if any(p[:ax] + p[ax + 1:] != parts[0][:ax] + parts[0][ax + 1:] for p in parts):
             return None
         return parts[0][:ax] + (sum(p[ax] for p in parts),) + parts[0][ax + 1:]
+    return None
+
+
+def split_problem(dest, binding: dict[str, str], shapes: Mapping[str, tuple]) -> str | None:
+    """Why a `split` inside `dest` cannot cut its tensor, or None: its axis must exist in
+    the parts, and with `heads=n` every part's size along it must be a multiple of n (else
+    the per-head reshape fails; usually a config constant disagrees with the checkpoint)."""
+    if isinstance(dest, Transpose):
+        return split_problem(dest.inner, binding, shapes)
+    if not isinstance(dest, Split):
+        return None
+    for d in dest.parts:
+        inner = split_problem(d, binding, shapes)
+        if inner:
+            return inner
+        shape = dest_shape(d, binding, shapes)
+        if shape is None:
+            continue                     # an unknown parameter, reported by the caller
+        if not -len(shape) <= dest.axis < len(shape):
+            return (f"{_describe(dest, binding)}: {_describe(d, binding)} is "
+                    f"{shape_str(shape)}, it has no axis {dest.axis}")
+        size = shape[dest.axis]
+        if dest.heads and isinstance(size, int) and size % dest.heads:
+            return (f"{_describe(dest, binding)}: {_describe(d, binding)} is "
+                    f"{shape_str(shape)}, its size {size} along axis {dest.axis} is not a "
+                    f"multiple of heads={dest.heads}")
     return None
 
 
@@ -201,6 +238,11 @@ def map_checkpoint(wmap: WeightMap, tensors: Mapping[str, np.ndarray],
             continue
         bad = False
         for dest in rule.dests:
+            why = split_problem(dest, binding, shapes)
+            if why:
+                problems.append(f"cannot split: {name} {shape_str(arr.shape)} -> {why}")
+                bad = True
+                continue
             want = dest_shape(dest, binding, shapes)
             if want is None:
                 missing = [p for p in _param_names(dest, binding) if p not in shapes]

@@ -68,6 +68,8 @@ def decode(raw: np.ndarray, dtype: str) -> np.ndarray:
         return (raw.astype(np.uint32) << 16).view(np.float32)
     if dtype in _FP8:
         return _FP8[dtype]()[raw]
+    if dtype == "BOOL":
+        return raw.view(np.uint8) != 0     # a byte other than 0/1 is still a plain bool
     return raw
 
 
@@ -110,7 +112,7 @@ def _entry(path: Path, name: str, e, data: int, base: int) -> Entry:
     if not isinstance(e, dict):
         raise ArchError(f"{where}: its header entry is not an object")
     dtype, shape, offs = e.get("dtype"), e.get("shape"), e.get("data_offsets")
-    if dtype not in STORAGE:
+    if not isinstance(dtype, str) or dtype not in STORAGE:
         raise ArchError(f"{where} has dtype {dtype!r}, which archc cannot read",
                         hint="readable: " + ", ".join(STORAGE))
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool)

@@ -73,15 +73,31 @@ def apply_weights(g: Graph, tensors: dict[str, np.ndarray], seed: int = 0,
 
 
 def _convert(name: str, arr: np.ndarray, dtype: str, warnings: list[str]) -> np.ndarray:
+    """`arr` as the parameter's dtype, with a warning when that changes values (bf16 and
+    fp8 tensors arrive as float32 and widen exactly: no warning)."""
     if arr.dtype == np.dtype(dtype):
         return arr
-    converted = arr.astype(dtype)
+    with np.errstate(over="ignore"):      # an overflow is warned about below, once
+        converted = arr.astype(dtype)
     if arr.dtype.kind == "f" and np.dtype(dtype).kind == "f" and \
             np.dtype(dtype).itemsize < arr.dtype.itemsize:
-        lost = np.max(np.abs(converted.astype(arr.dtype) - arr)) if arr.size else 0.0
-        if lost > 0:
+        change = _narrowing_change(arr, converted)
+        if change:
             warnings.append(f"weight {name}: {arr.dtype} -> {dtype} loses precision "
-                            f"(max change {float(lost):.3g})")
+                            f"({change})")
     elif arr.dtype.kind != np.dtype(dtype).kind:
         warnings.append(f"weight {name}: converted {arr.dtype} -> {dtype}")
     return converted
+
+
+def _narrowing_change(arr: np.ndarray, converted: np.ndarray) -> str | None:
+    """How narrowing a float tensor changed it, or None if every value survived. NaN and
+    Inf in the file are left out (they would hide every other change); finite values that
+    became infinite are counted (a float64 1e300 is inf as float32)."""
+    finite = np.isfinite(arr)
+    over = int(np.count_nonzero(finite & ~np.isfinite(converted)))
+    if over:
+        return f"{over:,} of {arr.size:,} values overflow to infinity"
+    diff = np.abs(converted.astype(arr.dtype)[finite] - arr[finite])
+    lost = float(diff.max()) if diff.size else 0.0
+    return f"max change {lost:.3g}" if lost > 0 else None

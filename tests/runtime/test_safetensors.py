@@ -136,3 +136,70 @@ def test_a_bf16_checkpoint_computes_as_the_fp32_of_its_values(tmp_path, family):
     np.testing.assert_array_equal(outs["bf16"], outs["f32"])
     # fp16 weights run too, as close as fp16's 11 bits allow
     assert np.abs(outs["f16"] - io["logits"]).max() < 5e-3 * np.abs(io["logits"]).max()
+
+
+@pytest.mark.parametrize("dtype, storage", [
+    ("I8", np.int8), ("I16", np.int16), ("I32", np.int32), ("I64", np.int64),
+    ("U8", np.uint8), ("U16", np.uint16), ("U32", np.uint32), ("U64", np.uint64)])
+def test_integer_dtypes_keep_their_values_and_type(tmp_path, dtype, storage):
+    info = np.iinfo(storage)
+    x = np.array([[info.min, 0], [1, info.max]], storage)
+    write(tmp_path / "w.safetensors", {"t": (dtype, x)})
+    got = SafetensorsFiles([tmp_path / "w.safetensors"])["t"]
+    assert got.dtype == storage
+    np.testing.assert_array_equal(got, x)
+
+
+def test_bool_bytes_other_than_one_are_true(tmp_path):
+    write(tmp_path / "w.safetensors", {"b": ("BOOL", np.array([0, 1, 2, 255], np.uint8))})
+    got = SafetensorsFiles([tmp_path / "w.safetensors"])["b"]
+    assert got.dtype == np.bool_ and got.tolist() == [False, True, True, True]
+
+
+def test_every_fp8_code_decodes_like_the_formats_define(tmp_path):
+    codes = np.arange(256, dtype=np.uint8)
+    e4, e5 = decode(codes, "F8_E4M3"), decode(codes, "F8_E5M2")
+    # E4M3 "fn": only S.1111.111 is NaN, 448 the largest; E5M2 has +-inf and 6 NaNs a sign
+    assert np.isnan(e4).sum() == 2 and np.nanmax(e4) == 448 and not np.isinf(e4).any()
+    assert np.isinf(e5).sum() == 2 and np.isnan(e5).sum() == 6 and \
+        np.nanmax(e5[np.isfinite(e5)]) == 57344
+    # E5M2 is the top byte of an fp16
+    f16 = (codes.astype(np.uint16) << 8).view(np.float16).astype(np.float32)
+    np.testing.assert_array_equal(e5, f16)
+
+
+def _file(tmp_path) -> bytes:
+    write(tmp_path / "w.safetensors", {"a": ("F32", np.ones(4, np.float32)),
+                                       "b": ("F32", np.ones(2, np.float32))})
+    return (tmp_path / "w.safetensors").read_bytes()
+
+
+@pytest.mark.parametrize("cut, message", [
+    (lambda n: 5, "only 5 bytes"),
+    (lambda n: 8 + n - 1, "truncated \\(its header claims"),
+    (lambda n: 8 + n + 20, "corrupted or truncated: tensor b's bytes 16..24 are outside "
+                           "the 20 bytes of data"),
+])
+def test_a_truncated_file_is_a_clear_error(tmp_path, cut, message):
+    data = _file(tmp_path)
+    n = int.from_bytes(data[:8], "little")
+    (tmp_path / "w.safetensors").write_bytes(data[:cut(n)])
+    with pytest.raises(ArchError, match=message):
+        SafetensorsFiles([tmp_path / "w.safetensors"])
+
+
+def test_a_file_truncated_after_its_header_was_read(tmp_path):
+    data = _file(tmp_path)
+    t = SafetensorsFiles([tmp_path / "w.safetensors"])
+    (tmp_path / "w.safetensors").write_bytes(data[:-4])
+    with pytest.raises(ArchError, match="truncated \\(tensor at byte"):
+        t["b"]
+
+
+@pytest.mark.parametrize("dtype", [["F32"], None, 32, "f32", "F4"])
+def test_a_dtype_archc_cannot_read_is_named(tmp_path, dtype):
+    h = json.dumps({"t": {"dtype": dtype, "shape": [1], "data_offsets": [0, 4]}}).encode()
+    (tmp_path / "w.safetensors").write_bytes(struct.pack("<Q", len(h)) + h + b"\0" * 4)
+    with pytest.raises(ArchError, match="tensor t has dtype .* which archc cannot read") as e:
+        SafetensorsFiles([tmp_path / "w.safetensors"])
+    assert "BF16" in e.value.hint
