@@ -10,6 +10,7 @@ import os
 import sys
 from typing import Sequence
 
+from .args import input_files, parse_dims, parse_named_files, parse_sets
 from .dsl.errors import ArchError
 
 EXIT_USER_ERROR = 2
@@ -83,17 +84,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_named_files(items: Sequence[str]) -> list[tuple[str | None, str]]:
-    out = []
-    for item in items:
-        name, sep, path = item.partition("=")
-        if sep and name.isidentifier():
-            out.append((name, path))
-        else:
-            out.append((None, item))
-    return out
-
-
 def read_inputs(graph, items: Sequence[str]) -> dict:
     from .runtime.inputs import read_array
     names = [graph.node(n).attrs["name"] for n in graph.inputs]
@@ -114,41 +104,6 @@ def read_inputs(graph, items: Sequence[str]) -> dict:
         else:
             arrays[name] = data
     return arrays
-
-
-def input_files(items: Sequence[str]) -> list[tuple[str, str]]:
-    """(what, path) of the --input files, for the output clobber check."""
-    return [("input", path) for _, path in parse_named_files(items) if path != "-"]
-
-
-def parse_dims(items: Sequence[str]) -> dict[str, int]:
-    dims = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name.isidentifier() or not value.strip().isdigit():
-            raise ArchError(f"--dim {item}: expected NAME=N with N a whole number, e.g. T=128")
-        dims[name] = int(value)
-    return dims
-
-
-def parse_sets(items: Sequence[str]) -> dict:
-    """--set NAME=VALUE: numbers, true/false and none as in .arch, anything else a string."""
-    out: dict = {}
-    for item in items:
-        name, sep, text = item.partition("=")
-        if not sep or not name.isidentifier():
-            raise ArchError(f"--set {item}: expected NAME=VALUE, e.g. n_layer=2")
-        text = text.strip()
-        value: object = {"true": True, "false": False, "none": None}.get(text, text)
-        if value is text:
-            for conv in (int, float):
-                try:
-                    value = conv(text)
-                    break
-                except ValueError:
-                    pass
-        out[name] = value
-    return out
 
 
 def cmd_run(args) -> int:
@@ -248,7 +203,7 @@ def cmd_generate(args) -> int:
     from .api import load
     from .run_cmds import cmd_generate as generate
     from .runtime.inputs import read_array
-    return generate(args, load, parse_sets, read_array, input_files)
+    return generate(args, load, read_array)
 
 
 COMMANDS = {"run": cmd_run, "dump": cmd_dump, "check": cmd_check, "stats": cmd_stats,

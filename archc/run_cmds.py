@@ -102,10 +102,10 @@ def _tokenizer(path: str):
         raise ArchError(f"cannot read tokenizer {path}: {str(e).splitlines()[0]}") from None
 
 
-def cmd_generate(args, load, parse_sets, read_array, input_files) -> int:
+def cmd_generate(args, load, read_array) -> int:
+    from .args import input_files, parse_named_files, parse_sets
     from .runtime.executor import Profile
     from .runtime.generate import generate, token_io
-    from .cli import parse_named_files
     tok = _tokenizer(args.tokenizer) if args.tokenizer else None
     named = None
     if args.prompt is not None:
