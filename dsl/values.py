@@ -1,7 +1,7 @@
 """The values of the lowering: a `Tensor` handle on a graph node, how a value is named in
 an error (`describe`), and the bounds that turn hostile or mistyped sizes into errors.
 
-Shared by the lowering (dsl/lower.py) and the layers (dsl/layers/), which both make and
+Shared by the lowering (dsl/lowering/) and the layers (dsl/layers/), which both make and
 check these values.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Builtin layers: Capitalised calls that create parameters in their own scope and emit ops.
 
-A layer is a Python function over a `LayerContext` (see dsl/lower.py), declared once:
+A layer is a Python function over a `LayerContext` (see dsl/lowering/calls.py), declared once:
 
     @layer("LayerNorm")
     def layer_norm(ctx, x, eps=1e-5, bias=True):

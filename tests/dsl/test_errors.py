@@ -477,8 +477,8 @@ def test_deep_but_reasonable_nesting_is_fine(arch_file):
 
 
 def test_many_nested_repeats_hit_the_node_bound(arch_file, monkeypatch):
-    import archc.dsl.lower as lw
-    monkeypatch.setattr(lw, "MAX_NODES", 500)
+    import archc.dsl.lowering.builder as builder
+    monkeypatch.setattr(builder, "MAX_NODES", 500)
     path = arch_file("""
         model m(x: float[T, 4]) {
             repeat 100 as a {
@@ -495,8 +495,8 @@ def test_many_nested_repeats_hit_the_node_bound(arch_file, monkeypatch):
 
 def test_a_layer_looping_over_a_huge_count_hits_the_node_bound(arch_file, monkeypatch):
     # found by the long fuzzer: `experts = 1000000000` made lowering run for minutes
-    import archc.dsl.lower as lw
-    monkeypatch.setattr(lw, "MAX_NODES", 300)
+    import archc.dsl.lowering.builder as builder
+    monkeypatch.setattr(builder, "MAX_NODES", 300)
     path = arch_file("""
         model m(x: float[T, 8]) {
             return MoE(x, 1000000000, 16, top_k=2)

@@ -1,0 +1,82 @@
+"""The model: config constants (with overrides from outside), the model's inputs, its body,
+its outputs, and its `weights` sections resolved against the parameters it made.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .. import ast
+from ..errors import ArchError, did_you_mean
+from ..graph import Graph
+from ..ops import TT
+from ..values import Tensor, describe
+from ..weightmap import resolve as resolve_weights
+from .builder import DTYPES, POISON
+from .statements import Statements
+
+
+class Lowerer(Statements):
+    """Lowers one model of a `Program` to a `Graph`: `Lowerer(prog, config).lower_model(m)`."""
+
+    def lower_model(self, model: ast.Block) -> Graph:
+        self.g.name = model.name
+        self.g.meta["source"] = self.prog.path
+        self.g.meta["files"] = list(self.prog.files)      # the main file and its includes
+        names = [d.name for d in self.prog.consts]
+        for k in self.overrides:
+            if k not in names:
+                raise ArchError(f"cannot set `{k}`: {self.prog.path} has no config constant "
+                                f"`{k}`", None, did_you_mean(k, names))
+        for d in self.prog.consts:
+            # an override replaces only this definition; constants derived from it follow
+            try:
+                self.consts[d.name] = self.overrides[d.name] if d.name in self.overrides \
+                    else self.eval(d.value, {}, const_only=True)
+            except ArchError as e:
+                self.record(e)
+                self.consts[d.name] = POISON
+        self.g.meta["config"] = {k: v for k, v in self.consts.items()
+                                 if isinstance(v, (int, float, bool, str))}
+        env: dict[str, Any] = {}
+        for f in model.formals:
+            try:
+                self.model_input(f, env)
+            except ArchError as e:
+                self.record(e)
+                env[f.name] = POISON
+        try:
+            result = self.run_body(model.body, env, model)
+        except ArchError as e:   # raised between statements, e.g. code after `return`
+            self.record(e)
+        self.raise_recorded()
+        return self.finish_model(model, result)
+
+    def model_input(self, f: ast.Formal, env: dict) -> None:
+        if not isinstance(f.type, ast.TensorType):
+            raise ArchError(f"model input `{f.name}` needs a tensor type", f.span,
+                            f"e.g. `{f.name}: float[B, T, d_model]` or `ids: int[B, T]`")
+        if f.default is not None:
+            raise ArchError("model inputs take no default value", f.default.span)
+        shape = tuple(self.eval_dim(d, env, symbolic=True) for d in f.type.dims)
+        dtype = DTYPES[f.type.dtype]
+        nid = self.g.add("input", [], shape=shape, dtype=dtype, attrs={"name": f.name},
+                         span=f.span, name=f"input.{f.name}" if f.name in self.g else f.name)
+        self.g.inputs.append(nid)
+        env[f.name] = Tensor(nid, TT(shape, dtype), f.span)
+
+    def finish_model(self, model: ast.Block, result) -> Graph:
+        if result is None:
+            raise ArchError(f"model `{model.name}` returns nothing", model.span,
+                            "end the model with `return name` (its outputs)")
+        for name, value, span in result:
+            if not isinstance(value, Tensor):
+                raise ArchError(f"a model output must be a tensor, got {describe(value)}", span)
+            if name in self.g.outputs:
+                raise ArchError(f"output `{name}` is returned twice", span)
+            self.g.outputs[name] = value.node
+        params = [n.attrs["name"] for n in self.g.params()]
+        self.g.meta["weight_maps"] = {
+            name: resolve_weights(w, params, lambda e: self.eval(e, {}, const_only=True),
+                                  self.consts)
+            for name, w in self.prog.weights.items()}
+        return self.g
