@@ -128,10 +128,35 @@ def load(path: str | os.PathLike, weights: str | os.PathLike | None = None, seed
     names = {n.attrs["name"] for n in graph.params()}
     direct = weights_map is None and set(ckpt.tensors) <= names
     chosen = None if direct else choose_section(maps, ckpt.tensors, weights_map)
-    params, more = apply_weights(graph, ckpt.tensors, seed, allow_missing,
-                                 source=f"weights {weights}",
-                                 mapping=maps[chosen] if chosen is not None else None)
+    if chosen is None and maps and not direct:
+        raise no_rule_matches(weights, ckpt, maps)
+    try:
+        params, more = apply_weights(graph, ckpt.tensors, seed, allow_missing,
+                                     source=f"weights {weights}",
+                                     mapping=maps[chosen] if chosen is not None else None)
+    except ArchError as e:
+        arch = (ckpt.config or {}).get("architectures")
+        if isinstance(arch, list) and arch:     # LlamaModel (no head) vs LlamaForCausalLM
+            e.notes.append(f"its config.json says architectures {', '.join(map(str, arch))}")
+        raise
     return Model(graph, params, warnings + more, limit, ckpt.files)
+
+
+def no_rule_matches(weights, ckpt, maps) -> ArchError:
+    """No rule of any weights section matches a tensor of the checkpoint: say so (its
+    config.json was not applied either) rather than list every tensor as unexpected."""
+    names = list(ckpt.tensors)
+    sections = ", ".join(f"`weights {n}`" for n in maps)
+    family = (ckpt.config or {}).get("model_type")
+    notes = [f"its tensors are named like `{names[0]}`" if names else "it holds no tensors"]
+    if family is not None:
+        notes.append(f"its config.json says model_type `{family}`")
+    return ArchError(f"weights {weights}: no rule of {sections} matches any of its "
+                     f"{len(names):,} tensors, so none was loaded and its config.json was not "
+                     "applied", None,
+                     "is it a checkpoint of another family? If its names only add or drop a "
+                     "prefix (base model vs task head), add `prefix \"...\"` to the weights "
+                     "section", notes)
 
 
 __all__ = ["ArchError", "Model", "executor", "load"]

@@ -89,7 +89,32 @@ class Index:
     span: Span
 
 
-Expr = Union[Num, Str, Bool, NoneLit, Name, ListLit, BinOp, Neg, Call, Index]
+@dataclass(frozen=True)
+class Compare:
+    """`a == b`, `!=`, `<`, `<=`, `>`, `>=`: on compile-time values only."""
+    op: str
+    left: "Expr"
+    right: "Expr"
+    span: Span
+
+
+@dataclass(frozen=True)
+class Logic:
+    """`a and b`, `a or b` on bools (compile time)."""
+    op: str                      # "and" | "or"
+    left: "Expr"
+    right: "Expr"
+    span: Span
+
+
+@dataclass(frozen=True)
+class Not:
+    operand: "Expr"
+    span: Span
+
+
+Expr = Union[Num, Str, Bool, NoneLit, Name, ListLit, BinOp, Neg, Call, Index, Compare, Logic,
+             Not]
 
 
 # ---- types ------------------------------------------------------------------------------
@@ -155,7 +180,16 @@ class Repeat:
     span: Span
 
 
-Stmt = Union[Assign, Return, ParamDecl, LayerScope, Repeat]
+@dataclass(frozen=True)
+class If:
+    """`if cond { body } else { orelse }`, chosen while lowering (`else if` nests an If)."""
+    cond: Expr
+    body: tuple["Stmt", ...]
+    orelse: tuple["Stmt", ...]
+    span: Span
+
+
+Stmt = Union[Assign, Return, ParamDecl, LayerScope, Repeat, If]
 
 
 # ---- top level --------------------------------------------------------------------------
@@ -226,18 +260,47 @@ class WeightRule:
 
 
 @dataclass(frozen=True)
+class WeightIf:
+    """Rules chosen by a condition on config constants: `if tied { ... } else { ... }`."""
+    cond: Expr
+    then: tuple["WeightRule | WeightIf", ...]
+    orelse: tuple["WeightRule | WeightIf", ...]
+    span: Span
+
+
+@dataclass(frozen=True)
 class WeightConfig:
     const: str                   # config constant to override ...
     key: str                     # ... from this (dotted) key of the checkpoint's config.json
     span: Span
+    null: Expr | None = None     # `, null=none`: the value a JSON null gives (else: default)
+
+
+@dataclass(frozen=True)
+class WeightPrefix:
+    """`prefix "bert."`: checkpoint names may carry or lack it (task head vs base model)."""
+    prefix: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class WeightRequire:
+    """`require "alibi" == false` (or `in [a, b]`): any other value in config.json is an
+    error naming the key."""
+    key: str
+    value: Expr
+    span: Span
+    among: bool = False          # `in`: the value is a list of the allowed ones
 
 
 @dataclass(frozen=True)
 class Weights:
     name: str
-    rules: tuple[WeightRule, ...]
+    rules: tuple["WeightRule | WeightIf", ...]
     configs: tuple[WeightConfig, ...]
     span: Span
+    prefixes: tuple[WeightPrefix, ...] = ()
+    requires: tuple[WeightRequire, ...] = ()
 
 
 Item = Union[Include, Config, Block, Weights]

@@ -10,7 +10,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import (UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken,
+                             VisitError)
 
 from . import ast
 from .cache import cached_lark
@@ -84,15 +85,38 @@ class ToAst(Transformer):
 
     def weights(self, meta, c):
         items = c[1:]
-        return ast.Weights(str(c[0]), tuple(i for i in items if isinstance(i, ast.WeightRule)),
-                           tuple(i for i in items if isinstance(i, ast.WeightConfig)),
-                           self.s(meta))
+
+        def of(*kinds):
+            return tuple(i for i in items if isinstance(i, kinds))
+        return ast.Weights(str(c[0]), of(ast.WeightRule, ast.WeightIf), of(ast.WeightConfig),
+                           self.s(meta), of(ast.WeightPrefix), of(ast.WeightRequire))
 
     def weight_rule(self, meta, c):
         return ast.WeightRule(_unquote(str(c[0])), tuple(c[1:]), self.s(meta))
 
     def weight_config(self, meta, c):
-        return ast.WeightConfig(str(c[0]), _unquote(str(c[1])), self.s(meta))
+        return ast.WeightConfig(str(c[0]), _unquote(str(c[1])), self.s(meta), c[2])
+
+    def weight_prefix(self, meta, c):
+        return ast.WeightPrefix(_unquote(str(c[0])), self.s(meta))
+
+    def weight_require(self, meta, c):
+        if str(c[1]) != "==":
+            raise ArchError(f"`require` takes `==` or `in`, not `{c[1]}`",
+                            _tok_span(self.file, c[1]),
+                            'e.g. `require "alibi" == false` or `require "act" in ["gelu", '
+                            '"relu"]`')
+        return ast.WeightRequire(_unquote(str(c[0])), c[2], self.s(meta))
+
+    def weight_require_in(self, meta, c):
+        return ast.WeightRequire(_unquote(str(c[0])), c[1], self.s(meta), among=True)
+
+    def weight_if(self, meta, c):
+        cond, then, orelse = c[0], c[1:-1], c[-1]
+        return ast.WeightIf(cond, tuple(then), _else(orelse), self.s(meta))
+
+    def weight_else(self, meta, c):
+        return list(c)
 
     def wparam(self, meta, c):
         return ast.WParam(str(c[0]), self.s(meta))
@@ -144,6 +168,9 @@ class ToAst(Transformer):
     def repeat(self, meta, c):
         return ast.Repeat(c[0], str(c[1]), tuple(c[2]), self.s(meta))
 
+    def if_stmt(self, meta, c):
+        return ast.If(c[0], tuple(c[1]), _else(c[2]), self.s(meta))
+
     # expressions
     def _binop(self, op, meta, c):
         return ast.BinOp(op, c[0], c[1], self.s(meta))
@@ -171,6 +198,18 @@ class ToAst(Transformer):
 
     def neg(self, meta, c):
         return ast.Neg(c[0], self.s(meta))
+
+    def compare(self, meta, c):
+        return ast.Compare(str(c[1]), c[0], c[2], self.s(meta))
+
+    def and_(self, meta, c):
+        return ast.Logic("and", c[0], c[1], self.s(meta))
+
+    def or_(self, meta, c):
+        return ast.Logic("or", c[0], c[1], self.s(meta))
+
+    def not_(self, meta, c):
+        return ast.Not(c[0], self.s(meta))
 
     def number(self, meta, c):
         return ast.Num(_number(str(c[0])), self.s(meta))
@@ -219,6 +258,13 @@ class ToAst(Transformer):
         return ast.SliceSub(c[0], c[1], self.s(meta))
 
 
+def _else(part) -> tuple:
+    """An `else` part: absent, a body (a list), or an `else if` (one nested If)."""
+    if part is None:
+        return ()
+    return tuple(part) if isinstance(part, list) else (part,)
+
+
 def _describe(tok: Token) -> str:
     if tok.type == "$END":
         return "end of file"
@@ -265,7 +311,7 @@ def _syntax_error(e: UnexpectedInput, file: str) -> ArchError:
         if tok.type == "NAME" and "EQUAL" in e.expected:
             hint = "a statement is `name = expression`"
         if tok in ("layer", "param", "repeat", "return", "model", "block", "config", "include",
-                   "as"):
+                   "as", "if", "else", "and", "or", "not"):
             hint = f"`{tok}` is a keyword and cannot be used as a name"
         msg = f"unexpected {_describe(tok)}" + (f"; {exp}" if exp else "")
         return ArchError(msg, span, hint)
@@ -294,7 +340,12 @@ def parse(text: str, file: str = "<string>") -> list:
     deep = tree_depth_error(tree)
     if deep is not None:
         raise _too_deep(file, *deep)
-    return ToAst(file).transform(tree)
+    try:
+        return ToAst(file).transform(tree)
+    except VisitError as e:     # a check in a transformer method: its ArchError as it is
+        if isinstance(e.orig_exc, ArchError):
+            raise e.orig_exc from None
+        raise
 
 
 def _too_deep(file: str, line: int, column: int) -> ArchError:

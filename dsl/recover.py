@@ -26,11 +26,12 @@ MAX_ERRORS = 20
 MAX_NESTING = 150
 # tokens after which an expression must go on (`//` and `**` are anonymous terminals)
 OPERATORS = {"PLUS", "MINUS", "STAR", "SLASH", "AT", "EQUAL", "COMMA", "LPAR", "LSQB", "COLON"}
-OPERATOR_TEXT = {"//", "**"}
+OPERATOR_TEXT = {"//", "**", "==", "!=", "<", "<=", ">", ">=", "and", "or", "not"}
 OPENERS = {"LPAR": "RPAR", "LSQB": "RSQB"}
 # Lark's contextual lexer reads a keyword as a NAME where no keyword fits (`relu(return`);
 # these words start statements or items, so they are never names
-RESERVED = {"return", "param", "layer", "repeat", "model", "block", "config", "include"}
+RESERVED = {"return", "param", "layer", "repeat", "model", "block", "config", "include", "if",
+            "else", "and", "or", "not"}
 
 
 @dataclass
@@ -164,6 +165,9 @@ def _hint(tok: Token | None, history: deque, brackets: list[Token], expected) ->
     """Explain errors whose cause is on an earlier line than where the parser noticed them."""
     if tok is None:
         return None
+    # `if = 2`: the keyword began a statement, so the error is at the `=`
+    if tok.type == "EQUAL" and history and str(history[-1]) in RESERVED:
+        return f"`{history[-1]}` is a keyword and cannot be used as a name"
     if brackets and brackets[-1].line < tok.line:
         b = brackets[-1]
         return f"the `{b}` at line {b.line}, column {b.column} is never closed"

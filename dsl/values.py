@@ -78,3 +78,12 @@ def describe(v: Any) -> str:
     if isinstance(v, (list, tuple)):
         return f"a list of {len(v)}"
     return "none" if v is None else type(v).__name__
+
+
+def same_value(a, b) -> bool:
+    """Equality as a user reads it: `true == 1` is false (a bool is not a number)."""
+    if isinstance(a, bool) != isinstance(b, bool):
+        return False
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
+    return a == b

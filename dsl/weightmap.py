@@ -18,6 +18,24 @@ A `weights NAME { ... }` section in an .arch file holds rules, read left to righ
         "lm_head.weight" -> skip                                  # present but not needed
     }
 
+Conditions and checks, all on config.json's values:
+
+    weights hf {
+        config tied = "tie_word_embeddings"
+        config window = "sliding_window", null=none     # a JSON null gives `none`, not the
+                                                        # default (absent keeps the default)
+        prefix "model."                  # names may carry or lack it: task head vs base model
+        require "rope_scaling" == none   # another value in config.json is an error naming it
+        if tied {                        # rules chosen by config constants (after config.json)
+            "model.embed_tokens.weight" -> embed.weight, transpose(lm_head.weight)
+            "lm_head.weight" -> skip
+        } else {
+            "model.embed_tokens.weight" -> embed.weight
+            "lm_head.weight" -> transpose(lm_head.weight)
+        }
+    }
+
+Rules are tried in order; the first whose pattern matches a checkpoint name is used.
 Destinations: a parameter path (`{i}`, `{j}` ... bind to the numbers in the checkpoint
 name), `transpose(dest)` (reverse the axes: nn.Linear stores (out, in)), or
 `split(d1, d2, ..., axis=0, heads=none)`: cut along `axis` into parts sized like the
@@ -33,6 +51,7 @@ from typing import Any, Callable, Union
 
 from . import ast
 from .errors import ArchError, Span, did_you_mean
+from .values import describe
 
 TRANSFORMS = ("transpose", "split")
 _VAR = re.compile(r"\{([A-Za-z_][A-Za-z_0-9]*)\}")
@@ -97,12 +116,14 @@ class WeightMap:
     rules: tuple[Rule, ...]
     configs: tuple[tuple[str, str], ...] = ()     # (constant, config.json key)
     span: Span | None = None
+    prefixes: tuple[str, ...] = ()                # names may carry or lack these
 
     def match(self, tensor_name: str) -> tuple[Rule, dict[str, str]] | tuple[None, None]:
-        for rule in self.rules:
-            b = rule.match(tensor_name)
-            if b is not None:
-                return rule, b
+        for name in spellings(tensor_name, self.prefixes):
+            for rule in self.rules:
+                b = rule.match(name)
+                if b is not None:
+                    return rule, b
         return None, None
 
     def source_of(self, param: str) -> str | None:
@@ -129,10 +150,55 @@ def leaves(dests) -> list[Param]:
     return out
 
 
-def key_matches(section: ast.Weights, names) -> int:
-    """How many checkpoint names a section's rules account for (to choose a section)."""
-    regs = [pattern_regex(r.key) for r in section.rules]
-    return sum(1 for n in names if any(r.match(n) for r in regs))
+def spellings(name: str, prefixes) -> list[str]:
+    """A checkpoint name as written, then with each prefix added or removed: a base model's
+    `h.0.attn` is its task-head model's `transformer.h.0.attn`, and the other way round."""
+    out = [name]
+    for p in prefixes:
+        out.append(name[len(p):] if name.startswith(p) else p + name)
+    return out
+
+
+def all_rules(rules) -> list:
+    """Every rule of a section, in every branch of its `if`s (to choose a section)."""
+    out = []
+    for r in rules:
+        if isinstance(r, ast.WeightIf):
+            out += all_rules(r.then) + all_rules(r.orelse)
+        else:
+            out.append(r)
+    return out
+
+
+def prefixes_of(section) -> tuple[str, ...]:
+    return tuple(p if isinstance(p, str) else p.prefix for p in section.prefixes)
+
+
+def key_matches(section, names) -> int:
+    """How many checkpoint names a section's rules (parsed or resolved) account for, in any
+    branch and with or without its prefixes (to choose a section)."""
+    regs = [pattern_regex(r.key) for r in all_rules(section.rules)]
+    prefixes = prefixes_of(section)
+    return sum(1 for n in names
+               if any(r.match(s) for s in spellings(n, prefixes) for r in regs))
+
+
+def literal(e) -> Any:
+    """The value of a literal in a weights section (`null=none`, `require ... == false`):
+    read before the model is lowered, so no names."""
+    if isinstance(e, ast.Num):
+        return e.value
+    if isinstance(e, (ast.Str, ast.Bool)):
+        return e.value
+    if isinstance(e, ast.NoneLit):
+        return None
+    if isinstance(e, ast.Neg) and isinstance(e.operand, ast.Num):
+        return -e.operand.value
+    if isinstance(e, ast.ListLit):
+        return [literal(x) for x in e.items]
+    raise ArchError("expected a literal value here (a number, a string, true, false, none or "
+                    "a list of them)", e.span, "config.json is read before config constants "
+                    "are known, so no names or arithmetic")
 
 
 # ---- resolving a parsed section against a lowered model ---------------------------------
@@ -143,7 +209,7 @@ def resolve(section: ast.Weights, params: list[str], const: Callable[[Any], Any]
     option expression (`heads=n_head`) with the config constants."""
     generic = sorted({re.sub(r"\.[0-9]+(?=\.|$)", ".{i}", p) for p in params})
     rules = []
-    for r in section.rules:
+    for r in _chosen(section.rules, const):
         key_vars = set(_VAR.findall(r.key))
         dests = tuple(_dest(d, params, generic, const, key_vars, top=True) for d in r.dests)
         if any(isinstance(d, Skip) for d in dests) and len(dests) > 1:
@@ -155,7 +221,24 @@ def resolve(section: ast.Weights, params: list[str], const: Callable[[Any], Any]
             raise ArchError(f"`config {c.const}`: the model has no config constant "
                             f"`{c.const}`", c.span, did_you_mean(c.const, consts))
     return WeightMap(section.name, tuple(rules),
-                     tuple((c.const, c.key) for c in section.configs), section.span)
+                     tuple((c.const, c.key) for c in section.configs), section.span,
+                     prefixes_of(section))
+
+
+def _chosen(rules, const) -> list[ast.WeightRule]:
+    """The rules of the branches the config constants choose, in order; the others are not
+    checked against the model (an untied head's parameter does not exist when tied)."""
+    out = []
+    for r in rules:
+        if not isinstance(r, ast.WeightIf):
+            out.append(r)
+            continue
+        taken = const(r.cond)
+        if not isinstance(taken, bool):
+            raise ArchError(f"`if` needs true or false, got {describe(taken)}", r.cond.span,
+                            "compare it to get true or false, e.g. `x == none` or `n > 0`")
+        out += _chosen(r.then if taken else r.orelse, const)
+    return out
 
 
 def _dest(d, params, generic, const, key_vars, top=False) -> Dest:

@@ -7,6 +7,7 @@ mapping's `config NAME = "json.key"` lines, so one .arch file fits every model s
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,8 @@ import numpy as np
 from ..dsl.dims import shape_str
 from ..dsl.errors import ArchError
 from ..dsl.files import bounded_json, open_regular
-from ..dsl.weightmap import Param, Skip, Split, Transpose, WeightMap, key_matches
+from ..dsl.values import same_value
+from ..dsl.weightmap import Param, Skip, Split, Transpose, WeightMap, key_matches, literal
 
 MAX_JSON_BYTES = 64_000_000
 
@@ -98,23 +100,42 @@ def choose_section(sections: Mapping[str, Any], names, want: str | None = None):
     return best if scores[best] > 0 else None
 
 
+_ABSENT = object()
+
+
+def config_value(hf_config: Mapping[str, Any], key: str) -> Any:
+    """config.json's value at a dotted key (`rope_parameters.rope_theta`, `attention_window.0`):
+    `None` for an explicit null, `_ABSENT` when the key (or a part of its path) is missing."""
+    value: Any = hf_config
+    for part in key.split("."):
+        if isinstance(value, list) and part.isdigit():
+            if int(part) >= len(value):
+                return _ABSENT
+            value = value[int(part)]
+        elif isinstance(value, dict) and part in value:
+            value = value[part]
+        else:
+            return _ABSENT
+    return value
+
+
 def config_overrides(section, hf_config: Mapping[str, Any]) -> tuple[dict, list[str]]:
-    """Config constants from config.json through `config NAME = "key"` lines. Several
-    lines for one constant are alternatives, the first key present wins; a key that is
-    absent or null everywhere keeps the .arch default (older configs lack newer keys)."""
+    """Config constants from config.json through `config NAME = "key"` lines, after its
+    `require` lines are checked. Several lines for one constant are alternatives: the first
+    key present wins. A key absent everywhere keeps the .arch default (older configs lack
+    newer keys); a null keeps it too unless the line says what null means (`, null=none`)."""
+    check_requires(section, hf_config)
     out: dict[str, Any] = {}
     tried: dict[str, list[str]] = {}
     for c in section.configs:
-        const, key = (c.const, c.key) if hasattr(c, "const") else c
+        const, key, null = (c.const, c.key, c.null) if hasattr(c, "const") else (*c, None)
         if const in out:
             continue
-        value: Any = hf_config
-        for part in key.split("."):
-            if isinstance(value, list) and part.isdigit():     # "attention_window.0"
-                value = value[int(part)] if int(part) < len(value) else None
-            else:
-                value = value.get(part) if isinstance(value, dict) else None
-        if value is None:
+        value = config_value(hf_config, key)
+        if value is None and null is not None:
+            out[const] = literal(null)
+            continue
+        if value is None or value is _ABSENT:
             tried.setdefault(const, []).append(key)
             continue
         if isinstance(value, (list, dict)):
@@ -124,6 +145,22 @@ def config_overrides(section, hf_config: Mapping[str, Any]) -> tuple[dict, list[
     notes = [f"config.json has no {' or '.join(f'`{k}`' for k in keys)}; `{const}` keeps "
              "its default" for const, keys in tried.items() if const not in out]
     return out, notes
+
+
+def check_requires(section, hf_config: Mapping[str, Any]) -> None:
+    """`require "key" == value`: config.json may lack the key (the default is what the model
+    computes) or hold that value; anything else changes the function, so it is an error."""
+    for r in getattr(section, "requires", ()):
+        value = config_value(hf_config, r.key)
+        want = literal(r.value)
+        allowed = want if r.among and isinstance(want, list) else [want]
+        if value is _ABSENT or any(same_value(value, w) for w in allowed):
+            continue
+        raise ArchError(f"config.json sets `{r.key}` to {json.dumps(value)}; this model "
+                        f"computes only {' or '.join(json.dumps(w) for w in allowed)}", r.span,
+                        "the checkpoint is a variant this .arch does not implement: write "
+                        "the variant in the .arch (an `if` on a config constant) and drop this "
+                        "`require`")
 
 
 def dest_shape(dest, binding: dict[str, str], shapes: Mapping[str, tuple]) -> tuple | None:

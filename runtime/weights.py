@@ -45,12 +45,14 @@ def apply_weights(g: Graph, tensors: dict[str, np.ndarray], seed: int = 0,
         from .checkpoint import map_checkpoint
         tensors, _, problems = map_checkpoint(
             mapping, tensors, {k: tuple(n.shape) for k, n in expected.items()})
+    trained_missing = False           # a missing parameter the mapping fills from a tensor
     for name, node in expected.items():
         if name not in tensors:
             if "value" in node.attrs or allow_missing:
                 params[name] = init_param(node, seed)
             else:
                 src = mapping.source_of(name) if mapping is not None else None
+                trained_missing |= src is not None
                 problems.append(f"missing: {name} {node.type_str}"
                                 + (f" (checkpoint tensor {src})" if src else ""))
             continue
@@ -67,9 +69,26 @@ def apply_weights(g: Graph, tensors: dict[str, np.ndarray], seed: int = 0,
     if problems:
         raise ArchError(f"{source} do not match the model ({len(problems)} problem"
                         f"{'s' if len(problems) > 1 else ''}):\n  " + "\n  ".join(problems),
-                        hint="use --allow-missing to initialise missing parameters randomly"
-                        if any(p.startswith("missing") for p in problems) else None)
+                        hint=_missing_hint(problems, trained_missing,
+                                             found=any(n in tensors for n in expected)))
     return params, warnings
+
+
+def _missing_hint(problems: list[str], trained_missing: bool, found: bool) -> str | None:
+    """What to do about missing parameters. --allow-missing makes them random, so it is
+    offered only for parameters no checkpoint tensor is mapped to, in a checkpoint that
+    fills others: never for a trained part (a tied or absent head, a base model's missing
+    task head) and never for a checkpoint of another model."""
+    if not any(p.startswith("missing") for p in problems):
+        return None
+    if trained_missing:
+        return ("the weights section maps these from tensors the checkpoint lacks: a base "
+                "model without its task head, or a head tied to the embedding by a config "
+                "flag (`tie_word_embeddings`) the section does not read (`if tied { ... }`)")
+    if not found:
+        return "no parameter was found in it: is it this model's checkpoint?"
+    return ("--allow-missing initialises the missing parameters randomly (for new parameters "
+            "that no checkpoint holds)")
 
 
 def _convert(name: str, arr: np.ndarray, dtype: str, warnings: list[str]) -> np.ndarray:

@@ -49,6 +49,9 @@ FAMILIES = [
     "longformer",
     "switch",
     "mixtral",
+    # variants: the same family's .arch (meta.json "example") on a config flag's other value
+    "llama_tied",
+    "mistral_nowindow",
 ]
 
 BASE_SEED = {name: 1000 + 100 * i for i, name in enumerate(FAMILIES)}
@@ -386,10 +389,31 @@ def spec_mixtral():
                        "block_sparse_moe.gate); in memory transformers 5 uses fused mlp.experts.gate_up_proj / down_proj"])
 
 
+def spec_llama_tied():
+    # Llama-3.2 / Qwen2 / Gemma style: the LM head is the embedding (tie_word_embeddings)
+    spec = spec_llama()
+    spec["config"].tie_word_embeddings = True
+    spec["overrides"] = {}
+    spec["example"] = "llama"
+    spec["notes"] = ["as llama, but tie_word_embeddings=true: lm_head.weight is model.embed_tokens.weight "
+                     "and is NOT stored"]
+    return spec
+
+
+def spec_mistral_nowindow():
+    # Mistral v0.2/v0.3: `"sliding_window": null` turns the window off
+    spec = spec_mistral()
+    spec["config"].sliding_window = None
+    spec["example"] = "mistral"
+    spec["notes"] = ["as mistral, but sliding_window=null (v0.2/v0.3): full causal attention, T=12"]
+    return spec
+
+
 SPECS = {
     "gpt2": spec_gpt2, "bert": spec_bert, "t5": spec_t5, "t5_gated": spec_t5_gated, "llama": spec_llama,
     "mistral": spec_mistral, "gpt_neox": spec_gpt_neox, "falcon": spec_falcon, "longformer": spec_longformer,
-    "switch": spec_switch, "mixtral": spec_mixtral,
+    "switch": spec_switch, "mixtral": spec_mixtral, "llama_tied": spec_llama_tied,
+    "mistral_nowindow": spec_mistral_nowindow,
 }
 
 
@@ -648,6 +672,7 @@ def run_family(name: str, verbose: bool = True) -> dict:
     dropped = sorted(k for k in model.all_tied_weights_keys) if hasattr(model, "all_tied_weights_keys") else []
     meta = {
         "family": name,
+        "example": spec.get("example", name),
         "hf_class": spec["cls"].__name__,
         "transformers_version": transformers.__version__,
         "torch_version": torch.__version__,

@@ -56,7 +56,8 @@ def defined_names(stmt) -> list[str]:
         return list(stmt.targets)
     if isinstance(stmt, ast.ParamDecl):
         return [stmt.name]
-    return [n for s in getattr(stmt, "body", ()) for n in defined_names(s)]
+    inner = tuple(getattr(stmt, "body", ())) + tuple(getattr(stmt, "orelse", ()))
+    return [n for s in inner for n in defined_names(s)]
 
 
 class GraphBuilder:

@@ -13,7 +13,7 @@ from ..dims import Dim, DimLike, dim_add, dim_div, dim_mul, dim_neg, dim_sub
 from ..errors import ArchError, Span, did_you_mean
 from ..layers import LAYERS
 from ..ops import OPS
-from ..values import MAX_INT, Tensor, bounded, describe
+from ..values import MAX_INT, Tensor, bounded, describe, same_value
 from .builder import GraphBuilder, unpoisoned
 
 SCALAR_FUNCS = {"sqrt": math.sqrt, "exp": math.exp, "tanh": math.tanh, "log": math.log,
@@ -90,7 +90,48 @@ class Expressions(GraphBuilder):
             return self.call(e, env)
         if isinstance(e, ast.Index):
             return self.index(e, env)
+        if isinstance(e, ast.Compare):
+            return self.compare(e, self.eval(e.left, env, const_only),
+                                self.eval(e.right, env, const_only))
+        if isinstance(e, ast.Logic):
+            # short-circuit, as in Python: `has_head and head_size > 0`
+            left = self.truth(e.left, self.eval(e.left, env, const_only), e.op)
+            if left == (e.op == "or"):
+                return left
+            return self.truth(e.right, self.eval(e.right, env, const_only), e.op)
+        if isinstance(e, ast.Not):
+            return not self.truth(e.operand, self.eval(e.operand, env, const_only), "not")
         raise ArchError(f"unsupported expression {type(e).__name__}", e.span)
+
+    @staticmethod
+    def truth(e, v, what: str) -> bool:
+        """`v` as a condition: only true or false (a tensor is not known until run time)."""
+        unpoisoned(v)
+        if isinstance(v, bool):
+            return v
+        hint = ("conditions choose the graph while lowering, so they are on config "
+                "constants, never tensors" if isinstance(v, Tensor) else
+                "compare it to get true or false, e.g. `x == none` or `n > 0`")
+        raise ArchError(f"`{what}` needs true or false, got {describe(v)}", e.span, hint)
+
+    def compare(self, e: ast.Compare, a, b) -> bool:
+        unpoisoned(a, b)
+        for v, side in ((a, e.left), (b, e.right)):
+            if isinstance(v, Tensor):
+                raise ArchError(f"`{e.op}` compares values known while lowering, got "
+                                f"{describe(v)}", side.span,
+                                "conditions choose the graph, so they are on config constants")
+            if isinstance(v, Dim):
+                raise ArchError(f"`{e.op}` cannot compare {describe(v)}: a symbolic size is "
+                                "known only at run time", side.span)
+        if e.op == "==":
+            return same_value(a, b)
+        if e.op == "!=":
+            return not same_value(a, b)
+        for v, side in ((a, e.left), (b, e.right)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ArchError(f"`{e.op}` orders numbers, got {describe(v)}", side.span)
+        return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[e.op]
 
     def binop(self, e: ast.BinOp, a, b):
         unpoisoned(a, b)

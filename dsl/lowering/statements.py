@@ -30,7 +30,8 @@ class Statements(Calls):
                     return [(None, POISON, stmt.span)]
                 continue
             if result is not None:
-                if i != len(body) - 1:
+                # an `if` whose chosen branch returns ends the body there
+                if i != len(body) - 1 and not isinstance(stmt, ast.If):
                     raise ArchError("code after `return` never runs", body[i + 1].span)
                 return result
         return None
@@ -89,6 +90,10 @@ class Statements(Calls):
                         if self.run_body(stmt.body, env, owner) is not None:
                             raise ArchError("`return` inside `repeat`", stmt.span)
             return None
+        if isinstance(stmt, ast.If):
+            # chosen now, by config values: the graph holds only the branch taken
+            taken = self.truth(stmt.cond, self.eval(stmt.cond, env), "if")
+            return self.run_body(stmt.body if taken else stmt.orelse, env, owner)
         raise ArchError(f"unsupported statement {type(stmt).__name__}", stmt.span)
 
     def param_decl(self, stmt: ast.ParamDecl, env: dict) -> Tensor:

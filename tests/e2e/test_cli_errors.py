@@ -226,7 +226,7 @@ def test_weights_problems_are_all_listed_at_once(work, capsys):
         2, "error: weights w2.safetensors do not match the model (2 problems):\n"
            "  missing: embedding.weight float[10, 4]\n"
            "  unexpected: other [3]\n"
-           "hint: use --allow-missing to initialise missing parameters randomly\n")
+           "hint: no parameter was found in it: is it this model's checkpoint?\n")
 
 
 def test_lossy_weight_conversion_is_warned(work, capsys):

@@ -19,11 +19,19 @@ ROOT = Path(__file__).resolve().parents[2]
 FIX = ROOT / "tests" / "fixtures" / "hf"
 INPUTS = {"input_ids": "ids", "attention_mask": "mask", "token_type_ids": "types"}
 OUTPUTS = {"hidden": "last_hidden_state", "logits": "logits", "pooled": "pooler_output"}
-FAMILIES = ["gpt2", "bert", "llama", "mistral", "gpt_neox", "falcon"]
+# llama_tied (`tie_word_embeddings`) and mistral_nowindow (`"sliding_window": null`) are
+# variants: the family's own .arch, its config flag the other way
+FAMILIES = ["gpt2", "bert", "llama", "mistral", "gpt_neox", "falcon", "llama_tied",
+            "mistral_nowindow"]
+
+
+def example_of(family: str) -> str:
+    """The .arch a fixture runs on: its own family's, or the one a variant's meta names."""
+    return json.loads((FIX / family / "meta.json").read_text()).get("example", family)
 
 
 def run_fixture(family: str):
-    model = archc.load(ROOT / "examples" / f"{family}.arch", weights=FIX / family)
+    model = archc.load(ROOT / "examples" / f"{example_of(family)}.arch", weights=FIX / family)
     io = np.load(FIX / family / "io.npz")
     inputs = {INPUTS[k]: io[k] for k in INPUTS if k in io and INPUTS[k] in model.inputs}
     return model, model.run(inputs), io

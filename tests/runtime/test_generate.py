@@ -1,5 +1,6 @@
 """Cached decoding equals full recomputation, matches the Hugging Face greedy fixtures, and
 keeps a sliding-window cache at its planned size."""
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -15,13 +16,16 @@ from archc.runtime.reference import run_reference
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "hf"
-DECODERS = ["gpt2", "llama", "mistral", "gpt_neox", "falcon", "mixtral"]
+DECODERS = ["gpt2", "llama", "mistral", "gpt_neox", "falcon", "mixtral", "llama_tied",
+            "mistral_nowindow"]
 
 
 def _fixture_model(fam):
     if not (FIXTURES / fam / "io.npz").is_file():
         pytest.skip(f"no fixture for {fam}")
-    model = archc.load(ROOT / "examples" / f"{fam}.arch", weights=FIXTURES / fam)
+    # a variant fixture (llama_tied) runs on its family's .arch, named in its meta.json
+    example = json.loads((FIXTURES / fam / "meta.json").read_text()).get("example", fam)
+    model = archc.load(ROOT / "examples" / f"{example}.arch", weights=FIXTURES / fam)
     return model, np.load(FIXTURES / fam / "io.npz")
 
 
