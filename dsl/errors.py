@@ -48,6 +48,11 @@ class ArchError(Exception):
         return self.render()
 
 
+# Each stage reports at most this many errors at once, and stops looking at the first one
+# past it: 10^5 undefined names cost the time of twenty.
+MAX_ERRORS = 20
+
+
 class ArchErrors(ArchError):
     """Several independent errors, reported together."""
 
@@ -57,7 +62,8 @@ class ArchErrors(ArchError):
 
     def render(self, sources: dict[str, str] | None = None) -> str:
         body = "\n".join(render_error(e, sources) for e in self.errors)
-        return f"{body}\n{len(self.errors)} errors"
+        more = " (archc stops there; fix these first)" if len(self.errors) >= MAX_ERRORS else ""
+        return f"{body}\n{len(self.errors)} errors{more}"
 
 
 SOURCE_SUFFIX = ".arch"
@@ -115,7 +121,7 @@ def render_error(err: ArchError, sources: dict[str, str] | None = None) -> str:
                 width = max(1, err.span.end_col - err.span.col)
             width = min(width, max(1, len(line) - err.span.col + 1))
             line, col = _window(line, err.span.col)
-            width = min(width, MAX_SHOWN)
+            width = min(width, MAX_SHOWN, max(1, len(line) - col + 1))
             # keep tabs so the caret lines up under the same glyphs
             pad = "".join(c if c == "\t" else " " for c in line[: col - 1])
             out.append(f"    {line}")

@@ -3,21 +3,40 @@
 Parsing and transforming are separate steps so that Lark's `meta` (line/column) reaches
 every AST node as a `Span`. Syntax errors become `ArchError`s; the LALR parser resumes
 after an error at the next statement so independent mistakes are reported together.
+Literals are checked as they become AST nodes (dsl/literals.py), weights templates too.
+
+Work is bounded before it starts: a source file is read up to MAX_SOURCE_BYTES, and a
+scan at C speed counts its tokens against MAX_TOKENS (shared by a model and its
+includes), so a 10 MB file is refused at once, at the line where it passes the bound,
+instead of being parsed for minutes.
 """
 from __future__ import annotations
 
+import re
 from functools import lru_cache
+from itertools import islice
 from pathlib import Path
 
-from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import (UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken,
-                             VisitError)
+from lark import Lark, Token, Tree
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
-from . import ast
+from . import ast, literals
 from .cache import cached_lark
-from .errors import ArchError, ArchErrors, Span
+from .errors import MAX_ERRORS, ArchError, ArchErrors, Span
 from .files import open_regular
-from .recover import MAX_NESTING, NestingTooDeep, parse_recovering, tree_depth_error
+from .recover import (MAX_NESTING, NameTooLong, NestingTooDeep, parse_recovering,
+                      tree_depth_error)
+from .weightmap import check_template
+
+# The largest example is under 700 tokens and 8 KB; these bounds are far above any model
+# and keep the parse of the worst file allowed to a few seconds.
+MAX_SOURCE_BYTES = 1 << 20
+MAX_TOKENS = 50_000
+# one match per token, with the comments and blanks before it: counts without parsing (the
+# patterns are unrolled, so a long run of one kind needs no backtracking state per char)
+_BLANKS = re.compile(r"\s*(?:#[^\n]*\s*)*")
+_TOKEN_SCAN = re.compile(
+    r'\s*(?:#[^\n]*\s*)*(?:"[^"\\\n]*(?:\\.[^"\\\n]*)*"?|[A-Za-z_0-9.]+|\*\*|//|->|\S)')
 
 GRAMMAR = Path(__file__).with_name("grammar.lark")
 
@@ -44,32 +63,40 @@ def _tok_span(file: str, tok: Token) -> Span:
     return Span(file, tok.line, tok.column, tok.end_line, tok.end_column)
 
 
-def _number(text: str) -> int | float:
-    return float(text) if any(c in text for c in ".eE") else int(text)
-
-
-def _unquote(text: str) -> str:
-    body = text[1:-1]
-    return body.encode("utf-8").decode("unicode_escape") if "\\" in body else body
-
-
-@v_args(meta=True)
-class ToAst(Transformer):
-    """One method per grammar alias; each returns the AST node of that kind."""
+class ToAst:
+    """One method per grammar alias; each returns the AST node of that kind, from the rule's
+    `meta` and its children (already transformed). A bad literal is recorded in `errors`
+    (its node gets a stand-in value) so that several are reported together."""
 
     def __init__(self, file: str):
-        super().__init__()
         self.file = file
+        self.errors: list[ArchError] = []
+
+    def transform(self, tree: Tree):
+        # depth is bounded by MAX_NESTING (checked before), so recursion is safe here
+        children = [self.transform(c) if isinstance(c, Tree) else c for c in tree.children]
+        return getattr(self, tree.data)(tree.meta, children)
 
     def s(self, meta) -> Span:
         return _span(self.file, meta)
+
+    def checked(self, check, value, token: Token, stand_in):
+        try:
+            return check(value, _tok_span(self.file, token))
+        except ArchError as e:
+            if len(self.errors) < MAX_ERRORS:
+                self.errors.append(e)
+            return stand_in
+
+    def text(self, token: Token) -> str:
+        return self.checked(literals.string, str(token), token, "")
 
     # top level
     def start(self, meta, items):
         return list(items)
 
     def include(self, meta, c):
-        return ast.Include(_unquote(c[0]), self.s(meta))
+        return ast.Include(self.text(c[0]), self.s(meta))
 
     def config(self, meta, defs):
         return ast.Config(tuple(defs), self.s(meta))
@@ -92,13 +119,14 @@ class ToAst(Transformer):
                            self.s(meta), of(ast.WeightPrefix), of(ast.WeightRequire))
 
     def weight_rule(self, meta, c):
-        return ast.WeightRule(_unquote(str(c[0])), tuple(c[1:]), self.s(meta))
+        key = self.checked(lambda k, span: check_template(k, span, 1), self.text(c[0]), c[0], "")
+        return ast.WeightRule(key, tuple(c[1:]), self.s(meta))
 
     def weight_config(self, meta, c):
-        return ast.WeightConfig(str(c[0]), _unquote(str(c[1])), self.s(meta), c[2])
+        return ast.WeightConfig(str(c[0]), self.text(c[1]), self.s(meta), c[2])
 
     def weight_prefix(self, meta, c):
-        return ast.WeightPrefix(_unquote(str(c[0])), self.s(meta))
+        return ast.WeightPrefix(self.text(c[0]), self.s(meta))
 
     def weight_require(self, meta, c):
         if str(c[1]) != "==":
@@ -106,10 +134,10 @@ class ToAst(Transformer):
                             _tok_span(self.file, c[1]),
                             'e.g. `require "alibi" == false` or `require "act" in ["gelu", '
                             '"relu"]`')
-        return ast.WeightRequire(_unquote(str(c[0])), c[2], self.s(meta))
+        return ast.WeightRequire(self.text(c[0]), c[2], self.s(meta))
 
     def weight_require_in(self, meta, c):
-        return ast.WeightRequire(_unquote(str(c[0])), c[1], self.s(meta), among=True)
+        return ast.WeightRequire(self.text(c[0]), c[1], self.s(meta), among=True)
 
     def weight_if(self, meta, c):
         cond, then, orelse = c[0], c[1:-1], c[-1]
@@ -119,7 +147,7 @@ class ToAst(Transformer):
         return list(c)
 
     def wparam(self, meta, c):
-        return ast.WParam(str(c[0]), self.s(meta))
+        return ast.WParam(self.checked(check_template, str(c[0]), c[0], ""), self.s(meta))
 
     def wcall(self, meta, c):
         func, args = c[0], c[1:]
@@ -212,10 +240,10 @@ class ToAst(Transformer):
         return ast.Not(c[0], self.s(meta))
 
     def number(self, meta, c):
-        return ast.Num(_number(str(c[0])), self.s(meta))
+        return ast.Num(self.checked(literals.number, str(c[0]), c[0], 0), self.s(meta))
 
     def string(self, meta, c):
-        return ast.Str(_unquote(str(c[0])), self.s(meta))
+        return ast.Str(self.text(c[0]), self.s(meta))
 
     def true(self, meta, c):
         return ast.Bool(True, self.s(meta))
@@ -320,15 +348,23 @@ def _syntax_error(e: UnexpectedInput, file: str) -> ArchError:
     return ArchError(str(e), Span(file, getattr(e, "line", 1), getattr(e, "column", 1)))
 
 
-def parse(text: str, file: str = "<string>") -> list:
+def parse(text: str, file: str = "<string>", max_tokens: int | None = MAX_TOKENS) -> list:
     """Parse source text into a list of AST items; raises ArchError / ArchErrors.
 
     The parser recovers after a syntax error (dsl/recover.py), so independent mistakes
-    are reported together."""
+    are reported together. Text of more than `max_tokens` tokens is refused first (None:
+    the caller counted them)."""
+    if max_tokens is not None:
+        count_tokens(text, file, max_tokens)
     try:
         tree, problems = parse_recovering(_lark(), text)
     except NestingTooDeep as e:
         raise _too_deep(file, e.line, e.column) from None
+    except NameTooLong as e:
+        span = _tok_span(file, e.token)
+        raise ArchError(f"a name of {len(e.token):,} characters; names are at most "
+                        f"{literals.MAX_NAME}", Span(file, span.line, span.col, span.line,
+                                                     span.col + 1)) from None
     errors = []
     for p in problems:
         err = _syntax_error(p.error, file)
@@ -340,12 +376,34 @@ def parse(text: str, file: str = "<string>") -> list:
     deep = tree_depth_error(tree)
     if deep is not None:
         raise _too_deep(file, *deep)
-    try:
-        return ToAst(file).transform(tree)
-    except VisitError as e:     # a check in a transformer method: its ArchError as it is
-        if isinstance(e.orig_exc, ArchError):
-            raise e.orig_exc from None
-        raise
+    builder = ToAst(file)
+    items = builder.transform(tree)
+    if builder.errors:
+        errs = builder.errors
+        raise errs[0] if len(errs) == 1 else ArchErrors(errs)
+    return items
+
+
+def count_tokens(text: str, file: str, max_tokens: int = MAX_TOKENS) -> int:
+    """How many tokens `text` holds (roughly as the lexer splits it), at C speed; more
+    than `max_tokens` is an error at the first token past the bound."""
+    n = 0
+    for m in islice(_TOKEN_SCAN.finditer(text), max(max_tokens, 0) + 1):
+        n += 1
+        if n > max_tokens:
+            token = _BLANKS.match(text, m.start()).end()
+            raise ArchError(f"more than {MAX_TOKENS:,} tokens; archc reads models of at most "
+                            f"{MAX_TOKENS:,} (a large model is a few thousand)",
+                            _position(text, token, file),
+                            "large weights belong in a .safetensors file (--weights), not "
+                            "in the source")
+    return n
+
+
+def _position(text: str, pos: int, file: str) -> Span:
+    line = text.count("\n", 0, pos) + 1
+    col = pos - (text.rfind("\n", 0, pos) + 1) + 1
+    return Span(file, line, col, line, col + 1)
 
 
 def _too_deep(file: str, line: int, column: int) -> ArchError:
@@ -354,20 +412,32 @@ def _too_deep(file: str, line: int, column: int) -> ArchError:
                      "split it into several statements with names for the parts")
 
 
-def parse_file(path: str | Path) -> list:
+def read_source(path: str | Path) -> str:
+    """The text of an .arch file: a regular file of at most MAX_SOURCE_BYTES of UTF-8
+    (a leading byte-order mark is dropped). Only that much is ever read."""
     p = Path(path)
     if not p.exists():
         raise ArchError(f"no such file: {p}")
     try:
         with open_regular(p, "model") as f:
-            raw = f.read()
+            raw = f.read(MAX_SOURCE_BYTES + 1)
     except OSError as e:
         raise ArchError(f"cannot read {p}: {e.strerror}") from None
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]                 # a UTF-8 byte-order mark (Windows editors write one)
+    if len(raw) > MAX_SOURCE_BYTES:
+        head = raw[:MAX_SOURCE_BYTES].decode("utf-8", errors="replace")
+        raise ArchError(f"{p} is larger than {MAX_SOURCE_BYTES >> 20} MiB; an .arch file is "
+                        "a model's source (a large one is tens of KB)",
+                        _position(head, len(head), str(path)),
+                        "large weights belong in a .safetensors file (--weights), not in "
+                        "the source")
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ArchError(f"{p} is not UTF-8 text (byte {e.start}); an .arch file is plain text") \
             from None
-    return parse(text, str(path))
+
+
+def parse_file(path: str | Path, max_tokens: int = MAX_TOKENS) -> list:
+    return parse(read_source(path), str(path), max_tokens)

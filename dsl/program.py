@@ -1,9 +1,11 @@
 """Load an .arch file and its includes into one `Program`: the config constants, blocks,
 models and weight mappings, each checked for duplicates.
 
-Include paths are relative to the including file and name .arch files only; a cycle, a missing file or nesting past
-MAX_INCLUDE_DEPTH is an error at the `include` line. The same file reached twice (a
-diamond) contributes its definitions once.
+Include paths are relative to the including file and name .arch files only; a cycle, a
+missing file or nesting past MAX_INCLUDE_DEPTH is an error at the `include` line. The same
+file reached twice (a diamond) is parsed once and contributes its definitions once, and
+all the files together hold at most MAX_TOKENS tokens (dsl/parser.py), so includes cannot
+multiply the work.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from pathlib import Path
 from . import ast
 from .errors import ArchError, Span
 from .files import SOURCE_SUFFIX, check_regular, is_source
-from .parser import parse_file
+from .parser import MAX_TOKENS, count_tokens, parse, read_source
 
 MAX_INCLUDE_DEPTH = 50
 
@@ -31,12 +33,26 @@ class Program:
 
 def load_program(path: str | Path) -> Program:
     prog = Program(str(path), [], {}, [])
-    seen_consts: dict[str, ast.ConstDef] = {}
-    _load_into(prog, Path(path), [], seen_consts, is_main=True)
+    _load_into(prog, Path(path), [], _Seen(), is_main=True)
     return prog
 
 
-def _load_into(prog: Program, path: Path, stack: list[Path], seen_consts: dict,
+@dataclass
+class _Seen:
+    """What loading has met so far: constants by name, each file's items, tokens read."""
+    consts: dict[str, ast.ConstDef] = field(default_factory=dict)
+    items: dict[Path, list] = field(default_factory=dict)
+    tokens: int = 0
+
+    def parse(self, path: Path, key: Path) -> list:
+        if key not in self.items:
+            text = read_source(path)
+            self.tokens += count_tokens(text, str(path), MAX_TOKENS - self.tokens)
+            self.items[key] = parse(text, str(path), max_tokens=None)
+        return self.items[key]
+
+
+def _load_into(prog: Program, path: Path, stack: list[Path], seen: _Seen,
                is_main: bool, include_span: Span | None = None) -> None:
     key = path.resolve()
     if key in stack:
@@ -61,12 +77,14 @@ def _load_into(prog: Program, path: Path, stack: list[Path], seen_consts: dict,
             raise ArchError(f"no such file: {path}")
         raise ArchError(f"included file not found: {path}", include_span,
                         "include paths are relative to the including file")
+    if key in seen.items:
+        return      # a diamond: its definitions are in already (and walking it again would
+        # double the work at every level)
     prog.files.append(str(path))
-    items = parse_file(path)
-    for item in items:
+    seen_consts = seen.consts
+    for item in seen.parse(path, key):
         if isinstance(item, ast.Include):
-            _load_into(prog, path.parent / item.path, stack + [key], seen_consts, False,
-                       item.span)
+            _load_into(prog, path.parent / item.path, stack + [key], seen, False, item.span)
         elif isinstance(item, ast.Config):
             for d in item.defs:
                 if d.name in seen_consts:

@@ -11,7 +11,8 @@ begins:
     z = gelu(y)          <- sync token `z`: stack popped to the body, parsing resumes
 
 Cascades are kept out: nothing is reported while skipping, at most one error per line, and
-an end-of-file error after a skip (the skip may have eaten a `}`) is not reported.
+an end-of-file error after a skip (the skip may have eaten a `}`) is not reported. At the
+MAX_ERRORS-th error the parse stops: the rest of the file is not read.
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from dataclasses import dataclass
 from lark import Lark, Token
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
-MAX_ERRORS = 20
+from .errors import MAX_ERRORS
+from .literals import MAX_NAME
 # deeper than this is not a model, and the recursive transformer and lowering would overflow
 MAX_NESTING = 150
 # tokens after which an expression must go on (`//` and `**` are anonymous terminals)
@@ -41,10 +43,20 @@ class SyntaxProblem:
     hint: str | None = None
 
 
+class _TooMany(Exception):
+    """MAX_ERRORS reached: stop parsing."""
+
+
 class NestingTooDeep(Exception):
     def __init__(self, token: Token | None, line: int, column: int):
         super().__init__("nesting too deep")
         self.token, self.line, self.column = token, line, column
+
+
+class NameTooLong(Exception):
+    def __init__(self, token: Token):
+        super().__init__("name too long")
+        self.token = token
 
 
 def parse_recovering(lark: Lark, text: str):
@@ -71,6 +83,8 @@ def parse_recovering(lark: Lark, text: str):
         else:
             hint = _hint(tok, history, brackets, getattr(e, "expected", ()))
         problems.append(SyntaxProblem(e, hint))
+        if len(problems) >= MAX_ERRORS:
+            raise _TooMany()
 
     def next_token() -> Token | None:
         nonlocal gen
@@ -117,48 +131,55 @@ def parse_recovering(lark: Lark, text: str):
         if len(ps.state_stack) > 2 * MAX_NESTING:
             raise NestingTooDeep(tok, tok.line, tok.column)
 
-    skipping, depth, prev = False, 0, None
-    while (tok := next_token()) is not None:
-        if tok.type == "NAME" and tok in RESERVED:
-            tok = Token.new_borrow_pos(tok.upper(), str(tok), tok)
-        sync = prev is None or tok.line > prev.end_line or tok.type == "RBRACE"
-        prev = tok
-        if skipping:
-            if tok.type == "LBRACE":
-                depth += 1
-                continue
-            if tok.type == "RBRACE" and depth:
-                depth -= 1
-                continue
-            if depth or not sync or not pop_to(tok.type):
-                continue
-            skipping = False
-        try:
-            feed(tok)
-        except UnexpectedToken as e:
-            report(e, tok)
-            if sync and pop_to(tok.type):
-                try:
-                    feed(tok)
-                    history.append(tok)
-                    continue
-                except UnexpectedToken:
-                    pass
-            skipping, depth = True, 1 if tok.type == "LBRACE" else 0
-        history.append(tok)
-
-    # the end of file sits just after the last token
-    eof = (Token("$END", "", prev.end_pos, prev.end_line, prev.end_column, prev.end_line,
-                 prev.end_column, prev.end_pos) if prev is not None else Token("$END", "", 0, 1, 1))
-    if skipping and not pop_to("$END"):
-        return None, problems
     try:
-        tree = ip.feed_token(eof)
-    except UnexpectedToken as e:
-        if not skipping:
-            report(e, eof)
+        skipping, depth, prev = False, 0, None
+        while (tok := next_token()) is not None:
+            if tok.type in ("NAME", "PATH"):
+                if len(tok) > MAX_NAME:
+                    raise NameTooLong(tok)
+                if tok in RESERVED:
+                    tok = Token.new_borrow_pos(tok.upper(), str(tok), tok)
+            sync = prev is None or tok.line > prev.end_line or tok.type == "RBRACE"
+            prev = tok
+            if skipping:
+                if tok.type == "LBRACE":
+                    depth += 1
+                    continue
+                if tok.type == "RBRACE" and depth:
+                    depth -= 1
+                    continue
+                if depth or not sync or not pop_to(tok.type):
+                    continue
+                skipping = False
+            try:
+                feed(tok)
+            except UnexpectedToken as e:
+                report(e, tok)
+                if sync and pop_to(tok.type):
+                    try:
+                        feed(tok)
+                        history.append(tok)
+                        continue
+                    except UnexpectedToken:
+                        pass
+                skipping, depth = True, 1 if tok.type == "LBRACE" else 0
+            history.append(tok)
+
+        # the end of file sits just after the last token
+        eof = (Token("$END", "", prev.end_pos, prev.end_line, prev.end_column, prev.end_line,
+                     prev.end_column, prev.end_pos) if prev is not None
+               else Token("$END", "", 0, 1, 1))
+        if skipping and not pop_to("$END"):
+            return None, problems
+        try:
+            tree = ip.feed_token(eof)
+        except UnexpectedToken as e:
+            if not skipping:
+                report(e, eof)
+            return None, problems
+        return (None if problems else tree), problems
+    except _TooMany:
         return None, problems
-    return (None if problems else tree), problems
 
 
 def _hint(tok: Token | None, history: deque, brackets: list[Token], expected) -> str | None:

@@ -88,6 +88,30 @@ class Split:
 Dest = Union[Param, Skip, Transpose, Split]
 
 
+_BRACES = re.compile(r"\{[^{}]*\}?|\}")
+
+
+def check_template(text: str, span: Span, offset: int = 0) -> str:
+    """`text` if it is a well-formed name template: each `{...}` a variable name, used once
+    (a number in the checkpoint name binds it once). Checked when the file is parsed;
+    `offset`: where the text starts in its span (1 after a string's quote)."""
+    seen = set()
+    for m in _BRACES.finditer(text):
+        var = _VAR.fullmatch(m.group())
+        col = span.col + offset + m.start() if span.end_line == span.line else span.col
+        where = Span(span.file, span.line, col, span.line, col + len(m.group()))
+        if var is None:
+            raise ArchError(f"`{m.group()}` in `{text}` is not an index pattern", where,
+                            "write an index as {i} (a name in braces); braces have no other "
+                            "use in a name")
+        if var.group(1) in seen:
+            raise ArchError(f"`{m.group()}` appears twice in `{text}`", where,
+                            "each index binds one number of the name; use another letter "
+                            "({i}, {j}) for a second one")
+        seen.add(var.group(1))
+    return text
+
+
 def pattern_regex(pattern: str) -> re.Pattern:
     """`h.{i}.attn` -> regex with a named group per variable, each matching a number."""
     out, last = [], 0

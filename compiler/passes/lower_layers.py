@@ -24,7 +24,10 @@ in graph.meta["lowered_attention"][output id] so fuse_attention restores them.
 
 Kept whole, with the reason listed by `--explain`: ops with no primitive decomposition
 (moe, longformer_attention, chunked_cross_attention, product_key_memory), fused ops a user
-wrote (rope_attention), and an attention whose head size is not a known number.
+wrote (rope_attention), an attention whose head size is not a known number, and grouped
+attention when the copies of its K/V heads (G per head, one `stack` argument each) would
+take the graph past MAX_NODES: that is checked for the whole graph before any is written,
+so 65,536 query heads over one K/V head cost nothing but the check.
 
 Requires: a verified graph. Ensures: the same outputs (up to float rounding: the op computes
 in float64); no `attention` op remains unless listed as kept.
@@ -39,6 +42,7 @@ import numpy as np
 
 from ...dsl.dims import dim_div
 from ...dsl.graph import Graph, Node
+from ...dsl.values import MAX_NODES
 from ..ir import PassResult, emit, where
 from ..patterns import Reject
 
@@ -120,10 +124,20 @@ DECOMPOSE: dict[str, Callable] = {
 }
 
 
+def _head_copies(node: Node) -> int:
+    """`stack` arguments the GQA repeat of one attention writes (K and V: G each)."""
+    H = node.attrs.get("heads", 1)
+    Hkv = node.attrs.get("kv_heads") or H
+    return 0 if Hkv == H or not isinstance(H, int) or not isinstance(Hkv, int) \
+        else 2 * (H // max(Hkv, 1))
+
+
 def lower_layers(g: Graph) -> PassResult:
     out = g.copy()
     stats: Counter = Counter()
     kept: list[str] = []
+    copies = sum(_head_copies(n) for n in g.nodes() if n.op == "attention")
+    too_wide = len(g) + g.nx.number_of_edges() + copies > MAX_NODES
     for nid in g.topo():
         node = out.node(nid)
         if node.op in NO_DECOMPOSITION:
@@ -131,7 +145,12 @@ def lower_layers(g: Graph) -> PassResult:
             stats[f"kept {node.op}"] += 1
         if node.op not in DECOMPOSE:
             continue
-        new = DECOMPOSE[node.op](out, node)
+        if too_wide and _head_copies(node):
+            new = Reject(f"writing out its {node.attrs['heads']:,} heads over "
+                         f"{node.attrs['kv_heads']:,} K/V heads (with the graph's other "
+                         f"grouped attentions) would pass {MAX_NODES:,} nodes and edges")
+        else:
+            new = DECOMPOSE[node.op](out, node)
         if isinstance(new, Reject):
             kept.append(f"{node.op} at {where(node)}: kept whole, {new.reason}")
             stats[f"kept {node.op}"] += 1

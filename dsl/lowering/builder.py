@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import ast
 from ..dims import shape_str
-from ..errors import ArchError, ArchErrors, Span
+from ..errors import MAX_ERRORS, ArchError, ArchErrors, Span
 from ..graph import Graph
 from ..ops import OPS, REQUIRED, TT, ShapeError, infer
 from ..program import Program
@@ -34,7 +34,6 @@ class _Poison:
 
 
 POISON = _Poison()
-MAX_ERRORS = 20
 
 
 class _Reported(ArchError):
@@ -42,6 +41,11 @@ class _Reported(ArchError):
 
     def __init__(self):
         super().__init__("(already reported)")
+
+
+class TooBig(ArchError):
+    """A bound on the model's size was passed: lowering stops at once (going on would
+    only pass it again, at the cost of the work the bound is there to save)."""
 
 
 def unpoisoned(*values) -> None:
@@ -77,13 +81,14 @@ class GraphBuilder:
         self.call_stack: list[str] = []
         self.errors: list[ArchError] = []
         self.error_keys: set = set()
+        self.repeat_factor = 1     # how many times the enclosing repeats run this code
 
     def record(self, err: ArchError) -> None:
         """Keep an error and carry on; a repeat or a second call of a block repeats none."""
         if isinstance(err, _Reported):
             return
-        if len(self.g) > MAX_NODES:
-            raise err   # a bound: going on would only hit it again
+        if isinstance(err, TooBig) or len(self.g) > MAX_NODES:
+            raise err
         for e in getattr(err, "errors", [err]):
             key = (e.span, e.message)
             if key not in self.error_keys:
@@ -136,7 +141,19 @@ class GraphBuilder:
                      hint: str = "check the sizes that count layers, experts or repeats") -> None:
         # a layer macro looping over `experts = 1000000000` must stop here, not hang
         if len(self.g) > MAX_NODES:
-            raise ArchError(f"the model grows past {MAX_NODES:,} graph nodes{where}", span, hint)
+            raise TooBig(f"the model grows past {MAX_NODES:,} graph nodes{where}", span, hint)
+
+    def project_growth(self, per_iteration: int, count: int, outer: int, span: Span) -> None:
+        """After a repeat's first iteration: the iterations are the same statements, so the
+        rest (and the enclosing repeats' other iterations) will add as much again. Said now,
+        rather than after building 100,000 nodes."""
+        total = len(self.g) + per_iteration * (count * outer - 1)
+        if total > MAX_NODES:
+            raise TooBig(f"the model would grow past {MAX_NODES:,} graph nodes: this repeat "
+                            f"adds {per_iteration:,} per iteration and runs {count:,} times"
+                            + (f", inside repeats that run it {outer:,} times" if outer > 1
+                               else ""), span,
+                            "check the repeat counts; nested repeats multiply")
 
     def emit(self, op: str, args: list[Tensor], attrs: dict, span: Span,
              name: str | None = None) -> Tensor | tuple[Tensor, ...]:

@@ -82,13 +82,25 @@ class Statements(Calls):
                                 stmt.count.span, "a real model has at most a few hundred layers")
             self.claim_scope(stmt.name, stmt.name, stmt.span)
             self.g.repeats.append(RepeatInfo(self.full(stmt.name), count, stmt.span))
-            with self.in_scope(stmt.name):
-                for i in range(count):
-                    self.check_growth(stmt.span, f" (at iteration {i} of this repeat)",
-                                      "check the repeat counts; nested repeats multiply")
-                    with self.in_scope(str(i)):
-                        if self.run_body(stmt.body, env, owner) is not None:
-                            raise ArchError("`return` inside `repeat`", stmt.span)
+            # iterations run the same statements on the same values, so all add as many
+            # nodes, unless the body changes a number or list it reads (`n = n * 2`)
+            uniform = all(env.get(n) is None or isinstance(env.get(n), Tensor)
+                          for n in defined_names(stmt))
+            outer = self.repeat_factor
+            self.repeat_factor = outer * count if uniform else 1
+            try:
+                with self.in_scope(stmt.name):
+                    for i in range(count):
+                        self.check_growth(stmt.span, f" (at iteration {i} of this repeat)",
+                                          "check the repeat counts; nested repeats multiply")
+                        before = len(self.g)
+                        with self.in_scope(str(i)):
+                            if self.run_body(stmt.body, env, owner) is not None:
+                                raise ArchError("`return` inside `repeat`", stmt.span)
+                        if i == 0 and uniform:
+                            self.project_growth(len(self.g) - before, count, outer, stmt.span)
+            finally:
+                self.repeat_factor = outer
             return None
         if isinstance(stmt, ast.If):
             # chosen now, by config values: the graph holds only the branch taken

@@ -55,6 +55,27 @@ def test_gqa_repeats_kv_heads_and_matches(arch_file):
     assert_same_outputs(g, r.graph, inputs)
 
 
+def test_gqa_too_wide_for_the_node_bound_stays_whole(arch_file, monkeypatch):
+    # PaLM with n_head=65536 over one K/V head: 2 x 65536 stack arguments a layer, decided
+    # before any is written
+    import archc.compiler.passes.lower_layers as ll
+    src = """
+        model m(x: float[B, T, 64]) {
+            a = Attention(x, 16, kv_heads=1, causal=true) as attn
+            return Attention(a, 4, causal=true) as plain
+        }
+    """
+    g, r = _lower(arch_file, src)
+    assert op_counts(r.graph)["attention"] == 0
+    monkeypatch.setattr(ll, "MAX_NODES", len(g) + g.nx.number_of_edges() + 2 * 16 - 1)
+    g, r = _lower(arch_file, src)
+    assert op_counts(r.graph)["attention"] == 1 and r.stats["attention"] == 1
+    assert r.rejected == ["attention at attn (line 2): kept whole, writing out its 16 heads "
+                          "over 1 K/V heads (with the graph's other grouped attentions) would "
+                          f"pass {ll.MAX_NODES:,} nodes and edges"]
+    assert_same_outputs(g, r.graph)
+
+
 def test_padding_mask_bias_and_a_fully_masked_row(arch_file):
     g, r = _lower(arch_file, """
         model m(x: float[B, T, 8], mask: int[B, T], b: float[1, 2, T, T]) {

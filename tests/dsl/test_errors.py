@@ -211,14 +211,14 @@ model m(x: float[T, 4]) {
      )),
     ("op_attribute_unusable", """
 model m(x: float[T, 4]) {
-    return reshape(x, [-1e400, 2])
+    return reshape(x, [-1e300 * 1e300, 2])
 }
 """,
      (
         '{f}:2:12: error: reshape: cannot use these arguments (shape=[-inf, 2]): cannot convert '
         'float infinity to integer\n'
-        '        return reshape(x, [-1e400, 2])\n'
-        '               ^^^^^^^^^^^^^^^^^^^^^^^\n'
+        '        return reshape(x, [-1e300 * 1e300, 2])\n'
+        '               ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^\n'
         'hint: usage: reshape(x, shape=None)\n'
      )),
     ("zero_size_parameter", """
@@ -386,6 +386,7 @@ model m(x: float[T, 4]) { return x }
         '{f}:1:14: error: number too large: 123456789012345678901234567890 exceeds 9223372036854775807 (int64)\n'
         '    config { d = 123456789012345678901234567890 }\n'
         '                 ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^\n'
+        'hint: whole numbers are int64; write a float (e.g. 1e30) for a larger value\n'
      )),
     ("huge_repeat", """
 model m(x: float[T, 4]) {
@@ -489,8 +490,52 @@ def test_many_nested_repeats_hit_the_node_bound(arch_file, monkeypatch):
     """)
     with pytest.raises(ArchError) as e:
         lower(path)
-    assert e.value.message == "the model grows past 500 graph nodes (at iteration 5 of this repeat)"
-    assert (e.value.span.line, e.value.span.col) == (2, 5)
+    # said after the inner repeat's first iteration (one node), not after building 500
+    assert e.value.message == ("the model would grow past 500 graph nodes: this repeat adds "
+                               "1 per iteration and runs 100 times, inside repeats that run "
+                               "it 100 times")
+    assert (e.value.span.line, e.value.span.col) == (3, 9)
+
+
+def test_a_repeat_whose_iterations_grow_hits_the_node_bound(arch_file, monkeypatch):
+    # the outer repeat's first iteration cannot foretell the others (n changes); the inner
+    # one, run with n = 256, can
+    import archc.dsl.lowering.builder as builder
+    monkeypatch.setattr(builder, "MAX_NODES", 500)
+    path = arch_file("""
+        config { k = 1 }
+        model m(x: float[T, 4]) {
+            n = k
+            repeat 100 as a {
+                n = n * 2
+                repeat n as b { x = relu(x) }
+            }
+            return x
+        }
+    """)
+    with pytest.raises(ArchError) as e:
+        lower(path)
+    assert e.value.message == ("the model would grow past 500 graph nodes: this repeat adds "
+                               "1 per iteration and runs 256 times")
+    assert (e.value.span.line, e.value.span.col) == (6, 9)
+
+
+def test_a_repeat_whose_iterations_shrink_is_not_refused(arch_file, monkeypatch):
+    # 100 x 64 nodes if the first iteration were every iteration; 63 in truth
+    import archc.dsl.lowering.builder as builder
+    monkeypatch.setattr(builder, "MAX_NODES", 500)
+    path = arch_file("""
+        model m(x: float[T, 4]) {
+            n = 64
+            repeat 100 as a {
+                n = n // 2
+                repeat n as b { x = relu(x) }
+            }
+            return x
+        }
+    """)
+    g = lower(path)
+    assert sum(1 for n in g.topo() if g.node(n).op == "relu") == 63
 
 
 def test_a_layer_looping_over_a_huge_count_hits_the_node_bound(arch_file, monkeypatch):
