@@ -17,14 +17,15 @@ views of others, and which write in place over a dying argument; the program all
 that arena (`plan.arena_bytes`, exactly) plus one buffer per model input and output,
 and builds its steps on views of them. A decoding session's programs are planned with
 the session's KV plan, so cached attentions get the scratch of cached decoding. A buffer
-a step builder asks for that the plan does not hold is allocated on its own and counted
-in `Program.unplanned` (tests keep it empty).
+a step builder asks for that the plan does not hold is an error for scratch (`temp`); an
+output the plan does not hold is allocated on its own and counted in `Program.unplanned`
+(tests keep it empty).
 
 Values computable from parameters alone (concatenated QKV / gate-up weights made by the
 fusion passes, transposes of weights) are folded once when the executor is made: that is
 where weights get their run-time layout.
 
-Op -> steps translations live in runtime/steps.py, one builder per op (an op without one
+Op -> steps translations live in runtime/steps/, one builder per op (an op without one
 is an error); a builder may choose the op's `ref_` kernel for a case it does not compile
 (correct, but it allocates, and `--profile` marks it "(ref)").
 """
@@ -39,6 +40,7 @@ import numpy as np
 from . import jit
 from ..dsl.dims import evaluate
 from ..dsl.graph import Graph, Node
+from ..dsl.ops import OPS
 from .inputs import bind_inputs
 from .kernels import REFERENCE
 from .lanes import Lanes
@@ -103,6 +105,7 @@ class Program:
         self.naive_bytes = self.plan.naive_bytes
         self.arena = np.empty(self.arena_bytes, np.uint8)
         self.unplanned: dict[Any, int] = {}          # key -> bytes allocated off the plan
+        self.scratch_taken: set[str] = set()         # planned scratch the builders took
         self._build()
         self.compiled = False
         # thread policy (runtime/jit.py): a program with BLAS products leaves the cores to
@@ -115,7 +118,7 @@ class Program:
         # so a busy core sends it to one thread (runtime/jit.py Pacer)
         self.pacer = jit.Pacer(self.numba_threads if not self.uses_blas else 1)
 
-    # ----- what step builders (runtime/steps.py) use
+    # ----- what step builders (runtime/steps/) use
     def shape(self, node: Node | str, part: int | None = None) -> tuple[int, ...]:
         node = self.graph.node(node) if isinstance(node, str) else node
         shape = node.parts[part][0] if part is not None else node.shape
@@ -135,8 +138,26 @@ class Program:
         return self._slot(key, self.shape(node, part), dtype)
 
     def temp(self, tag: str, shape, dtype) -> np.ndarray:
-        """Scratch used only by this node's steps (planned by compiler/scratch.py)."""
-        return self._slot(f"{self._node.id}#{tag}", tuple(shape), dtype)
+        """Scratch used only by this node's steps, as the op's scratch rule declared it
+        (dsl/scratch.py) and the memory plan placed it. A tag the rule did not declare, or
+        a buffer bigger than it declared, is an error: the rule and the kernel disagree."""
+        key = f"{self._node.id}#{tag}"
+        shape = tuple(int(d) for d in shape)
+        need = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        got = self.plan.slots.get(key)
+        if got is None or got[1] < need:
+            planned = "not planned" if got is None else f"planned {got[1]} bytes"
+            raise ExecutionError(
+                f"op {self._node.op!r} ({self._node.id}) asks for scratch {tag!r} "
+                f"{shape} {np.dtype(dtype).name} ({need} bytes), {planned}: its scratch "
+                f"rule (dsl/ops/{OPS[self._node.op].family}.py) and its step builder "
+                "disagree")
+        self.scratch_taken.add(key)
+        return np.ndarray(shape, np.dtype(dtype), buffer=self.arena, offset=got[0])
+
+    def unused_scratch(self) -> set[str]:
+        """Scratch the plan placed that no step builder took (a rule asking too much)."""
+        return {k for k in self.plan.slots if "#" in k} - self.scratch_taken
 
     def planned_view(self, node: Node) -> bool:
         """Does the memory plan make this node a view of its argument (no storage)?"""
@@ -237,7 +258,7 @@ class Program:
                 build = STEPS.get(node.op)
                 if build is None:       # never a silent fallback: every op declares steps
                     raise ExecutionError(f"op {node.op!r} ({nid}) has no compiled steps: "
-                                         "add a builder with @steps_for in runtime/steps.py")
+                                         "add a builder with @steps_for in runtime/steps/")
                 value = build(self, node, vals, attrs)
                 if value is None:       # the builder chose the op's ref_ for this case
                     value = build_reference(self, node, vals, attrs)

@@ -14,7 +14,7 @@ decoder start token (`decoder_start=`, else the config constant `decoder_start`)
 
 Each step reads only the new token: its keys/values are appended to the cache, earlier ones
 are read from it (no recomputation of the prompt); position biases (T5 buckets, ALiBi) are
-rebuilt per step from positions (runtime/kv_cache.py). Models whose attention cannot be
+rebuilt per step from positions (runtime/steps/position_bias.py). Models whose attention cannot be
 cached fall back to recomputing the whole sequence per token, with a warning;
 `use_cache=False` asks for that explicitly (the oracle the cached path is tested against).
 """

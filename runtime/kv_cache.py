@@ -12,8 +12,9 @@ come from positions and a wrapped ring buffer needs no reordering. Decoding neve
 the cache: a window model holds W slots however many tokens it generates.
 
 A `Session` plugs into the executor's programs (Program(..., session)): attention steps
-write the new keys/values into their entry and attend over it; `positions` and `rope`
-count from `session.pos`. The session runs a prefill (the prompt, T tokens) and then one
+(runtime/steps/attention.py) write the new keys/values into their entry and attend over
+it; `positions` and `rope` count from `session.pos`; the position biases are rebuilt per
+step (runtime/steps/position_bias.py). The session runs a prefill (the prompt, T tokens) and then one
 program with T = 1 per generated token, reused every step.
 
 Masks and biases in a cached step:
@@ -34,10 +35,6 @@ import numpy as np
 from ..dsl.dims import Dim
 from ..dsl.errors import ArchError
 from .executor import kv_arena
-from ..dsl.ops.attention import PREFILL_ROWS
-from .kernels import attention as k_attn, prefill as k_prefill
-from .kernels.relative_position import relative_position_bucket
-from .steps import PREFILL_BLOCK, STEPS
 
 # ops whose result depends on where in the sequence a token sits, beyond what the
 # session shifts itself (positions, rope, attention, the biases below): a cached step
@@ -62,160 +59,6 @@ class CacheEntry:
     @property
     def slots(self) -> int:
         return self.kpos.shape[0]
-
-    def build(self, P, out4, q4, k4, v4, mask, bias, causal, window, scale) -> np.ndarray:
-        """Add the steps of one cached attention to program P; `mask`/`bias` are the op's
-        arrays (or None) as the graph computes them."""
-        if self.cross:
-            return self._build_cross(P, out4, q4, k4, v4, mask, causal, window, scale)
-        kc, vc, kpos, cap, sess = self.kc, self.vc, self.kpos, self.slots, self.session
-        B, T, H, D = q4.shape
-        m = np.zeros((B, 0), np.bool_)            # self-attention masks are all ones here
-        if bias is not None:                      # (1|B, H, T, max_seq) by key position
-            bias4 = np.broadcast_to(bias, (B, H, T, bias.shape[-1]))
-        else:
-            bias4 = np.broadcast_to(np.zeros(1, q4.dtype), (B, H, T, 0))
-        if self.ring and T > PREFILL_ROWS and bias is None:
-            return self._build_ring_prompt(P, out4, q4, k4, v4, m, bias4, causal, window,
-                                           scale)
-        if self.ring and T > 1:
-            # prefill through a ring: attend over [ring | new keys] in scratch, then keep
-            # the newest `cap` keys in the ring
-            tk = P.temp("ring_k", kc.shape[:2] + (cap + T, D), kc.dtype)
-            tv = P.temp("ring_v", kc.shape[:2] + (cap + T, D), kc.dtype)
-            tpos = P.temp("ring_pos", (cap + T,), np.int64)
-            scores = P.temp("scores", (B * H, cap + T), np.float64)
-            acc = P.temp("acc", (B * H, D), np.float64)
-            keep = min(T, cap)
-
-            def run():
-                pos = sess.pos
-                tk[:, :, :cap] = kc
-                tv[:, :, :cap] = vc
-                tpos[:cap] = kpos
-                k_attn.kv_write(tk, tv, tpos, k4, v4, pos, cap, cap + T)
-                k_attn.attend(out4, q4, tk, tv, tpos, cap + T, pos, m, bias4, causal,
-                              window, scale, scores, acc)
-                k_attn.kv_write(kc, vc, kpos, k4[:, T - keep:], v4[:, T - keep:],
-                                pos + T - keep, (pos + T - keep) % cap, cap)
-            P.step(run, op="attention")
-            P.deferred(k_attn.attend, out4, q4, tk, tv, tpos, cap + T, 0, m, bias4, causal,
-                       window, scale, scores, acc)
-            P.deferred(k_attn.kv_write, tk, tv, tpos, k4, v4, 0, 0, cap + T)
-            return out4.reshape(B, T, H * D)
-        ring = self.ring
-        if T > PREFILL_ROWS and not ring:
-            # a prompt: BLAS products per (batch, head) over keys 0..pos+T-1 (steps.py)
-            probs = P.temp("probs", (T, cap), q4.dtype)
-            lanes = P.ex.lanes
-
-            def run_blas():
-                pos = sess.pos
-                k_attn.kv_write(kc, vc, kpos, k4, v4, pos, pos, cap)
-                k_prefill.attend_blas(out4, q4, kc, vc, pos + T, pos, m, bias4, causal,
-                                      window, scale, probs, PREFILL_BLOCK, lanes)
-            P.step(run_blas, op="attention", blas=True)
-            _defer_blas(P, q4, probs, m, bias4)
-            P.deferred(k_attn.kv_write, kc, vc, kpos, k4, v4, 0, 0, cap)
-            return out4.reshape(B, T, H * D)
-        scores = P.temp("scores", (B * H, cap), np.float64)
-        acc = P.temp("acc", (B * H, D), np.float64)
-
-        def run():
-            pos = sess.pos
-            k_attn.kv_write(kc, vc, kpos, k4, v4, pos, pos % cap if ring else pos, cap)
-            k_attn.attend(out4, q4, kc, vc, kpos, cap if ring else pos + T, pos, m, bias4,
-                          causal, window, scale, scores, acc)
-        P.step(run, op="attention")
-        P.deferred(k_attn.attend, out4, q4, kc, vc, kpos, cap, 0, m, bias4, causal, window,
-                   scale, scores, acc)
-        P.deferred(k_attn.kv_write, kc, vc, kpos, k4, v4, 0, 0, cap)
-        return out4.reshape(B, T, H * D)
-
-    def _build_ring_prompt(self, P, out4, q4, k4, v4, m, bias4, causal, window, scale):
-        """A prompt through a ring (sliding window): the ring's keys laid out in position
-        order in scratch, the new keys after them, BLAS attention over that (scratch key j
-        is position pos - held + j, so query i sits at held + i), then the newest keys go
-        back into the ring. Position p always lives in ring slot p % cap."""
-        kc, vc, kpos, cap, sess = self.kc, self.vc, self.kpos, self.slots, self.session
-        B, T, H, D = q4.shape
-        tk = P.temp("ring_k", kc.shape[:2] + (cap + T, D), kc.dtype)
-        tv = P.temp("ring_v", kc.shape[:2] + (cap + T, D), kc.dtype)
-        tpos = P.temp("ring_pos", (cap + T,), np.int64)
-        probs = P.temp("probs", (T, cap + T), q4.dtype)
-        keep = min(T, cap)
-        lanes = P.ex.lanes
-
-        def run_blas():
-            pos = sess.pos
-            held = min(pos, cap)                  # the ring holds positions pos-held..pos-1
-            start = (pos - held) % cap
-            first = min(held, cap - start)        # from `start` to the ring's end, then wrap
-            for src, dst in ((kc, tk), (vc, tv)):
-                dst[:, :, :first] = src[:, :, start:start + first]
-                dst[:, :, first:held] = src[:, :, :held - first]
-            k_attn.kv_write(tk, tv, tpos, k4, v4, pos, held, cap + T)
-            k_prefill.attend_blas(out4, q4, tk, tv, held + T, held, m, bias4, causal, window,
-                                  scale, probs, PREFILL_BLOCK, lanes)
-            k_attn.kv_write(kc, vc, kpos, k4[:, T - keep:], v4[:, T - keep:],
-                            pos + T - keep, (pos + T - keep) % cap, cap)
-        P.step(run_blas, op="attention", blas=True)
-        _defer_blas(P, q4, probs, m, bias4)
-        P.deferred(k_attn.kv_write, tk, tv, tpos, k4, v4, 0, 0, cap + T)
-        P.deferred(k_attn.kv_write, kc, vc, kpos, k4[:, T - keep:], v4[:, T - keep:], 0, 0,
-                   cap)
-        return out4.reshape(B, T, H * D)
-
-    def _build_cross(self, P, out4, q4, k4, v4, mask, causal, window, scale):
-        # keys/values come from the encoder side, fixed for the whole generation: laid out
-        # into the cache on the session's first forward, then only read
-        kc, vc, kpos, S, sess = self.kc, self.vc, self.kpos, self.slots, self.session
-        B, T, H, D = q4.shape
-        if mask is not None:
-            m = sess.buffer((P._node.id, "mask"), mask.shape, np.bool_)   # kept across steps
-        else:
-            m = np.zeros((B, 0), np.bool_)
-        bias4 = np.broadcast_to(np.zeros(1, q4.dtype), (B, H, T, 0))
-        if T > PREFILL_ROWS:
-            probs = P.temp("probs", (T, S), q4.dtype)
-            lanes = P.ex.lanes
-
-            def run_blas():
-                pos = sess.pos
-                if pos == 0:
-                    k_attn.kv_write(kc, vc, kpos, k4, v4, 0, 0, S)
-                    if mask is not None:
-                        np.not_equal(mask, 0, m)
-                k_prefill.attend_blas(out4, q4, kc, vc, S, pos, m, bias4, causal, window,
-                                      scale, probs, PREFILL_BLOCK, lanes)
-            P.step(run_blas, op="attention", blas=True)
-            _defer_blas(P, q4, probs, m, bias4)
-            P.deferred(k_attn.kv_write, kc, vc, kpos, k4, v4, 0, 0, S)
-            return out4.reshape(B, T, H * D)
-        scores = P.temp("scores", (B * H, S), np.float64)
-        acc = P.temp("acc", (B * H, D), np.float64)
-
-        def run():
-            pos = sess.pos
-            if pos == 0:
-                k_attn.kv_write(kc, vc, kpos, k4, v4, 0, 0, S)
-                if mask is not None:
-                    np.not_equal(mask, 0, m)
-            k_attn.attend(out4, q4, kc, vc, kpos, S, pos, m, bias4, causal, window, scale,
-                          scores, acc)
-        P.step(run, op="attention")
-        P.deferred(k_attn.attend, out4, q4, kc, vc, kpos, S, 0, m, bias4, causal, window,
-                   scale, scores, acc)
-        P.deferred(k_attn.kv_write, kc, vc, kpos, k4, v4, 0, 0, S)
-        return out4.reshape(B, T, H * D)
-
-
-def _defer_blas(P, q4, probs, m, bias4) -> None:
-    # attend_blas's kernels on one block's arguments, compiled with the program's others
-    T, S = probs.shape
-    p = probs.reshape(T, S)
-    P.deferred(k_prefill.softmax_masked, p, 0, m[0, :S] if m.shape[1] else m[0],
-               bias4[0, 0, :, :S] if bias4.shape[3] else bias4[0, 0], False, 0, 1.0)
 
 
 def _slots(node, args) -> tuple[int | None, int | None]:
@@ -357,9 +200,6 @@ class Session:
         for e in self.entries.values():
             e.kpos.fill(-1)
 
-    def cache_entry(self, P, node, B, Hkv, D, dtype) -> CacheEntry | None:
-        return self.entries.get(node.id)
-
     def buffer(self, key, shape, dtype) -> np.ndarray:
         """An array that lives as long as the session (both build passes share it)."""
         k = (key, tuple(shape), np.dtype(dtype).str)
@@ -394,50 +234,3 @@ class Session:
         shape = g.node(g.outputs[output]).shape or ()
         axes = [i for i, d in enumerate(shape) if d == Dim.sym(self.length)]
         return axes[0] if len(axes) == 1 else None
-
-
-# ---- the position biases of a decoded sequence -------------------------------------------
-# In a session the bias of T new queries (positions pos..pos+T-1) against every key
-# position 0..L-1 (L = max_seq) is a slice of one table over relative distances
-# r = key - query in [lo, hi]: bias[0, h, i, j] = rel[h, j - (pos + i) - lo].
-
-def _relative_table(node, args, L: int, offset: int) -> np.ndarray:
-    """(H, hi - lo + 1) bias per relative distance, and lo."""
-    lo, hi = -(L - 1) - max(offset, 0), (L - 1) - min(offset, 0)
-    rel = np.arange(lo, hi + 1)
-    if node.op == "relative_position_bias":
-        table = args[2]                                                  # (NB, H)
-        b = relative_position_bucket(rel, bool(node.attrs.get("bidirectional", True)),
-                                     table.shape[0], node.attrs.get("max_distance", 128))
-        return np.ascontiguousarray(table[b].T), lo                     # (H, R)
-    slopes = k_attn.alibi_slopes(node.attrs.get("heads", 1))             # (H,)
-    # -slope * |query - key|: per visible (causal) row this differs from the reference's
-    # -slope * (S - 1 - key) by a constant, which softmax ignores
-    return (-slopes[:, None] * np.abs(rel)[None, :]), lo
-
-
-def _position_bias_steps(op: str):
-    plain = STEPS.get(op)
-
-    def build(P, node, args, attrs):
-        sess = P.session
-        if sess is None or not P.is_dynamic(node.id):
-            return plain(P, node, args, attrs) if plain is not None else None
-        L = sess.max_seq
-        T = args[0].shape[-2]
-        offset = int(attrs.get("offset") or 0) if op == "relative_position_bias" else 0
-        rel, lo = _relative_table(node, args, L, offset)
-        H = rel.shape[0]
-        out = sess.buffer(node.id, (1, H, T, L), node.dtype)            # (1, H, T, L)
-
-        def run():
-            for i in range(T):
-                start = -(sess.pos + offset + i) - lo
-                out[0, :, i, :] = rel[:, start:start + L]
-        P.step(run, op=op)
-        return out
-    return build
-
-
-for _op in BIASES:
-    STEPS[_op] = _position_bias_steps(_op)

@@ -10,7 +10,7 @@ threads and wakes them for every call), and attention's many small per-head prod
 less. One product per core on a column range of the weight (archc's gemm_nt where it
 applies, kernels/linalg.py) reaches 175-180 GFLOP/s in a pass, and per-head products
 shared out by head run undisturbed on each core. So a multi-threaded program keeps
-OpenBLAS at one thread and cuts its heavy steps into lanes (runtime/steps.py says how each
+OpenBLAS at one thread and cuts its heavy steps into lanes (runtime/steps/ says how each
 op is cut): each lane writes its own part of the output, and a step ends when every lane
 has finished (a fork-join).
 

@@ -18,9 +18,10 @@ How (the scheme of ggml's graph allocator and ONNX Runtime's memory pattern plan
      reshape of a strided view is a copy). Each value gets a layout, as NumPy's flags
      will see it: "C" contiguous, "R" rows (a last-axis slice: (B, T, H*D) still views
      as (B, T, H, D)), "S" other strided.
-  4. Scratch: what each op's compiled kernel needs besides its output (compiler/scratch.py,
-     e.g. attention's float64 scores, an FFN's hidden activations, a contiguous copy of a
-     strided argument), born and dead at the op's step.
+  4. Scratch: what each op's compiled kernel needs besides its output (the op's scratch
+     rule, declared with it in dsl/ops/ (dsl/scratch.py), e.g. attention's float64 scores,
+     an FFN's hidden activations, a contiguous copy of a strided argument), born and dead
+     at the op's step.
   5. In place: an element-wise op, or part 0 (the sum) of add_layernorm/add_rmsnorm,
      whose argument dies at this op, is contiguous, covers its whole slot and has the
      same byte size writes over it (unless another argument reads those bytes through a
@@ -54,8 +55,8 @@ import numpy as np
 from ...dsl.dims import evaluate
 from ...dsl.graph import Graph
 from ...dsl.ops import OPS
+from ...dsl.scratch import Arg, Cache
 from ..ir import PassResult, param_derived
-from ..scratch import Arg, scratch_for
 from ..sizes import align, context_length, fmt_bytes
 
 INPLACE_FUSED = ("add_layernorm", "add_rmsnorm")
@@ -145,21 +146,21 @@ def default_bindings(g: Graph, dims: Mapping[str, int] | None, batch: int = 1,
 def plan(g: Graph, dims: Mapping[str, int] | None = None, batch: int = 1,
          max_seq: int | None = None, kv=None) -> MemoryPlan:
     """The memory plan for these sizes; `kv` (a KVPlan) when a decoding session caches
-    the attentions it lists, whose scratch then differs (runtime/kv_cache.py)."""
+    the attentions it lists, whose scratch then differs (dsl/ops/attention.py attention_path)."""
     bindings = default_bindings(g, dims, batch, max_seq)
     mp = MemoryPlan(dict(sorted(bindings.items())))
     order = g.topo()
     step = {n: i for i, n in enumerate(order)}
     pd = param_derived(g)
     outputs = set(g.outputs.values())
-    cached = {e.node: (e.slots, e.kind == "window") for e in (kv.entries if kv else [])
-              if e.kind != "cross"}
+    cached = {e.node: Cache(e.slots, e.kind == "window", e.kind == "cross")
+              for e in (kv.entries if kv else [])}
 
     owner: dict[str, str] = {}          # value -> the value whose slot it uses
     size: dict[str, int] = {}
     born: dict[str, int] = {}
     last: dict[str, int] = {}
-    layout: dict[str, str] = {}         # "C" contiguous, "R" rows, "S" strided (scratch.py)
+    layout: dict[str, str] = {}         # "C" contiguous, "R" rows, "S" strided (dsl/scratch.py)
     shapes: dict[str, tuple[int, ...]] = {}
 
     def bound(shape) -> tuple[int, ...]:
@@ -178,7 +179,7 @@ def plan(g: Graph, dims: Mapping[str, int] | None = None, batch: int = 1,
             layout[nid] = "C"
             continue
         infos = [Arg(shapes.get(a, ()), g.node(a).dtype, layout.get(a, "C")) for a in args]
-        for tag, shape, dtype in scratch_for(node, infos, cached.get(nid)):
+        for tag, shape, dtype in OPS[node.op].scratch(node, infos, cached.get(nid)):
             storage(f"{nid}#{tag}", nbytes(shape, dtype, {}), step[nid], step[nid])
         if node.dtype == "tuple":
             if node.op in TUPLE_VIEWS:
@@ -285,7 +286,7 @@ def _view_source(g: Graph, node, mp: MemoryPlan, layout, shapes) -> str | None:
 
 
 def _view_layout(g: Graph, node, src: str, shape: tuple, out: tuple) -> str:
-    """Layout of a view (see compiler/scratch.py), as NumPy's flags will see it."""
+    """Layout of a view (see dsl/scratch.py), as NumPy's flags will see it."""
     if src == "S" or node.op in ("reshape", "dropout") or node.op == "getitem" and \
             g.node(g.args(node.id)[0]).op not in TUPLE_VIEWS:
         return src

@@ -11,9 +11,12 @@ An op is declared once, in the file for its family:
 `inputs` names the tensor arguments (`name?` optional and trailing, `*name` variadic);
 `attrs` maps each compile-time attribute to its default (`REQUIRED` for none). The
 inference function raises `ShapeError` for bad operands; the lowering attaches the source
-span. The NumPy reference of op `name` is `ref_<name>` in `runtime/kernels/`, called as
-`ref_<name>(*tensor_args, **attrs)`; its compiled steps are `runtime/steps.py`'s builder
-for it. tests/test_registry.py walks this registry and fails on an op missing either.
+span. `scratch` is the rule for the buffers its compiled kernel needs besides its output
+(dsl/scratch.py): the memory plan places them and the kernel's step builder takes them.
+The NumPy reference of op `name` is `ref_<name>` in `runtime/kernels/`, called as
+`ref_<name>(*tensor_args, **attrs)`; its compiled steps are the builder for it in
+`runtime/steps/` (the family's file). tests/dsl/test_ops_registry.py walks this registry
+and fails on an op missing either.
 
 `traits` are what the passes, the planner and the layers ask instead of keeping lists of
 op names (TVM's op patterns); each is a flag or carries a value:
@@ -24,7 +27,8 @@ op names (TVM's op patterns); each is a flag or carries a value:
                      FFN/GLU layers' `act=`); its compiled form is a branch of the
                      activation kernel (runtime/kernels/elementwise.py ACT)
     contiguous_rows  the compiled kernel reads argument 0 as contiguous (rows, C): a strided
-                     argument is copied into scratch "c" first (compiler/scratch.py)
+                     argument is copied into scratch "c" first (its scratch rule, unless
+                     the op declares its own: dsl/scratch.py contiguous_rows)
     per_position     (argument positions): acts on each position alone, reading positions
                      from those arguments only (passes/last_position.py); "dynamic": from
                      every argument that is not a weight (binary arithmetic)
@@ -42,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, NamedTuple
 
 from ..dims import DimLike, dim_add, dim_mul, numel, shape_str
+from ..scratch import Arg, Cache, Scratch, ScratchRule, contiguous_rows
 
 
 class TT(NamedTuple):
@@ -84,9 +89,18 @@ class OpSpec:
     doc: str = ""
     family: str = ""
     traits: Mapping[str, Any] = field(default_factory=dict)   # see the module docstring
+    scratch_rule: ScratchRule | None = None                      # dsl/scratch.py
 
     def has(self, trait: str) -> bool:
         return trait in self.traits
+
+    def scratch(self, node, args: list[Arg], cache: Cache | None = None) -> Scratch:
+        """The scratch buffers this op's compiled kernel needs for `node` at these sizes:
+        its own rule, else its trait's (contiguous_rows), else none."""
+        rule = self.scratch_rule
+        if rule is None and self.has("contiguous_rows"):
+            rule = contiguous_rows
+        return rule(node, args, cache) if rule is not None else []
 
     @property
     def variadic(self) -> bool:
@@ -109,9 +123,10 @@ ACTIVATION = {"elementwise": True, "unary": True, "activation": True, "contiguou
 
 def op(name: str, inputs: tuple[str, ...], attrs: Mapping[str, Any] | None = None,
        flops: Callable[..., DimLike] = no_flops,
-       traits: Mapping[str, Any] | tuple[str, ...] = ()):
+       traits: Mapping[str, Any] | tuple[str, ...] = (),
+       scratch: ScratchRule | None = None):
     """Register op `name` with its shape rule (the decorated function); `traits` is a
-    mapping, or a tuple of flag names."""
+    mapping, or a tuple of flag names; `scratch` the rule for its kernel's scratch."""
     table = dict(traits) if isinstance(traits, Mapping) else {t: True for t in traits}
     unknown = set(table) - set(TRAITS)
     if unknown:
@@ -122,7 +137,7 @@ def op(name: str, inputs: tuple[str, ...], attrs: Mapping[str, Any] | None = Non
             raise RuntimeError(f"op {name!r} registered twice")
         OPS[name] = OpSpec(name, tuple(inputs), dict(attrs or {}), infer, flops,
                            (infer.__doc__ or "").strip(), infer.__module__.rsplit(".", 1)[-1],
-                           table)
+                           table, scratch)
         return infer
     return register
 

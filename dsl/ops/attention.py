@@ -10,12 +10,78 @@ other than B are allowed: every dim before the last two is a batch dim.
 from __future__ import annotations
 
 from ..dims import DimLike, dim_add, dim_div, dim_mul, numel, shape_str
+from ..scratch import Arg, Cache, Scratch, copy_unless_viewable
 from . import TT, ShapeError, broadcast, is_float, op
 
-# Which compiled kernel an attention runs, hence the scratch the memory plan gives it
-# (compiler/scratch.py and runtime/steps.py both read this): more query rows than this go
-# through BLAS products (a prompt), fewer through the per-row decode kernel.
+# More query rows than this go through BLAS products (a prompt), fewer through the per-row
+# kernel (decoding): see attention_path.
 PREFILL_ROWS = 4
+
+
+def attention_path(T: int, cache: Cache | None, biased: bool) -> str:
+    """Which compiled attention runs for T query rows, hence the scratch it needs: the
+    scratch rule below and the step builders (runtime/steps/attention.py) both ask this.
+
+        prompt         no cache, a prompt: BLAS products per (batch, head)
+        transient      no cache, a few rows: a transient cache and the per-row kernel
+        cross_prompt   cached cross-attention (keys laid out once), a prompt: BLAS
+        cross_decode   cached cross-attention, a few rows: the per-row kernel
+        ring_prompt    a sliding window's ring, a prompt without a score bias: the ring's
+                       keys in position order, the new keys after them, BLAS over that
+        ring_prefill   a ring, T > 1 otherwise: the same layout, the per-row kernel
+        cached_prompt  a full-context cache, a prompt: BLAS over keys 0..pos+T-1
+        decode         a cache, a few rows (a ring's one new token): the per-row kernel
+    """
+    prompt = T > PREFILL_ROWS
+    if cache is None:
+        return "prompt" if prompt else "transient"
+    if cache.cross:
+        return "cross_prompt" if prompt else "cross_decode"
+    if cache.ring and prompt and not biased:
+        return "ring_prompt"
+    if cache.ring and T > 1:
+        return "ring_prefill"
+    return "cached_prompt" if prompt and not cache.ring else "decode"
+
+
+def attention_scratch(node, q: Arg, k: Arg, v: Arg, mask: Arg | None, cache: Cache | None,
+                      biased: bool) -> Scratch:
+    """Scratch of the attention path this node takes (q, k, v: (B, T|S, heads*D)):
+    contiguous copies of q/k/v that do not view as heads, then the path's own buffers."""
+    B, T, C = q.shape
+    S = k.shape[1]
+    H = node.attrs["heads"]
+    Hkv = node.attrs.get("kv_heads") or H
+    D = C // H
+    out = copy_unless_viewable("q", q) + copy_unless_viewable("k", k) + \
+        copy_unless_viewable("v", v)
+    per_row = [("scores", (B * H, S), "float64"), ("acc", (B * H, D), "float64")]
+    path = attention_path(T, cache, biased)
+    if cache is None and mask is not None:
+        out.append(("mask", mask.shape, "bool"))
+    if path == "prompt" or path == "cross_prompt":
+        return out + [("probs", (T, S), q.dtype)]
+    if path == "transient":
+        return out + [("kc", (B, Hkv, S, D), q.dtype), ("vc", (B, Hkv, S, D), q.dtype),
+                      ("kpos", (S,), "int64")] + per_row
+    if path == "cross_decode":
+        return out + per_row
+    slots = cache.slots
+    if path in ("ring_prompt", "ring_prefill"):
+        n = slots + T
+        out += [("ring_k", (B, Hkv, n, D), q.dtype), ("ring_v", (B, Hkv, n, D), q.dtype),
+                ("ring_pos", (n,), "int64")]
+        if path == "ring_prompt":
+            return out + [("probs", (T, n), q.dtype)]
+        return out + [("scores", (B * H, n), "float64"), ("acc", (B * H, D), "float64")]
+    if path == "cached_prompt":
+        return out + [("probs", (T, slots), q.dtype)]
+    return out + [("scores", (B * H, slots), "float64"), ("acc", (B * H, D), "float64")]
+
+
+def _attention_scratch(node, args: list[Arg], cache: Cache | None) -> Scratch:
+    mask = args[3] if len(args) > 3 else None
+    return attention_scratch(node, args[0], args[1], args[2], mask, cache, len(args) > 4)
 
 
 def _heads(name: str, value, arg_what: str) -> int:
@@ -35,7 +101,7 @@ def _attention_flops(out: TT, q: TT, k: TT, *rest, heads=1, **_attrs) -> DimLike
 @op("attention", inputs=("q", "k", "v", "mask?", "bias?"),
     attrs={"heads": 1, "kv_heads": None, "causal": False, "window": None, "scale": None,
            "cache": False, "layer": None},
-    flops=_attention_flops, traits=("attention",))
+    flops=_attention_flops, traits=("attention",), scratch=_attention_scratch)
 def attention(q: TT, k: TT, v: TT, mask: TT | None = None, bias: TT | None = None,
               heads: int = 1, kv_heads: int | None = None, causal: bool = False,
               window: int | None = None, scale: float | None = None, cache: bool = False,

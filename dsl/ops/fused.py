@@ -26,7 +26,11 @@ gate (the half that goes through `act`), the last F the up projection.
 from __future__ import annotations
 
 from ..dims import dim_add, dim_div, dim_mul, numel, shape_str
+from ..scratch import Arg, copy_unless_contiguous, copy_unless_viewable, rows
 from . import OPS, TT, ShapeError, activations, is_float, op
+from .attention import attention_scratch
+from .linalg import product_scratch
+from .position import rope_scratch
 
 
 
@@ -49,11 +53,16 @@ def _residual_flops(per_elem: int):
 
 
 ADD_NORM = {"norm": True, "fused": True, "per_position": (0, 1)}
+
+
+def _add_norm_scratch(node, args, cache):
+    # the kernel reads both summands as contiguous rows
+    return copy_unless_contiguous("x", args[0]) + copy_unless_contiguous("r", args[1])
 FUSED_PRODUCT = {"matmul": True, "fused": True, "per_position": (0,)}
 
 
 @op("add_layernorm", inputs=("x", "residual", "weight", "bias?"), attrs={"eps": 1e-5},
-    flops=_residual_flops(8), traits=ADD_NORM)
+    flops=_residual_flops(8), traits=ADD_NORM, scratch=_add_norm_scratch)
 def add_layernorm(x: TT, r: TT, w: TT, b: TT | None = None, eps: float = 1e-5):
     """add_layernorm(x, residual, weight, bias?, eps) -> (x + residual, layernorm(x + residual))"""
     t = _check_add(x, r, w, b, "add_layernorm")
@@ -61,7 +70,7 @@ def add_layernorm(x: TT, r: TT, w: TT, b: TT | None = None, eps: float = 1e-5):
 
 
 @op("add_rmsnorm", inputs=("x", "residual", "weight"), attrs={"eps": 1e-6},
-    flops=_residual_flops(5), traits=ADD_NORM)
+    flops=_residual_flops(5), traits=ADD_NORM, scratch=_add_norm_scratch)
 def add_rmsnorm(x: TT, r: TT, w: TT, eps: float = 1e-6):
     """add_rmsnorm(x, residual, weight, eps) -> (x + residual, rmsnorm(x + residual))"""
     t = _check_add(x, r, w, None, "add_rmsnorm")
@@ -96,7 +105,7 @@ def _linear_act_flops(out: TT, x: TT, w: TT, *bias, **_attrs):
 
 
 @op("linear_act", inputs=("x", "weight", "bias?"), attrs={"act": "relu"},
-    flops=_linear_act_flops, traits=FUSED_PRODUCT)
+    flops=_linear_act_flops, traits=FUSED_PRODUCT, scratch=product_scratch)
 def linear_act(x: TT, w: TT, b: TT | None = None, act: str = "relu") -> TT:
     """linear_act(x, weight, bias?, act) = act(x @ weight + bias), weight (in, out)"""
     _check_act(act)
@@ -111,8 +120,14 @@ def _half(w: TT, what: str):
     return half
 
 
+def _linear_glu_scratch(node, args, cache):
+    # the merged product [gate | up] (N, 2F) before the gated activation
+    x, w = args[:2]
+    return copy_unless_contiguous("x", x) + [("h", (rows(x), w.shape[1]), node.dtype)]
+
+
 @op("linear_glu", inputs=("x", "weight", "bias?"), attrs={"act": "silu"},
-    flops=_linear_act_flops, traits=FUSED_PRODUCT)
+    flops=_linear_act_flops, traits=FUSED_PRODUCT, scratch=_linear_glu_scratch)
 def linear_glu(x: TT, w: TT, b: TT | None = None, act: str = "silu") -> TT:
     """linear_glu(x, weight, bias?, act) = act(g) * u with [g | u] = x @ weight + bias,
     weight (in, 2F) = gate and up projections concatenated on the output axis"""
@@ -126,9 +141,18 @@ def _ffn_flops(out: TT, x: TT, w1: TT, w2: TT, *biases, bias1=False, bias2=False
                    dim_mul(4, numel(x.shape[:-1] + (w1.shape[1],))))
 
 
+def _ffn_scratch(node, args, cache):
+    # the hidden activations (N, F), and the merged [gate | up] when gated
+    x, w1, w2 = args[:3]
+    out = copy_unless_contiguous("x", x) + [("hidden", (rows(x), w2.shape[0]), node.dtype)]
+    if node.attrs.get("glu"):
+        out.append(("h", (rows(x), w1.shape[1]), node.dtype))
+    return out
+
+
 @op("ffn", inputs=("x", "w1", "w2", "*biases"),
     attrs={"act": "relu", "glu": False, "bias1": False, "bias2": False},
-    flops=_ffn_flops, traits=FUSED_PRODUCT)
+    flops=_ffn_flops, traits=FUSED_PRODUCT, scratch=_ffn_scratch)
 def ffn(x: TT, w1: TT, w2: TT, *biases: TT, act: str = "relu", glu: bool = False,
         bias1: bool = False, bias2: bool = False) -> TT:
     """ffn(x, w1, w2, b1?, b2?, act, glu, bias1, bias2): a whole feed-forward block,
@@ -149,6 +173,21 @@ def ffn(x: TT, w1: TT, w2: TT, *biases: TT, act: str = "relu", glu: bool = False
 ROPE_ATTRS = ("theta", "rotary_dim", "interleaved", "offset", "head_dim")
 
 
+def _rope_attention_scratch(node, args, cache):
+    # rotated q and k, positions and their cos/sin, then attention's own scratch (the
+    # rotated copies are contiguous, so attention copies at most v)
+    q, k, v, *extra = args
+    mask = extra.pop(0) if node.attrs.get("has_mask") else None
+    biased = bool(node.attrs.get("has_bias"))
+    if biased:
+        extra.pop(0)
+    out = [("q_rot", q.shape, q.dtype), ("k_rot", k.shape, k.dtype)]
+    out += rope_scratch(node, q, extra[0] if node.attrs.get("has_positions") else None)
+    out += copy_unless_viewable("rope_q", q) + copy_unless_viewable("rope_k", k)
+    return out + attention_scratch(node, Arg(q.shape, q.dtype), Arg(k.shape, k.dtype), v, mask,
+                                   cache, biased)
+
+
 @op("rope_attention", inputs=("q", "k", "v", "*extra"),
     attrs={"heads": 1, "kv_heads": None, "causal": False, "window": None, "scale": None,
            "cache": False, "layer": None, "head_dim": None, "rotary_dim": None,
@@ -157,7 +196,7 @@ ROPE_ATTRS = ("theta", "rotary_dim", "interleaved", "offset", "head_dim")
     flops=lambda out, q, k, *rest, **a: dim_add(
         OPS["attention"].flops(out, q, k, heads=a.get("heads", 1)),
         dim_mul(3, dim_add(numel(q.shape), numel(k.shape)))),
-    traits=("attention", "fused"))
+    traits=("attention", "fused"), scratch=_rope_attention_scratch)
 def rope_attention(q: TT, k: TT, v: TT, *extra: TT, has_mask=False, has_bias=False,
                    has_positions=False, head_dim=None, rotary_dim=None, theta=10000.0,
                    interleaved=False, offset=0, **attn):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..dims import dim_add, dim_mul, numel, shape_str
+from ..scratch import copy_unless_contiguous
 from . import TT, is_float, ShapeError, broadcast, op, promote
 
 
@@ -43,7 +44,14 @@ def _linear_flops(out: TT, x: TT, w: TT, *bias) -> object:
     return dim_add(macs, numel(out.shape)) if bias else macs
 
 
-@op("linear", inputs=("x", "weight", "bias?"), flops=_linear_flops, traits={"matmul": True, "per_position": (0,)})
+def product_scratch(node, args, cache):
+    """A matrix product with a weight (linear, linear_act): BLAS and gemm_nt read x as
+    contiguous (rows, in)."""
+    return copy_unless_contiguous("x", args[0])
+
+
+@op("linear", inputs=("x", "weight", "bias?"), flops=_linear_flops,
+    traits={"matmul": True, "per_position": (0,)}, scratch=product_scratch)
 def linear(x: TT, w: TT, b: TT | None = None) -> TT:
     """linear(x, weight, bias?) = x @ weight + bias, weight of shape (in, out)"""
     if len(w.shape) != 2:

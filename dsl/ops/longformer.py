@@ -17,6 +17,7 @@ needs no padding.
 from __future__ import annotations
 
 from ..dims import DimLike, dim_add, dim_div, dim_mul, numel, shape_str
+from ..scratch import copy_unless_viewable
 from . import TT, ShapeError, is_float, op
 
 
@@ -25,8 +26,24 @@ def _flops(out: TT, q: TT, *_rest, window=2, **_a) -> DimLike:
     return dim_mul(4 * (window + 1), numel(out.shape))
 
 
+def _scratch(node, args, cache):
+    # bool global/padding masks, the global keys per row, float64 scores per (b, h), and
+    # copies of projections that do not view as heads
+    q = args[0]
+    B, T, C = q.shape
+    H = node.attrs.get("heads", 1)
+    out = [("glob", (B, T), "bool"), ("gidx", (B, T), "int64"), ("gcount", (B,), "int64"),
+           ("scores", (B * H, T), "float64"), ("acc", (B * H, C // H), "float64")]
+    if len(args) > 7:
+        out.append(("real", (B, T), "bool"))
+    for tag, a in zip(("q", "k", "v", "qg", "kg", "vg"), args[:6]):
+        out += copy_unless_viewable(tag, a)
+    return out
+
+
 @op("longformer_attention", inputs=("q", "k", "v", "qg", "kg", "vg", "global_mask", "mask?"),
-    attrs={"heads": 1, "window": 2, "scale": None}, flops=_flops, traits=("attention",))
+    attrs={"heads": 1, "window": 2, "scale": None}, flops=_flops, traits=("attention",),
+    scratch=_scratch)
 def longformer_attention(q: TT, k: TT, v: TT, qg: TT, kg: TT, vg: TT, global_mask: TT,
                          mask: TT | None = None, heads: int = 1, window: int = 2,
                          scale: float | None = None) -> TT:

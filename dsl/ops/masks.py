@@ -32,7 +32,9 @@ def attention_mask(q: TT, k: TT, causal: bool = False, window: int | None = None
     return TT((q.shape[-2], k.shape[-2]), q.dtype if is_float(q.dtype) else "float32")
 
 
-@op("padding_mask", inputs=("mask",), attrs={"dtype": "float32"}, traits=("mask",))
+@op("padding_mask", inputs=("mask",), attrs={"dtype": "float32"}, traits=("mask",),
+    # which keys are real, as bool
+    scratch=lambda node, args, cache: [("ok", args[0].shape, "bool")])
 def padding_mask(mask: TT, dtype: str = "float32") -> TT:
     """padding_mask(mask, dtype="float32"): additive scores mask (..., 1, 1, S) from a
     (..., S) bool/int key mask: 0 where mask is true/non-zero, -inf where it is 0"""

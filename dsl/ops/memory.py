@@ -14,10 +14,11 @@ outputs are summed (paper, sec. 3.2).
 from __future__ import annotations
 
 from ..dims import DimLike, dim_add, dim_mul, numel, shape_str
+from ..scratch import copy_unless_contiguous, rows
 from . import TT, ShapeError, is_float, op
 
 # The compiled kernel works in at most this many parallel lanes, each with its own scratch
-# rows (compiler/scratch.py plans them, runtime/steps.py hands them out).
+# rows (the scratch rule below plans them, the step builder hands them out).
 LANES = 8
 
 
@@ -27,8 +28,20 @@ def _flops(out: TT, q: TT, keys: TT, values: TT, *, topk=1, heads=1, **_a) -> Di
     return dim_mul(rows, heads * (2 * 2 * n * half + topk * topk + 2 * topk * values.shape[1]))
 
 
+def _pkm_scratch(node, args, cache):
+    # per lane: both halves' scores, their top-k, the best k pairs, a float64 accumulator
+    q, keys, values = args
+    n = keys.shape[2]
+    k = node.attrs.get("topk", 32)
+    lanes = max(1, min(rows(q), LANES))
+    return copy_unless_contiguous("q", q) + [
+        ("s", (lanes, 2, n), "float64"), ("top_v", (lanes, 2, k), "float64"),
+        ("top_i", (lanes, 2, k), "int64"), ("best_v", (lanes, k), "float64"),
+        ("best_i", (lanes, k), "int64"), ("acc", (lanes, values.shape[1]), "float64")]
+
+
 @op("product_key_memory", inputs=("q", "keys", "values"), attrs={"topk": 32, "heads": 1},
-    flops=_flops, traits=("memory",))
+    flops=_flops, traits=("memory",), scratch=_pkm_scratch)
 def product_key_memory(q: TT, keys: TT, values: TT, topk: int = 32, heads: int = 1) -> TT:
     """product_key_memory(q, keys, values, topk=32, heads=1): top-k lookup over n*n product
     keys, softmax-weighted sum of values; q (..., heads*Dk), keys (heads, 2, n, Dk/2),
@@ -52,7 +65,8 @@ def product_key_memory(q: TT, keys: TT, values: TT, topk: int = 32, heads: int =
     return TT(tuple(q.shape[:-1]) + (values.shape[1],), values.dtype)
 
 
-@op("prepend_memory", inputs=("x", "slots"), traits=("memory",))
+@op("prepend_memory", inputs=("x", "slots"), traits=("memory",),
+    scratch=lambda node, args, cache: copy_unless_contiguous("x", args[0]))
 def prepend_memory(x: TT, slots: TT) -> TT:
     """prepend_memory(x, slots): learned memory slots (N, C) put before the keys or values
     x (..., S, C) of every batch row -> (..., N + S, C) (persistent memory, Sukhbaatar et

@@ -18,6 +18,7 @@ ceil(top_k * T * capacity_factor / E). Neither means unlimited.
 from __future__ import annotations
 
 from ..dims import DimLike, dim_add, dim_mul, numel, shape_str
+from ..scratch import copy_unless_contiguous, rows
 from . import TT, ShapeError, activations, is_float, op
 
 
@@ -30,10 +31,26 @@ def _moe_flops(out: TT, x: TT, router: TT, w_up: TT, w_down: TT, *gate, top_k=1,
     return dim_mul(tokens, per_token)
 
 
+def _moe_scratch(node, args, cache):
+    # router logits, the routing (choices, weights, per-expert token lists), the gathered
+    # tokens / hidden / expert outputs of one expert at a time, a float64 accumulator
+    x, router, w_up = args[:3]
+    M, C = rows(x), x.shape[-1]
+    E, F = router.shape[1], w_up.shape[2]
+    k = node.attrs.get("top_k", 1)
+    gate = len(args) > 4
+    return copy_unless_contiguous("x", x) + [
+        ("logits", (M, E), x.dtype), ("choice", (M, k), "int64"), ("weight", (M, k), "float64"),
+        ("offsets", (E + 1,), "int64"), ("used", (E,), "int64"),
+        ("slot_tok", (M * k,), "int64"), ("slot_w", (M * k,), "float64"),
+        ("xg", (M, C), x.dtype), ("h", (M, F), x.dtype), ("hg", (M if gate else 0, F), x.dtype),
+        ("y", (M, C), x.dtype), ("acc", (M, C), "float64")]
+
+
 @op("moe", inputs=("x", "router", "w_up", "w_down", "w_gate?"),
     attrs={"top_k": 1, "act": "relu", "capacity": None, "capacity_factor": None,
            "normalize": False, "scale": True},
-    flops=_moe_flops, traits=("moe",))
+    flops=_moe_flops, traits=("moe",), scratch=_moe_scratch)
 def moe(x: TT, router: TT, w_up: TT, w_down: TT, w_gate: TT | None = None, top_k: int = 1,
         act: str = "relu", capacity=None, capacity_factor=None, normalize: bool = False,
         scale: bool = True) -> TT:

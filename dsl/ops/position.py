@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..dims import DimLike, dim_div, dim_mul, numel, shape_str
+from ..scratch import Arg, Scratch, copy_unless_contiguous, copy_unless_viewable
 from . import TT, ShapeError, is_float, norm_axis, op, scaled_flops
 
 
@@ -16,7 +17,9 @@ def positions(x: TT, axis: int = -1, offset: int = 0) -> TT:
 
 
 @op("sinusoidal_positions", inputs=("pos",), attrs={"dim": None, "base": 10000.0},
-    flops=scaled_flops(4), traits=("position",))
+    flops=scaled_flops(4), traits=("position",),
+    # the kernel reads the positions as flat rows
+    scratch=lambda node, args, cache: copy_unless_contiguous("c", args[0]))
 def sinusoidal_positions(pos: TT, dim: int | None = None, base: float = 10000.0) -> TT:
     """sinusoidal_positions(pos, dim, base=10000): the Transformer's table,
     PE[p, 2i] = sin(p / base^(2i/dim)), PE[p, 2i+1] = cos(p / base^(2i/dim)); pos int (...)"""
@@ -35,10 +38,27 @@ def _rope_flops(out: TT, *_types, heads=1, head_dim=None, rotary_dim=None, **_a)
     return dim_mul(3, dim_div(dim_mul(n, rotary_dim), head_dim) or n)
 
 
+def rope_scratch(node, x: Arg, positions: Arg | None) -> Scratch:
+    """Positions (B, T) unless given (a copy of them if not contiguous), and the rotary
+    angles' cos/sin per position: (B*T, 2, r/2) float64 (rope and rope_attention)."""
+    B, T, C = x.shape
+    D = node.attrs.get("head_dim") or C // node.attrs["heads"]
+    r = node.attrs.get("rotary_dim") or D
+    out = [("pos", (B, T), "int64")] if positions is None else \
+        copy_unless_contiguous("pos_c", positions)
+    return out + [("rope_cs", (B * T, 2, r // 2), "float64")]
+
+
+def _rope_scratch(node, args, cache):
+    # x is copied when it does not view as (B, T, H, D)
+    return rope_scratch(node, args[0], args[1] if len(args) > 1 else None) + \
+        copy_unless_viewable("rope_q", args[0])
+
+
 @op("rope", inputs=("x", "positions?"),
     attrs={"heads": 1, "head_dim": None, "rotary_dim": None, "theta": 10000.0,
            "interleaved": False, "offset": 0},
-    flops=_rope_flops, traits=("position",))
+    flops=_rope_flops, traits=("position",), scratch=_rope_scratch)
 def rope(x: TT, pos: TT | None = None, heads: int = 1, head_dim: int | None = None,
          rotary_dim: int | None = None, theta: float = 10000.0, interleaved: bool = False,
          offset: int = 0) -> TT:

@@ -18,6 +18,7 @@ residual.
 from __future__ import annotations
 
 from ..dims import DimLike, dim_div, dim_mul, numel, shape_str
+from ..scratch import copy_unless_viewable
 from . import TT, ShapeError, is_float, op
 
 
@@ -25,9 +26,19 @@ def _flops(out: TT, q: TT, k: TT, *_rest, **_a) -> DimLike:
     return dim_mul(4, dim_mul(numel(out.shape), k.shape[2]))
 
 
+def _scratch(node, args, cache):
+    # float64 scores over one chunk's N neighbours per (b, h); head views of q, k, v
+    q, k, v = args
+    B, T, HD = q.shape
+    H = node.attrs.get("heads", 1)
+    out = [("scores", (B * H, k.shape[2]), "float64"), ("acc", (B * H, HD // H), "float64")]
+    return out + copy_unless_viewable("q", q) + copy_unless_viewable("k", k) + \
+        copy_unless_viewable("v", v)
+
+
 @op("chunked_cross_attention", inputs=("q", "k", "v"),
     attrs={"chunk": None, "heads": 1, "scale": None},
-    flops=_flops, traits=("attention",))
+    flops=_flops, traits=("attention",), scratch=_scratch)
 def chunked_cross_attention(q: TT, k: TT, v: TT, chunk=None, heads: int = 1,
                             scale: float | None = None) -> TT:
     """chunked_cross_attention(q, k, v, chunk, heads=1, scale=1/sqrt(D)): token t attends to

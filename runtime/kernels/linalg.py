@@ -51,7 +51,7 @@ def gemv_t(y, x, wt, bias, kind, nt):
 # registers and loads 8 vectors per 16 multiply-adds; the 4 weight rows (3 KB each at K =
 # 768) stay in L1 while a block of x's rows streams from L2. Measured on this machine (AMD
 # EPYC, 1 thread, M = 128, K = 768): 88-95 GFLOP/s against OpenBLAS's 77-86; at K >= 2048 or
-# M = 512 OpenBLAS is as fast or faster (steps.py picks by those sizes).
+# M = 512 OpenBLAS is as fast or faster (runtime/steps/linalg.py picks by those sizes).
 GEMM_ROW_BLOCK = 192     # rows of x per pass over the weights: 192 x 768 float32 = 576 KiB
 
 

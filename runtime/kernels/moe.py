@@ -67,7 +67,7 @@ def ref_moe(x, router, w_up, w_down, w_gate=None, top_k=1, act="relu", capacity=
 # Routing as the reference does it (float32 probabilities, ties to the lower expert, every
 # first choice before any second choice for capacity), then one expert at a time: gather
 # its tokens, two BLAS products, scatter-add weighted rows into a float64 accumulator, in
-# expert order like the reference. Every buffer is planned scratch (compiler/scratch.py).
+# expert order like the reference. Every buffer is planned scratch (dsl/ops/moe.py).
 # The products are np.dot called from Python (moe_experts), not from inside a kernel:
 # Numba compiles np.dot against SciPy's BLAS, and merely having SciPy installed makes
 # every Numba start import scipy.linalg (0.25 s), so archc does not depend on it.

@@ -52,7 +52,7 @@ def test_prefill_attention_matches_reference(arch_file, monkeypatch, H, Hkv, cau
                                              masked, biased, T, extra, block, threads):
     # block 8: the masked products go in row blocks over the keys each block sees;
     # 2 threads: the (batch, head) pairs are shared out between two lanes
-    monkeypatch.setattr(steps, "PREFILL_BLOCK", block)
+    monkeypatch.setattr(steps.attention, "PREFILL_BLOCK", block)
     B, S = 2, T + extra
     rng = np.random.default_rng(T * 100 + S * 10 + H + Hkv)
     inputs = {"q": rng.standard_normal((B, T, H * D)).astype(np.float32),

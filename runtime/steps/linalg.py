@@ -1,0 +1,130 @@
+"""Matrix products: linear and its fused forms (linear_act, linear_glu, ffn), matmul."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..kernels import elementwise as k_ew, ffn as k_ffn, linalg as k_linalg
+from . import rows, steps_for, zeros
+
+GEMV_ROWS = 4     # up to this many rows (decode steps), our matrix-vector kernel; then BLAS
+# a prompt's product with at most this many rows and this depth (K) runs gemm_nt, which
+# reads the output-major weight as it lies; beyond either OpenBLAS is as fast or faster
+# (kernels/linalg.py has the figures)
+NT_ROWS, NT_DEPTH = 192, 1024
+
+def _product(x2, w, y2, c0: int, c1: int) -> tuple:
+    """(fn, args) computing y2[:, c0:c1] = x2 @ w[:, c0:c1]: gemm_nt for a prompt's
+    few hundred rows over an output-major weight of modest depth, else BLAS."""
+    M, K = x2.shape
+    wt = w.T
+    if (GEMV_ROWS < M <= NT_ROWS and K <= NT_DEPTH and wt.flags.c_contiguous
+            and x2.flags.c_contiguous and y2.flags.c_contiguous
+            and x2.dtype == w.dtype == y2.dtype and x2.dtype.kind == "f"):
+        return k_linalg.gemm_nt, (y2, x2, wt, c0, c1)
+    if (c0, c1) == (0, y2.shape[1]):
+        return np.dot, (x2, w, y2)
+    return np.matmul, (x2, w[:, c0:c1], y2[:, c0:c1])
+
+
+def _gemm(P, x, w, y2, bias, act: str | None):
+    """y2 = act(x @ w + bias): BLAS, then one fused epilogue pass when there is one; for a
+    few rows with an output-major weight, one kernel streaming the weight once; with
+    lanes, each lane computes a range of output columns, epilogue included."""
+    x2 = rows(P.contiguous(x, "x"))
+    if (y2.shape[0] <= GEMV_ROWS and w.T.flags.c_contiguous and w.dtype.kind == "f"
+            and y2.flags.c_contiguous):
+        b = bias if bias is not None else zeros(y2.shape[1], y2.dtype)
+        P.step(k_linalg.gemv_t, y2, x2, w.T, b, k_ew.ACT[act or "identity"], P.ex.threads)
+        return
+    epilogue = bias is not None or act not in (None, "identity")
+    b = bias if bias is not None else zeros(y2.shape[1], y2.dtype)
+    kind = k_ew.ACT[act or "identity"]
+    ranges = P.column_lanes(y2.shape[1], 2.0 * x2.shape[0] * x2.shape[1] * y2.shape[1])
+    if len(ranges) > 1 and y2.flags.c_contiguous:
+        P.lane_step([[_product(x2, w, y2, c0, c1)] +
+                     ([(k_ew.bias_act_cols, (y2, b, kind, c0, c1))] if epilogue else [])
+                     for c0, c1 in ranges])
+        return
+    fn, args = _product(x2, w, y2, 0, y2.shape[1])
+    P.step(fn, *args)
+    if epilogue:
+        P.step(k_ew.bias_act, y2, b, kind)
+
+
+def _linear_ok(x, w, out_dtype) -> bool:
+    return (x.dtype == w.dtype == np.dtype(out_dtype) and x.dtype.kind == "f" and w.ndim == 2
+            and x.ndim >= 1)
+
+
+@steps_for("linear", "linear_act")
+def build_linear(P, node, args, attrs):
+    x, w = args[:2]
+    if not _linear_ok(x, w, node.dtype):
+        return None
+    out = P.output()
+    _gemm(P, x, w, rows(out), args[2] if len(args) > 2 else None, attrs.get("act"))
+    return out
+
+
+def _glu(P, x, w, b, act, out2, tag):
+    h = P.temp(tag, (out2.shape[0], w.shape[1]), out2.dtype)      # (N, 2F) = [gate | up]
+    F = out2.shape[1]
+    ranges = P.column_lanes(F, 4.0 * out2.shape[0] * w.shape[0] * F)
+    if len(ranges) > 1 and out2.shape[0] > GEMV_ROWS and out2.flags.c_contiguous:
+        # lane k: gate and up columns c0:c1 of h, then act(gate) * up into out2[:, c0:c1]
+        x2 = rows(P.contiguous(x, "x"))
+        kind = k_ew.ACT[act]
+        per_lane = []
+        for c0, c1 in ranges:
+            calls = []
+            for lo, hi in ((c0, c1), (F + c0, F + c1)):
+                calls.append(_product(x2, w, h, lo, hi))
+                if b is not None:
+                    calls.append((k_ew.bias_act_cols, (h, b, 0, lo, hi)))
+            calls.append((k_ffn.glu_cols, (out2, h, kind, c0, c1)))
+            per_lane.append(calls)
+        P.lane_step(per_lane)
+        return
+    _gemm(P, x, w, h, b, None)
+    P.step(k_ffn.glu_merged, out2, h, k_ew.ACT[act])
+
+
+@steps_for("linear_glu")
+def build_linear_glu(P, node, args, attrs):
+    x, w = args[:2]
+    if not _linear_ok(x, w, node.dtype):
+        return None
+    out = P.output()
+    _glu(P, x, w, args[2] if len(args) > 2 else None, attrs["act"], rows(out), "h")
+    return out
+
+
+@steps_for("ffn")
+def build_ffn(P, node, args, attrs):
+    x, w1, w2, *biases = args
+    if not (_linear_ok(x, w1, node.dtype) and _linear_ok(x, w2, node.dtype)):
+        return None
+    b1 = biases[0] if attrs.get("bias1") else None
+    b2 = biases[-1] if attrs.get("bias2") else None
+    out = P.output()
+    n = int(np.prod(x.shape[:-1], dtype=np.int64))
+    F = w2.shape[0]
+    hidden = P.temp("hidden", (n, F), x.dtype)                      # (N, F)
+    if attrs.get("glu"):
+        _glu(P, x, w1, b1, attrs["act"], hidden, "h")
+    else:
+        _gemm(P, x, w1, hidden, b1, attrs["act"])
+    _gemm(P, hidden, w2, rows(out), b2, None)
+    return out
+
+
+@steps_for("matmul")
+def build_matmul(P, node, args, attrs):
+    a, b = args
+    if a.dtype != b.dtype or a.dtype != np.dtype(node.dtype):
+        return None
+    if attrs.get("transpose_b"):
+        b = np.swapaxes(b, -1, -2)      # a strided view: BLAS reads b transposed
+    out = P.output()
+    P.step(np.matmul, a, b, out)
+    return out
