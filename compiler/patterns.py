@@ -19,10 +19,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from ..dsl.graph import Graph
-from ..dsl.ops import OPS
+from ..dsl.ops import OPS, trait
 from .ir import dce
 
-COMMUTATIVE = {"add", "mul"}
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,7 @@ class Pat:
         if len(args) < len(self.args) or (len(args) > len(self.args) and not self.rest):
             return None
         orders = [list(range(len(self.args)))]
-        if node.op in COMMUTATIVE and len(self.args) == 2:
+        if trait(node.op, "commutative") and len(self.args) == 2:
             orders.append([1, 0])
         for order in orders:
             got: dict[str, str] | None = caps

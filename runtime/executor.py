@@ -26,11 +26,13 @@ fusion passes, transposes of weights) are folded once when the executor is made:
 where weights get their run-time layout.
 
 Op -> steps translations live in runtime/steps/, one builder per op (an op without one
-is an error); a builder may choose the op's `ref_` kernel for a case it does not compile
-(correct, but it allocates, and `--profile` marks it "(ref)").
+is an error); a builder may answer `fallback(why)` for a case it does not compile: the
+op's `ref_` kernel runs (correct, but it allocates), said once on stderr, listed in
+`Program.fallbacks` and marked "(ref)" by `--profile`.
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -40,7 +42,7 @@ import numpy as np
 from . import jit
 from ..dsl.dims import evaluate
 from ..dsl.graph import Graph, Node
-from ..dsl.ops import OPS
+from ..dsl.ops import OPS, trait
 from .inputs import bind_inputs
 from .kernels import REFERENCE
 from .lanes import Lanes
@@ -48,9 +50,6 @@ from .reference import ExecutionError, resolve
 from .toolchain import Toolchain
 
 LEAVES = ("input", "param", "const")
-
-# argument positions of the matrix-product weights: stored output-major (see Executor)
-WEIGHT_ARGS = {"linear": (1,), "linear_act": (1,), "linear_glu": (1,), "ffn": (1, 2)}
 
 
 # ---- a program -------------------------------------------------------------------------------
@@ -106,6 +105,7 @@ class Program:
         self.arena = np.empty(self.arena_bytes, np.uint8)
         self.unplanned: dict[Any, int] = {}          # key -> bytes allocated off the plan
         self.scratch_taken: set[str] = set()         # planned scratch the builders took
+        self.fallbacks: dict[str, str] = {}          # node -> why it runs on its reference
         self._build()
         self.compiled = False
         # thread policy (runtime/jit.py): a program with BLAS products leaves the cores to
@@ -230,7 +230,7 @@ class Program:
         return np.ndarray(shape, dt, buffer=self.arena, offset=got[0])
 
     def _build(self) -> None:
-        from .steps import STEPS, build_reference
+        from .steps import STEPS, Fallback, build_reference
         g = self.graph
         self.steps: list[Step] = []
         self._deferred_compiles: list = []
@@ -260,7 +260,9 @@ class Program:
                     raise ExecutionError(f"op {node.op!r} ({nid}) has no compiled steps: "
                                          "add a builder with @steps_for in runtime/steps/")
                 value = build(self, node, vals, attrs)
-                if value is None:       # the builder chose the op's ref_ for this case
+                if isinstance(value, Fallback):     # a case the builder does not compile
+                    self.fallbacks[nid] = value.reason
+                    say_fallback(node, value.reason)
                     value = build_reference(self, node, vals, attrs)
             out = self.output_buffers.get(nid)
             if out is not None and value is not out:
@@ -330,6 +332,19 @@ class Program:
 
     def output_values(self) -> dict[str, np.ndarray]:
         return {name: self.values[nid] for name, nid in self.graph.outputs.items()}
+
+
+_SAID: set[tuple[str, str]] = set()
+
+
+def say_fallback(node: Node, reason: str) -> None:
+    """Once per process and (op, reason), on stderr: an op runs on its NumPy reference."""
+    if (node.op, reason) in _SAID:
+        return
+    _SAID.add((node.op, reason))
+    at = f"{node.span}: " if node.span else ""
+    print(f"{at}note: `{node.op}` runs on its NumPy reference here ({reason}): correct, "
+          "but slower, and it allocates", file=sys.stderr)
 
 
 # ---- the KV-cache arena ----------------------------------------------------------------------
@@ -434,7 +449,7 @@ class Executor:
         for nid in g.topo():
             uses = g.users(nid)
             if uses and len(g.node(nid).shape or ()) == 2 and all(
-                    pos in WEIGHT_ARGS.get(g.node(u).op, ()) for u, pos in uses):
+                    pos in trait(g.node(u).op, "weight_args", ()) for u, pos in uses):
                 out.add(nid)
         return out
 

@@ -34,17 +34,13 @@ import numpy as np
 
 from ..dsl.dims import Dim
 from ..dsl.errors import ArchError
+from ..dsl.ops import trait
 from .executor import kv_arena
 
-# ops whose result depends on where in the sequence a token sits, beyond what the
-# session shifts itself (positions, rope, attention, the biases below): a cached step
-# cannot compute them
-POSITIONAL = ("longformer_attention", "chunked_cross_attention", "prepend_memory",
-              "memory_mask", "stack")
-BIASES = ("alibi", "relative_position_bias")      # rebuilt per step from positions
-ATTENTION = ("attention", "rope_attention")
-# single-argument ops a padding mask may pass through on its way to an attention
-MASK_PATH = ("cast", "reshape")
+# What a cached step can compute is asked of the op registry's traits: `mixes_positions`
+# (a result that depends on other positions in ways a step cannot recompute: refused),
+# `position_bias` (rebuilt per step from positions), `caches_kv` (the attentions a session
+# caches), `keeps_mask` (ops a padding mask may pass through to an attention).
 
 
 @dataclass
@@ -75,7 +71,7 @@ def _mask_input(g, nid: str) -> str | None:
         node = g.node(nid)
         if node.op == "input":
             return node.attrs["name"]
-        if node.op not in MASK_PATH or len(g.args(nid)) != 1:
+        if not trait(node.op, "keeps_mask") or len(g.args(nid)) != 1:
             return None
         nid = g.args(nid)[0]
     return None
@@ -94,17 +90,18 @@ def cached_attentions(ex, ones: tuple[str, ...] = ()) -> list[tuple[str, bool]]:
         if nid not in ex.dynamic:
             continue
         args = g.args(nid)
-        if node.op in POSITIONAL or (node.op == "matmul" and all(a in ex.dynamic for a in args)):
+        if trait(node.op, "mixes_positions") or (node.op == "matmul" and
+                                                 all(a in ex.dynamic for a in args)):
             raise ArchError(f"`{node.op}` mixes positions of the sequence; this model cannot "
                             "decode with a KV cache", node.span)
-        if node.op in BIASES:
+        if trait(node.op, "position_bias"):
             if node.op == "relative_position_bias" and not all(a in ex.dynamic
                                                                for a in args[:2]):
                 raise ArchError("a relative position bias between the decoded tokens and a "
                                 "fixed sequence cannot be cached", node.span)
             bias_users[nid] = []
             continue
-        if node.op not in ATTENTION:
+        if not trait(node.op, "caches_kv"):
             continue
         if not node.attrs.get("cache"):
             raise ArchError("this attention declares no KV cache (cache=false)", node.span,
@@ -133,7 +130,7 @@ def cached_attentions(ex, ones: tuple[str, ...] = ()) -> list[tuple[str, bool]]:
             raise ArchError("cached decoding of attention with a mask that is not a padding "
                             "input is not supported", node.span)
         if bias is not None:
-            if g.node(bias).op not in BIASES or bias not in ex.dynamic:
+            if not trait(g.node(bias).op, "position_bias") or bias not in ex.dynamic:
                 raise ArchError("cached decoding needs a score bias computed from positions "
                                 "(relative_position_bias or alibi)", node.span)
             if node.attrs.get("window"):

@@ -42,13 +42,11 @@ import numpy as np
 
 from ...dsl.dims import dim_div
 from ...dsl.graph import Graph, Node
+from ...dsl.ops import trait
 from ...dsl.values import MAX_NODES
 from ..ir import PassResult, emit, where
 from ..patterns import Reject
 
-# composite ops that stay whole: their kernels are the only implementation
-NO_DECOMPOSITION = ("moe", "longformer_attention", "chunked_cross_attention",
-                    "product_key_memory", "rope_attention")
 META_KEY = "lowered_attention"
 
 
@@ -140,7 +138,7 @@ def lower_layers(g: Graph) -> PassResult:
     too_wide = len(g) + g.nx.number_of_edges() + copies > MAX_NODES
     for nid in g.topo():
         node = out.node(nid)
-        if node.op in NO_DECOMPOSITION:
+        if trait(node.op, "composite"):      # its kernel is the only implementation
             kept.append(f"{node.op} at {where(node)}: no primitive decomposition")
             stats[f"kept {node.op}"] += 1
         if node.op not in DECOMPOSE:

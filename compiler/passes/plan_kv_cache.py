@@ -42,13 +42,12 @@ import numpy as np
 from ...dsl.dims import dim_div, evaluate
 from ...dsl.errors import ArchError
 from ...dsl.graph import Graph
+from ...dsl.ops import trait
 from ..ir import PassResult
 from ..sizes import CONTEXT_NAMES, align, context_length, fmt_bytes
 
 LARGE = 1 << 30
 POS_DTYPE = "int64"
-ATTENTION_OPS = ("attention", "rope_attention")
-PASS_THROUGH = ("rope", "getitem", "split", "linear", "reshape")
 
 
 @dataclass
@@ -95,7 +94,7 @@ class KVPlan:
 def _source(g: Graph, nid: str) -> str:
     """The tensor a q/k/v projection reads: walk back through rope, split, linear."""
     seen = 0
-    while g.node(nid).op in PASS_THROUGH and g.args(nid) and seen < 16:
+    while trait(g.node(nid).op, "keeps_tokens") and g.args(nid) and seen < 16:
         nid = g.args(nid)[0]
         seen += 1
     return nid
@@ -105,7 +104,7 @@ def plan(g: Graph, batch: int = 1, max_seq: int | None = None,
          dims: Mapping[str, int] | None = None,
          select: list[tuple[str, bool]] | None = None) -> KVPlan | None:
     if select is None:
-        attn = [n for n in g.nodes() if n.op in ATTENTION_OPS and n.attrs.get("cache")]
+        attn = [n for n in g.nodes() if trait(n.op, "caches_kv") and n.attrs.get("cache")]
     else:
         attn = [g.node(nid) for nid, _ in select]
     chosen = dict(select or [])
@@ -160,7 +159,7 @@ def plan_kv_cache(g: Graph, batch: int = 1, max_seq: int | None = None,
     out.meta["kv_plan"] = kp
     notes = []
     if kp is None:
-        if any(n.op in ATTENTION_OPS and n.attrs.get("cache") for n in out.nodes()):
+        if any(trait(n.op, "caches_kv") and n.attrs.get("cache") for n in out.nodes()):
             notes.append("KV cache not planned: the model declares no context length "
                          f"(one of {', '.join(CONTEXT_NAMES)} in config); give --max-seq")
         return PassResult(out, False, notes=notes)

@@ -22,7 +22,8 @@ How (the scheme of ggml's graph allocator and ONNX Runtime's memory pattern plan
      rule, declared with it in dsl/ops/ (dsl/scratch.py), e.g. attention's float64 scores,
      an FFN's hidden activations, a contiguous copy of a strided argument), born and dead
      at the op's step.
-  5. In place: an element-wise op, or part 0 (the sum) of add_layernorm/add_rmsnorm,
+  5. In place: an element-wise op, or the part of a tuple op its `inplace_part` trait
+     names (the sum of add_layernorm/add_rmsnorm),
      whose argument dies at this op, is contiguous, covers its whole slot and has the
      same byte size writes over it (unless another argument reads those bytes through a
      different view).
@@ -54,14 +55,11 @@ import numpy as np
 
 from ...dsl.dims import evaluate
 from ...dsl.graph import Graph
-from ...dsl.ops import OPS
+from ...dsl.ops import OPS, trait
 from ...dsl.scratch import Arg, Cache
 from ..ir import PassResult, param_derived
 from ..sizes import align, context_length, fmt_bytes
 
-INPLACE_FUSED = ("add_layernorm", "add_rmsnorm")
-VIEW_OPS = ("transpose", "slice", "take", "dropout")   # always views (reshape: when contiguous)
-TUPLE_VIEWS = ("split",)
 
 
 @dataclass
@@ -182,7 +180,7 @@ def plan(g: Graph, dims: Mapping[str, int] | None = None, batch: int = 1,
         for tag, shape, dtype in OPS[node.op].scratch(node, infos, cached.get(nid)):
             storage(f"{nid}#{tag}", nbytes(shape, dtype, {}), step[nid], step[nid])
         if node.dtype == "tuple":
-            if node.op in TUPLE_VIEWS:
+            if trait(node.op, "view"):
                 continue            # split: its parts are views of its argument
             # its parts (getitem nodes) hold the storage; a part nobody reads still needs a
             # scratch slot for the kernel to write, keyed like its getitem would be
@@ -224,10 +222,12 @@ def plan(g: Graph, dims: Mapping[str, int] | None = None, batch: int = 1,
         cands: list[str] = []
         if node.op != "getitem" and OPS[node.op].has("elementwise"):
             reads = cands = g.args(nid)
-        elif node.op == "getitem" and node.attrs.get("index") == 0 and \
-                g.node(g.args(nid)[0]).op in INPLACE_FUSED:
-            reads = g.args(g.args(nid)[0])
-            cands = reads[:1]
+        elif node.op == "getitem":
+            tup = g.args(nid)[0]
+            part = trait(g.node(tup).op, "inplace_part")       # (part, argument)
+            if part is not None and node.attrs.get("index") == part[0]:
+                reads = g.args(tup)
+                cands = reads[part[1]:part[1] + 1]
         for a in cands:
             if a not in owner:
                 continue
@@ -271,13 +271,12 @@ def plan(g: Graph, dims: Mapping[str, int] | None = None, batch: int = 1,
 def _view_source(g: Graph, node, mp: MemoryPlan, layout, shapes) -> str | None:
     """The value `node` is a view of (no storage, no copy), or None."""
     args = g.args(node.id)
-    if node.op in VIEW_OPS:
-        return args[0]
-    if node.op == "reshape" and layout[args[0]] == "C":
-        return args[0]           # a reshape of a strided view is a copy
+    view = trait(node.op, "view")
+    if view is True or view == "contiguous" and layout[args[0]] == "C":
+        return args[0]           # (a reshape of a strided view is a copy)
     if node.op == "getitem":
         tup = g.node(args[0])
-        if tup.op in TUPLE_VIEWS:
+        if trait(tup.op, "view"):
             return g.args(tup.id)[0]
         first = mp.parts.get(tup.id, [])[node.attrs.get("index", 0)]
         if first != node.id:
@@ -288,7 +287,7 @@ def _view_source(g: Graph, node, mp: MemoryPlan, layout, shapes) -> str | None:
 def _view_layout(g: Graph, node, src: str, shape: tuple, out: tuple) -> str:
     """Layout of a view (see dsl/scratch.py), as NumPy's flags will see it."""
     if src == "S" or node.op in ("reshape", "dropout") or node.op == "getitem" and \
-            g.node(g.args(node.id)[0]).op not in TUPLE_VIEWS:
+            not trait(g.node(g.args(node.id)[0]).op, "view"):
         return src
     a = node.attrs
     if node.op == "transpose":

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...dsl.graph import Graph
+from ...dsl.ops import OPS
 from ..ir import PassResult, dce, emit, is_param_derived, where
 from ..patterns import Pat, Reject, Rule, RewriteLog, any_, explain, rewrite
 
@@ -119,27 +120,18 @@ def _identity(g: Graph, m) -> str | None:
     return None
 
 
-_FOLD = {
-    "add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide, "neg": np.negative,
-    "sqrt": np.sqrt, "exp": np.exp, "square": np.square, "rsqrt": lambda x: 1.0 / np.sqrt(x),
-    "reshape": lambda x, shape: np.reshape(x, tuple(shape)),
-    "transpose": lambda x, perm=None: np.swapaxes(x, -1, -2) if perm is None
-    else np.transpose(x, tuple(perm)),
-    "cast": lambda x, dtype="float32": x.astype(dtype),
-}
-
-
 def _fold(g: Graph, m) -> str | None:
     node = g.node(m["op"])
     args = [g.node(a) for a in g.args(node.id)]
-    if node.op not in _FOLD or not args or any(a.op != "const" for a in args):
+    fold = OPS[node.op].fold if node.op in OPS else None      # declared with the op
+    if fold is None or not args or any(a.op != "const" for a in args):
         return None
     if node.dtype == "tuple" or not all(isinstance(d, int) for d in node.shape):
         return None
     if int(np.prod(node.shape)) > MAX_FOLD_ELEMENTS:
         return None
     with np.errstate(all="ignore"):
-        value = _FOLD[node.op](*[a.attrs["value"] for a in args], **dict(node.attrs))
+        value = fold(*[a.attrs["value"] for a in args], **dict(node.attrs))
     value = np.asarray(value).astype(node.dtype)
     return g.add("const", [], shape=value.shape, dtype=node.dtype, attrs={"value": value},
                  span=node.span, scope=node.scope, name=node.id + ".folded")

@@ -11,7 +11,7 @@ An op is declared once, in the file for its family:
 `inputs` names the tensor arguments (`name?` optional and trailing, `*name` variadic);
 `attrs` maps each compile-time attribute to its default (`REQUIRED` for none). The
 inference function raises `ShapeError` for bad operands; the lowering attaches the source
-span. `scratch` is the rule for the buffers its compiled kernel needs besides its output
+span. `fold` computes it on constants at compile time. `scratch` is the rule for the buffers its compiled kernel needs besides its output
 (dsl/scratch.py): the memory plan places them and the kernel's step builder takes them.
 The NumPy reference of op `name` is `ref_<name>` in `runtime/kernels/`, called as
 `ref_<name>(*tensor_args, **attrs)`; its compiled steps are the builder for it in
@@ -32,6 +32,23 @@ op names (TVM's op patterns); each is a flag or carries a value:
     per_position     (argument positions): acts on each position alone, reading positions
                      from those arguments only (passes/last_position.py); "dynamic": from
                      every argument that is not a weight (binary arithmetic)
+    commutative      a binary op whose operands may swap (patterns match either order)
+    view             the result is a view of argument 0 (no storage, no copy): True always,
+                     "contiguous" when argument 0 is contiguous (reshape) (plan_memory)
+    inplace_part     (part, arg): that part of the tuple result may be written over that
+                     argument when the argument dies here (the fused residual's sum)
+    weight_args      (argument positions): matrix-product weights, which the executor
+                     stores output-major (transposed once, when the executor is made)
+    composite        no decomposition into primitive ops: its kernel is the only
+                     implementation (lower_layers keeps it whole)
+    caches_kv        an attention whose `cache` attribute declares a KV cache to plan
+    keeps_tokens     maps argument 0 token by token (a projection, a rotation, a split, a
+                     reshape): plan_kv_cache walks back through it from an attention's k/v
+    mixes_positions  its result at one position depends on other positions in ways a KV-
+                     cached step cannot recompute (runtime/kv_cache.py refuses to cache)
+    position_bias    a score bias made from positions alone, rebuilt per cached step
+    keeps_mask       a single-argument op a padding mask may pass through on its way to an
+                     attention and still be recognised as the mask input
     norm, attention, mask, position, matmul, fused, shape, gather, memory, moe: the op's
                      family, for dumps and passes
 
@@ -90,6 +107,7 @@ class OpSpec:
     family: str = ""
     traits: Mapping[str, Any] = field(default_factory=dict)   # see the module docstring
     scratch_rule: ScratchRule | None = None                      # dsl/scratch.py
+    fold: Callable[..., Any] | None = None     # its value on constants (simplify folds them)
 
     def has(self, trait: str) -> bool:
         return trait in self.traits
@@ -115,6 +133,8 @@ OPS: dict[str, OpSpec] = {}
 
 
 TRAITS = ("elementwise", "unary", "binary", "activation", "contiguous_rows", "per_position",
+          "commutative", "view", "inplace_part", "weight_args", "composite", "caches_kv",
+          "keeps_tokens", "mixes_positions", "position_bias", "keeps_mask",
           "norm", "attention", "mask", "position", "matmul", "fused", "shape", "gather",
           "memory", "moe")
 ACTIVATION = {"elementwise": True, "unary": True, "activation": True, "contiguous_rows": True,
@@ -124,9 +144,11 @@ ACTIVATION = {"elementwise": True, "unary": True, "activation": True, "contiguou
 def op(name: str, inputs: tuple[str, ...], attrs: Mapping[str, Any] | None = None,
        flops: Callable[..., DimLike] = no_flops,
        traits: Mapping[str, Any] | tuple[str, ...] = (),
-       scratch: ScratchRule | None = None):
+       scratch: ScratchRule | None = None, fold: Callable[..., Any] | None = None):
     """Register op `name` with its shape rule (the decorated function); `traits` is a
-    mapping, or a tuple of flag names; `scratch` the rule for its kernel's scratch."""
+    mapping, or a tuple of flag names; `scratch` the rule for its kernel's scratch; `fold`
+    a NumPy function computing it on constant arguments (fold(*arrays, **attrs)), for the
+    ops cheap and exact enough to fold at compile time."""
     table = dict(traits) if isinstance(traits, Mapping) else {t: True for t in traits}
     unknown = set(table) - set(TRAITS)
     if unknown:
@@ -137,7 +159,7 @@ def op(name: str, inputs: tuple[str, ...], attrs: Mapping[str, Any] | None = Non
             raise RuntimeError(f"op {name!r} registered twice")
         OPS[name] = OpSpec(name, tuple(inputs), dict(attrs or {}), infer, flops,
                            (infer.__doc__ or "").strip(), infer.__module__.rsplit(".", 1)[-1],
-                           table, scratch)
+                           table, scratch, fold)
         return infer
     return register
 
@@ -145,6 +167,13 @@ def op(name: str, inputs: tuple[str, ...], attrs: Mapping[str, Any] | None = Non
 def ops_with(trait: str) -> tuple[str, ...]:
     """The ops that have `trait`, in registration order (stable for messages)."""
     return tuple(n for n, s in OPS.items() if trait in s.traits)
+
+
+def trait(op_name: str, name: str, default: Any = None) -> Any:
+    """Trait `name` of an op (its value, True for a flag), or `default` when the op lacks
+    it; graph leaves (input, param, const) have none."""
+    spec = OPS.get(op_name)
+    return spec.traits.get(name, default) if spec is not None else default
 
 
 def activations() -> tuple[str, ...]:

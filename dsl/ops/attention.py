@@ -101,7 +101,7 @@ def _attention_flops(out: TT, q: TT, k: TT, *rest, heads=1, **_attrs) -> DimLike
 @op("attention", inputs=("q", "k", "v", "mask?", "bias?"),
     attrs={"heads": 1, "kv_heads": None, "causal": False, "window": None, "scale": None,
            "cache": False, "layer": None},
-    flops=_attention_flops, traits=("attention",), scratch=_attention_scratch)
+    flops=_attention_flops, traits=("attention", "caches_kv"), scratch=_attention_scratch)
 def attention(q: TT, k: TT, v: TT, mask: TT | None = None, bias: TT | None = None,
               heads: int = 1, kv_heads: int | None = None, causal: bool = False,
               window: int | None = None, scale: float | None = None, cache: bool = False,
@@ -161,7 +161,8 @@ def attention(q: TT, k: TT, v: TT, mask: TT | None = None, bias: TT | None = Non
     return TT(tuple(q.shape), q.dtype)
 
 
-@op("alibi", inputs=("x",), attrs={"heads": 1, "symmetric": False}, traits=("position",))
+@op("alibi", inputs=("x",), attrs={"heads": 1, "symmetric": False},
+    traits=("position", "position_bias"))
 def alibi(x: TT, heads: int = 1, symmetric: bool = False) -> TT:
     """alibi(x, heads, symmetric=false): ALiBi score bias for keys x (B, S, C). Causal form
     (1, heads, 1, S): -slope_h * (S-1-j), which equals the paper's -slope_h * (i - j) up to

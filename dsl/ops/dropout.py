@@ -4,7 +4,7 @@ from __future__ import annotations
 from . import TT, ShapeError, is_float, op
 
 
-@op("dropout", inputs=("x",), attrs={"rate": 0.0}, traits=("elementwise", "unary"))
+@op("dropout", inputs=("x",), attrs={"rate": 0.0}, traits=("elementwise", "unary", "view"))
 def dropout(x: TT, rate: float = 0.0) -> TT:
     """dropout(x, rate): identity at inference; in training (`archc run --train --seed N`)
     zeroes each element with probability `rate` and scales the rest by 1 / (1 - rate)"""

@@ -52,13 +52,13 @@ def _residual_flops(per_elem: int):
     return flops
 
 
-ADD_NORM = {"norm": True, "fused": True, "per_position": (0, 1)}
+ADD_NORM = {"norm": True, "fused": True, "per_position": (0, 1), "inplace_part": (0, 0)}
 
 
 def _add_norm_scratch(node, args, cache):
     # the kernel reads both summands as contiguous rows
     return copy_unless_contiguous("x", args[0]) + copy_unless_contiguous("r", args[1])
-FUSED_PRODUCT = {"matmul": True, "fused": True, "per_position": (0,)}
+FUSED_PRODUCT = {"matmul": True, "fused": True, "per_position": (0,), "weight_args": (1,)}
 
 
 @op("add_layernorm", inputs=("x", "residual", "weight", "bias?"), attrs={"eps": 1e-5},
@@ -152,7 +152,7 @@ def _ffn_scratch(node, args, cache):
 
 @op("ffn", inputs=("x", "w1", "w2", "*biases"),
     attrs={"act": "relu", "glu": False, "bias1": False, "bias2": False},
-    flops=_ffn_flops, traits=FUSED_PRODUCT, scratch=_ffn_scratch)
+    flops=_ffn_flops, traits={**FUSED_PRODUCT, "weight_args": (1, 2)}, scratch=_ffn_scratch)
 def ffn(x: TT, w1: TT, w2: TT, *biases: TT, act: str = "relu", glu: bool = False,
         bias1: bool = False, bias2: bool = False) -> TT:
     """ffn(x, w1, w2, b1?, b2?, act, glu, bias1, bias2): a whole feed-forward block,
@@ -196,7 +196,7 @@ def _rope_attention_scratch(node, args, cache):
     flops=lambda out, q, k, *rest, **a: dim_add(
         OPS["attention"].flops(out, q, k, heads=a.get("heads", 1)),
         dim_mul(3, dim_add(numel(q.shape), numel(k.shape)))),
-    traits=("attention", "fused"), scratch=_rope_attention_scratch)
+    traits=("attention", "fused", "caches_kv", "composite"), scratch=_rope_attention_scratch)
 def rope_attention(q: TT, k: TT, v: TT, *extra: TT, has_mask=False, has_bias=False,
                    has_positions=False, head_dim=None, rotary_dim=None, theta=10000.0,
                    interleaved=False, offset=0, **attn):

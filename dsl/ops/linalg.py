@@ -51,7 +51,8 @@ def product_scratch(node, args, cache):
 
 
 @op("linear", inputs=("x", "weight", "bias?"), flops=_linear_flops,
-    traits={"matmul": True, "per_position": (0,)}, scratch=product_scratch)
+    traits={"matmul": True, "per_position": (0,), "weight_args": (1,), "keeps_tokens": True},
+    scratch=product_scratch)
 def linear(x: TT, w: TT, b: TT | None = None) -> TT:
     """linear(x, weight, bias?) = x @ weight + bias, weight of shape (in, out)"""
     if len(w.shape) != 2:

@@ -42,7 +42,8 @@ def _scratch(node, args, cache):
 
 
 @op("longformer_attention", inputs=("q", "k", "v", "qg", "kg", "vg", "global_mask", "mask?"),
-    attrs={"heads": 1, "window": 2, "scale": None}, flops=_flops, traits=("attention",),
+    attrs={"heads": 1, "window": 2, "scale": None}, flops=_flops,
+    traits=("attention", "composite", "mixes_positions"),
     scratch=_scratch)
 def longformer_attention(q: TT, k: TT, v: TT, qg: TT, kg: TT, vg: TT, global_mask: TT,
                          mask: TT | None = None, heads: int = 1, window: int = 2,

@@ -41,7 +41,7 @@ def _pkm_scratch(node, args, cache):
 
 
 @op("product_key_memory", inputs=("q", "keys", "values"), attrs={"topk": 32, "heads": 1},
-    flops=_flops, traits=("memory",), scratch=_pkm_scratch)
+    flops=_flops, traits=("memory", "composite"), scratch=_pkm_scratch)
 def product_key_memory(q: TT, keys: TT, values: TT, topk: int = 32, heads: int = 1) -> TT:
     """product_key_memory(q, keys, values, topk=32, heads=1): top-k lookup over n*n product
     keys, softmax-weighted sum of values; q (..., heads*Dk), keys (heads, 2, n, Dk/2),
@@ -65,7 +65,7 @@ def product_key_memory(q: TT, keys: TT, values: TT, topk: int = 32, heads: int =
     return TT(tuple(q.shape[:-1]) + (values.shape[1],), values.dtype)
 
 
-@op("prepend_memory", inputs=("x", "slots"), traits=("memory",),
+@op("prepend_memory", inputs=("x", "slots"), traits=("memory", "mixes_positions"),
     scratch=lambda node, args, cache: copy_unless_contiguous("x", args[0]))
 def prepend_memory(x: TT, slots: TT) -> TT:
     """prepend_memory(x, slots): learned memory slots (N, C) put before the keys or values
@@ -81,7 +81,7 @@ def prepend_memory(x: TT, slots: TT) -> TT:
     return TT(tuple(shape), x.dtype)
 
 
-@op("memory_mask", inputs=("mask",), attrs={"slots": 1}, traits=("memory",))
+@op("memory_mask", inputs=("mask",), attrs={"slots": 1}, traits=("memory", "mixes_positions"))
 def memory_mask(mask: TT, slots: int = 1) -> TT:
     """memory_mask(mask, slots): a key mask (..., S) with `slots` always-visible keys put
     before it -> (..., slots + S), to go with prepend_memory"""

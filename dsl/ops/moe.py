@@ -50,7 +50,7 @@ def _moe_scratch(node, args, cache):
 @op("moe", inputs=("x", "router", "w_up", "w_down", "w_gate?"),
     attrs={"top_k": 1, "act": "relu", "capacity": None, "capacity_factor": None,
            "normalize": False, "scale": True},
-    flops=_moe_flops, traits=("moe",), scratch=_moe_scratch)
+    flops=_moe_flops, traits=("moe", "composite"), scratch=_moe_scratch)
 def moe(x: TT, router: TT, w_up: TT, w_down: TT, w_gate: TT | None = None, top_k: int = 1,
         act: str = "relu", capacity=None, capacity_factor=None, normalize: bool = False,
         scale: bool = True) -> TT:

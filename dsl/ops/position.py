@@ -58,7 +58,7 @@ def _rope_scratch(node, args, cache):
 @op("rope", inputs=("x", "positions?"),
     attrs={"heads": 1, "head_dim": None, "rotary_dim": None, "theta": 10000.0,
            "interleaved": False, "offset": 0},
-    flops=_rope_flops, traits=("position",), scratch=_rope_scratch)
+    flops=_rope_flops, traits=("position", "keeps_tokens"), scratch=_rope_scratch)
 def rope(x: TT, pos: TT | None = None, heads: int = 1, head_dim: int | None = None,
          rotary_dim: int | None = None, theta: float = 10000.0, interleaved: bool = False,
          offset: int = 0) -> TT:

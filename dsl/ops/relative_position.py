@@ -17,7 +17,7 @@ from . import TT, ShapeError, is_float, op
 
 
 @op("relative_position_bias", inputs=("xq", "xk", "table"),
-    attrs={"bidirectional": True, "max_distance": 128, "offset": 0}, traits=("position",))
+    attrs={"bidirectional": True, "max_distance": 128, "offset": 0}, traits=("position", "position_bias"))
 def relative_position_bias(xq: TT, xk: TT, table: TT, bidirectional: bool = True,
                            max_distance: int = 128, offset: int = 0) -> TT:
     """relative_position_bias(xq, xk, table, bidirectional=true, max_distance=128, offset=0):

@@ -38,7 +38,7 @@ def _scratch(node, args, cache):
 
 @op("chunked_cross_attention", inputs=("q", "k", "v"),
     attrs={"chunk": None, "heads": 1, "scale": None},
-    flops=_flops, traits=("attention",), scratch=_scratch)
+    flops=_flops, traits=("attention", "composite", "mixes_positions"), scratch=_scratch)
 def chunked_cross_attention(q: TT, k: TT, v: TT, chunk=None, heads: int = 1,
                             scale: float | None = None) -> TT:
     """chunked_cross_attention(q, k, v, chunk, heads=1, scale=1/sqrt(D)): token t attends to

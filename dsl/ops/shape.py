@@ -1,11 +1,15 @@
 """Ops that move data without arithmetic: reshape, transpose, concat, split, slicing."""
 from __future__ import annotations
 
+import numpy as np
+
 from ..dims import DimLike, Dim, dim_div, dim_sub, numel, shape_str
 from . import TT, ShapeError, dim_sum, norm_axis, op
 
 
-@op("reshape", inputs=("x",), attrs={"shape": None}, traits=("shape",))
+@op("reshape", inputs=("x",), attrs={"shape": None},
+    traits={"shape": True, "view": "contiguous", "keeps_tokens": True, "keeps_mask": True},
+    fold=lambda x, shape: np.reshape(x, tuple(shape)))
 def reshape(x: TT, shape) -> TT:
     """reshape(x, [d0, d1, ...]); one entry may be -1 (inferred)"""
     if shape is None:
@@ -30,7 +34,9 @@ def reshape(x: TT, shape) -> TT:
     return TT(tuple(dims), x.dtype)
 
 
-@op("transpose", inputs=("x",), attrs={"perm": None}, traits=("shape",))
+@op("transpose", inputs=("x",), attrs={"perm": None}, traits=("shape", "view"),
+    fold=lambda x, perm=None: np.swapaxes(x, -1, -2) if perm is None
+    else np.transpose(x, tuple(perm)))
 def transpose(x: TT, perm=None) -> TT:
     """transpose(x, perm?): permute axes; without perm, swap the last two"""
     rank = len(x.shape)
@@ -78,7 +84,8 @@ def _split_sizes(dim: DimLike, sections) -> list[DimLike]:
     return sizes
 
 
-@op("split", inputs=("x",), attrs={"sections": 2, "axis": -1}, traits=("shape",))
+@op("split", inputs=("x",), attrs={"sections": 2, "axis": -1},
+    traits=("shape", "view", "keeps_tokens"))
 def split(x: TT, sections=2, axis: int = -1):
     """split(x, sections, axis=-1): sections is a count (equal parts) or a list of sizes"""
     ax = norm_axis(axis, len(x.shape))
@@ -90,14 +97,15 @@ def split(x: TT, sections=2, axis: int = -1):
     return tuple(parts)
 
 
-@op("getitem", inputs=("x",), attrs={"index": 0}, traits={"shape": True, "per_position": (0,)})
+@op("getitem", inputs=("x",), attrs={"index": 0},
+    traits={"shape": True, "per_position": (0,), "keeps_tokens": True})
 def getitem(x, index: int = 0) -> TT:
     """getitem(t, index): one output of a multi-output op (made by `a, b = split(...)`)"""
     raise ShapeError("getitem is resolved by the builder")  # the builder types it from parts
 
 
 @op("slice", inputs=("x",), attrs={"axis": 0, "start": 0, "stop": None, "step": 1},
-    traits=("shape",))
+    traits=("shape", "view"))
 def slice_(x: TT, axis: int = 0, start=0, stop=None, step: int = 1) -> TT:
     """slice(x, axis, start, stop, step=1) = x[..., start:stop:step, ...] along axis"""
     ax = norm_axis(axis, len(x.shape))
@@ -130,7 +138,7 @@ def _symbolic_slice_len(dim: Dim, start, stop) -> DimLike:
     return dim_sub(stop, start)
 
 
-@op("take", inputs=("x",), attrs={"index": 0, "axis": 0}, traits=("shape",))
+@op("take", inputs=("x",), attrs={"index": 0, "axis": 0}, traits=("shape", "view"))
 def take(x: TT, index: int = 0, axis: int = 0) -> TT:
     """take(x, index, axis): one position along an axis, removing that axis (x[:, 0] etc.)"""
     ax = norm_axis(axis, len(x.shape))
@@ -140,7 +148,7 @@ def take(x: TT, index: int = 0, axis: int = 0) -> TT:
     return TT(tuple(d for k, d in enumerate(x.shape) if k != ax), x.dtype)
 
 
-@op("stack", inputs=("*xs",), attrs={"axis": 0}, traits=("shape",))
+@op("stack", inputs=("*xs",), attrs={"axis": 0}, traits=("shape", "mixes_positions"))
 def stack(*xs, axis: int = 0) -> TT:
     """stack(a, b, ..., axis=0): join equal-shaped tensors along a new axis"""
     if not xs:

@@ -5,9 +5,10 @@ A builder `build_<op>(P, node, args, attrs)` gets the Program being built
 adds steps with `P.step(fn, *arrays)`, and returns the node's value: a buffer from
 `P.output()`, a view of an argument (reshape, transpose, split: no step at all), or a
 tuple of either. Scratch comes from `P.temp(tag, shape, dtype)`, as the op's scratch rule
-declared it (dsl/scratch.py). A builder may return None to fall back to the op's `ref_`
-kernel for a case it does not compile; that is said once on stderr and marked "(ref)"
-in profiles.
+declared it (dsl/scratch.py). For a case it does not compile a builder returns
+`fallback(why)`: the op then runs on its `ref_` kernel (correct, but it allocates), which
+the executor says once on stderr, lists in `Program.fallbacks` and marks "(ref)" in
+profiles: never silently.
 
 The builders live by family, one file each as in runtime/kernels/; adding a family is
 adding a file (`load_all`). Row-wise kernels see 2-D (rows, C) views, flat kernels 1-D
@@ -20,7 +21,7 @@ from __future__ import annotations
 import importlib
 import math
 import pkgutil
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -28,6 +29,15 @@ from ..kernels import REFERENCE
 from ..reference import ExecutionError
 
 STEPS: dict[str, Callable] = {}
+
+
+class Fallback(NamedTuple):
+    """A builder's answer for a case it does not compile: the op runs on its reference."""
+    reason: str
+
+
+def fallback(reason: str) -> Fallback:
+    return Fallback(reason)
 
 
 def steps_for(*ops: str):

@@ -27,7 +27,7 @@ import numpy as np
 from ...dsl.ops.attention import attention_path
 from ...dsl.scratch import Cache
 from ..kernels import attention as k_attn, prefill as k_prefill
-from . import steps_for, view_as
+from . import fallback, steps_for, view_as
 from .position import head_dim, positions_for, rope_table, rotate
 
 PREFILL_BLOCK = 64   # query rows per block of a masked prefill attention's products
@@ -37,7 +37,7 @@ PREFILL_BLOCK = 64   # query rows per block of a masked prefill attention's prod
 def build_attention(P, node, args, attrs):
     q, k, v = args[:3]
     if q.ndim != 3 or not (q.dtype == k.dtype == v.dtype) or q.dtype.kind != "f":
-        return None
+        return fallback("compiled for float q, k, v of one dtype, (B, T, H*D)")
     mask = args[3] if len(args) > 3 else None
     bias = args[4] if len(args) > 4 else None
     return _attention(P, node, q, k, v, mask, bias, attrs)
@@ -47,14 +47,14 @@ def build_attention(P, node, args, attrs):
 def build_rope_attention(P, node, args, attrs):
     q, k, v, *extra = args
     if q.ndim != 3 or not (q.dtype == k.dtype == v.dtype) or q.dtype.kind != "f":
-        return None
+        return fallback("compiled for float q, k, v of one dtype, (B, T, H*D)")
     mask = extra.pop(0) if attrs.get("has_mask") else None
     bias = extra.pop(0) if attrs.get("has_bias") else None
     B, T, _ = q.shape
     pos = extra.pop(0) if attrs.get("has_positions") else \
         positions_for(P, node, B, T, attrs.get("offset"))
     if k.shape[1] != T:
-        return None
+        return fallback("compiled for keys as long as the queries")
     H = attrs["heads"]
     qr = P.temp("q_rot", q.shape, q.dtype)
     kr = P.temp("k_rot", k.shape, k.dtype)

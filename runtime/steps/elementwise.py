@@ -5,7 +5,7 @@ import numpy as np
 
 from ...dsl.ops import activations
 from ..kernels import elementwise as k_ew
-from . import steps_for
+from . import fallback, steps_for
 
 _UFUNCS = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide}
 _UNARY = {"neg": np.negative, "exp": np.exp, "sqrt": np.sqrt, "square": np.square}
@@ -56,7 +56,7 @@ def build_rsqrt(P, node, args, attrs):
 def build_activation(P, node, args, attrs):
     x = args[0]
     if x.dtype != np.dtype(node.dtype):
-        return None
+        return fallback(f"compiled for {node.dtype} input, got {x.dtype}")
     out = P.output()
     P.step(k_ew.activation, out.reshape(-1), P.contiguous(x).reshape(-1), k_ew.ACT[node.op])
     return out

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from ..kernels import embedding as k_emb
 from ..reference import vocabulary_error
-from . import steps_for
+from . import fallback, steps_for
 
 @steps_for("embedding")
 def build_embedding(P, node, args, attrs):
     ids, table = args
     if ids.dtype.kind not in "iu" or table.ndim != 2:
-        return None
+        return fallback("compiled for integer ids and a 2-D table")
     out = P.output()
     vocab = table.shape[0]
     span = node.span

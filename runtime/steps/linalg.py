@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels import elementwise as k_ew, ffn as k_ffn, linalg as k_linalg
-from . import rows, steps_for, zeros
+from . import fallback, rows, steps_for, zeros
 
 GEMV_ROWS = 4     # up to this many rows (decode steps), our matrix-vector kernel; then BLAS
 # a prompt's product with at most this many rows and this depth (K) runs gemm_nt, which
@@ -51,6 +51,9 @@ def _gemm(P, x, w, y2, bias, act: str | None):
         P.step(k_ew.bias_act, y2, b, kind)
 
 
+DTYPES = "compiled for float x and 2-D weights of the result's dtype"
+
+
 def _linear_ok(x, w, out_dtype) -> bool:
     return (x.dtype == w.dtype == np.dtype(out_dtype) and x.dtype.kind == "f" and w.ndim == 2
             and x.ndim >= 1)
@@ -60,7 +63,7 @@ def _linear_ok(x, w, out_dtype) -> bool:
 def build_linear(P, node, args, attrs):
     x, w = args[:2]
     if not _linear_ok(x, w, node.dtype):
-        return None
+        return fallback(DTYPES)
     out = P.output()
     _gemm(P, x, w, rows(out), args[2] if len(args) > 2 else None, attrs.get("act"))
     return out
@@ -93,7 +96,7 @@ def _glu(P, x, w, b, act, out2, tag):
 def build_linear_glu(P, node, args, attrs):
     x, w = args[:2]
     if not _linear_ok(x, w, node.dtype):
-        return None
+        return fallback(DTYPES)
     out = P.output()
     _glu(P, x, w, args[2] if len(args) > 2 else None, attrs["act"], rows(out), "h")
     return out
@@ -103,7 +106,7 @@ def build_linear_glu(P, node, args, attrs):
 def build_ffn(P, node, args, attrs):
     x, w1, w2, *biases = args
     if not (_linear_ok(x, w1, node.dtype) and _linear_ok(x, w2, node.dtype)):
-        return None
+        return fallback(DTYPES)
     b1 = biases[0] if attrs.get("bias1") else None
     b2 = biases[-1] if attrs.get("bias2") else None
     out = P.output()
@@ -122,7 +125,7 @@ def build_ffn(P, node, args, attrs):
 def build_matmul(P, node, args, attrs):
     a, b = args
     if a.dtype != b.dtype or a.dtype != np.dtype(node.dtype):
-        return None
+        return fallback("compiled for operands of the result's dtype")
     if attrs.get("transpose_b"):
         b = np.swapaxes(b, -1, -2)      # a strided view: BLAS reads b transposed
     out = P.output()

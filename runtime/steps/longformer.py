@@ -6,13 +6,13 @@ import math
 import numpy as np
 
 from ..kernels import longformer as k_long
-from . import heads_view, steps_for
+from . import fallback, heads_view, steps_for
 
 @steps_for("longformer_attention")
 def build_longformer_attention(P, node, args, attrs):
     q, k, v, qg, kg, vg, glob_mask, *mask = args
     if q.ndim != 3 or any(a.dtype != q.dtype for a in (k, v, qg, kg, vg)) or q.dtype.kind != "f":
-        return None
+        return fallback("compiled for float projections of one dtype, (B, T, H*D)")
     B, T, C = q.shape
     H = attrs.get("heads", 1)
     D = C // H

@@ -5,13 +5,13 @@ import numpy as np
 
 from ...dsl.ops.memory import LANES
 from ..kernels import memory as k_mem
-from . import rows, steps_for
+from . import fallback, rows, steps_for
 
 @steps_for("product_key_memory")
 def build_product_key_memory(P, node, args, attrs):
     q, keys, values = args
     if q.dtype.kind != "f" or keys.dtype.kind != "f" or values.dtype != np.dtype(node.dtype):
-        return None
+        return fallback("compiled for float queries, keys and values")
     q2 = rows(P.contiguous(q, "q"))
     N, n, k, Dv = q2.shape[0], keys.shape[2], attrs["topk"], values.shape[1]
     lanes = max(1, min(N, LANES))
@@ -27,7 +27,7 @@ def build_product_key_memory(P, node, args, attrs):
 def build_prepend_memory(P, node, args, attrs):
     x, slots = args
     if slots.dtype != x.dtype:
-        return None
+        return fallback("compiled for slots of x's dtype")
     S, C = x.shape[-2:]
     out = P.output()
     P.step(k_mem.prepend_memory, out.reshape(-1, out.shape[-2], C),

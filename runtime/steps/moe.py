@@ -4,13 +4,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels import elementwise as k_ew, moe as k_moe
-from . import rows, steps_for
+from . import fallback, rows, steps_for
 
 @steps_for("moe")
 def build_moe(P, node, args, attrs):
     x, router, w_up, w_down, *gate = args
     if x.dtype.kind != "f" or any(w.dtype != x.dtype for w in [router, w_up, w_down, *gate]):
-        return None
+        return fallback("compiled for float x and weights of one dtype")
     T, C = x.shape[-2], x.shape[-1]
     M, E, F = x.size // C, router.shape[1], w_up.shape[2]
     k = attrs.get("top_k", 1)

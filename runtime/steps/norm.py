@@ -3,7 +3,7 @@ kernels over (rows, C) views, rows cut across the lanes)."""
 from __future__ import annotations
 
 from ..kernels import norm as k_norm
-from . import rows, steps_for, zeros
+from . import Fallback, fallback, rows, steps_for, zeros
 
 def _row_step(P, kernel, row_args: tuple, rest: tuple) -> None:
     """kernel(*row_args, *rest), the (rows, C) arrays of row_args cut into row ranges
@@ -19,7 +19,7 @@ def _compiles(x, w) -> bool:
 
 def _affine(P, node, x, w, b=None):
     if not _compiles(x, w):
-        return None
+        return fallback("compiled for float x and weights of one dtype")
     c = x.shape[-1]
     return (rows(P.contiguous(x)), w,
             b if b is not None else zeros(c, x.dtype))
@@ -28,8 +28,8 @@ def _affine(P, node, x, w, b=None):
 @steps_for("layernorm")
 def build_layernorm(P, node, args, attrs):
     got = _affine(P, node, *args[:3])
-    if got is None:
-        return None
+    if isinstance(got, Fallback):
+        return got
     x2, w, b = got
     out = P.output()
     _row_step(P, k_norm.layernorm, (rows(out), x2), (w, b, float(attrs["eps"])))
@@ -39,8 +39,8 @@ def build_layernorm(P, node, args, attrs):
 @steps_for("rmsnorm")
 def build_rmsnorm(P, node, args, attrs):
     got = _affine(P, node, args[0], args[1])
-    if got is None:
-        return None
+    if isinstance(got, Fallback):
+        return got
     x2, w, _ = got
     out = P.output()
     _row_step(P, k_norm.rmsnorm, (rows(out), x2), (w, float(attrs["eps"])))
@@ -51,7 +51,7 @@ def build_rmsnorm(P, node, args, attrs):
 def build_add_norm(P, node, args, attrs):
     x, r, w = args[:3]
     if x.shape != r.shape or not _compiles(x, w):
-        return None
+        return fallback("compiled for x and residual of one shape, float weights of x's dtype")
     x2, r2 = rows(P.contiguous(x, "x")), rows(P.contiguous(r, "r"))
     s, y = P.output(0), P.output(1)
     if node.op == "add_layernorm":
@@ -67,7 +67,7 @@ def build_add_norm(P, node, args, attrs):
 def build_softmax(P, node, args, attrs):
     x = args[0]
     if attrs.get("axis", -1) % max(x.ndim, 1) != x.ndim - 1 or x.dtype.kind != "f":
-        return None
+        return fallback("compiled for a float x over its last axis")
     out = P.output()
     P.step(k_norm.softmax, rows(out), rows(P.contiguous(x)))
     return out

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels import position as k_pos
-from . import steps_for, view_as
+from . import fallback, steps_for, view_as
 
 @steps_for("positions")
-def buildpositions_for(P, node, args, attrs):
+def build_positions(P, node, args, attrs):
     out = P.output()
     base = np.arange(out.shape[0], dtype=np.int64) + int(attrs.get("offset") or 0)
     sess = P.session
@@ -65,10 +65,10 @@ def head_dim(attrs, C, heads):
 
 
 @steps_for("rope")
-def buildrotate(P, node, args, attrs):
+def build_rope(P, node, args, attrs):
     x = args[0]
     if x.ndim != 3 or x.dtype.kind != "f":
-        return None
+        return fallback("compiled for a float x of shape (B, T, H*D)")
     B, T, C = x.shape
     pos = args[1] if len(args) > 1 else positions_for(P, node, B, T, attrs.get("offset"))
     out = P.output()
@@ -77,7 +77,7 @@ def buildrotate(P, node, args, attrs):
     return out
 
 @steps_for("sinusoidal_positions")
-def build_sinusoidalpositions_for(P, node, args, attrs):
+def build_sinusoidal_positions(P, node, args, attrs):
     pos = args[0]
     out = P.output()
     P.step(k_pos.sinusoidal_positions, out.reshape(-1, out.shape[-1]),

@@ -6,13 +6,13 @@ import math
 import numpy as np
 
 from ..kernels import retro as k_retro
-from . import heads_view, steps_for
+from . import fallback, heads_view, steps_for
 
 @steps_for("chunked_cross_attention")
 def build_chunked_cross_attention(P, node, args, attrs):
     q, k, v = args
     if q.ndim != 3 or k.ndim != 4 or not (q.dtype == k.dtype == v.dtype) or q.dtype.kind != "f":
-        return None
+        return fallback("compiled for float q (B, T, H*D), k, v (B, C, N, H*D) of one dtype")
     B, T, HD = q.shape
     H = attrs.get("heads", 1)
     D = HD // H

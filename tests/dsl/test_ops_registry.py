@@ -82,3 +82,36 @@ def test_a_new_op_runs_through_every_stage(softsign, tmp_path):
     np.testing.assert_allclose(ex.run({"x": x})["h"], want, rtol=1e-6)
     assert all(not p.unplanned for p in ex._programs.values())    # its scratch was planned
     assert "softsign" in dump_text(m.graph)
+
+
+# Tables keyed by op name that are an op's implementation, found by its name (a kernel
+# branch, a NumPy ufunc); the registry is checked against them above, not the other way.
+IMPLEMENTATION_TABLES = {"runtime/kernels/elementwise.py:ACT",
+                         "runtime/kernels/elementwise.py:BINARY",
+                         "runtime/steps/elementwise.py:_UFUNCS",
+                         "runtime/steps/elementwise.py:_UNARY"}
+
+
+def test_no_stage_keeps_its_own_list_of_ops():
+    """A module-level tuple, set, list or dict of op names outside the registry is a second
+    place that says what an op is: the passes and the runtime ask the traits instead."""
+    import ast
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+    found = []
+    for stage in ("compiler", "runtime", "archc"):
+        for path in sorted((root / stage).rglob("*.py")):
+            for node in ast.parse(path.read_text()).body:
+                if not isinstance(node, (ast.Assign, ast.AnnAssign)) or node.value is None:
+                    continue
+                value = node.value
+                elts = value.keys if isinstance(value, ast.Dict) else \
+                    getattr(value, "elts", [])
+                names = [e.value for e in elts if isinstance(e, ast.Constant)
+                         and isinstance(e.value, str)]
+                if len(names) >= 2 and all(n in OPS for n in names):
+                    target = node.targets[0] if isinstance(node, ast.Assign) else node.target
+                    where = f"{path.relative_to(root)}:{getattr(target, 'id', '?')}"
+                    if where not in IMPLEMENTATION_TABLES:
+                        found.append(where)
+    assert found == []

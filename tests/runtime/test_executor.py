@@ -163,3 +163,20 @@ def test_slice_longer_than_the_bound_size_is_a_user_error(arch_file, index):
                                         r"shapes say 2") as e:
         ex.run({"x": np.zeros((1, 1, 4), np.float32)})
     assert e.value.span is not None and e.value.span.line == 1
+
+
+def test_a_case_without_compiled_steps_runs_on_the_reference_and_says_so(tmp_path, capsys):
+    # softmax is compiled over the last axis; over axis 0 it falls back, never silently
+    src = tmp_path / "m.arch"
+    src.write_text("model m(x: float[T, 4]) {\n    return y = softmax(x, axis=0)\n}\n")
+    model = archc.load(src)
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    ex = model.compiled()
+    for _ in range(2):
+        np.testing.assert_allclose(ex.run({"x": x})["y"], model.run(x=x)["y"], rtol=1e-6)
+    prog = next(iter(ex._programs.values()))
+    assert list(prog.fallbacks.values()) == ["compiled for a float x over its last axis"]
+    assert any(s.op == "softmax (ref)" for s in prog.steps)
+    err = capsys.readouterr().err
+    assert err.count("note: `softmax` runs on its NumPy reference") == 1
+    assert f"{src}:2:" in err
