@@ -43,6 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common(run)
     _inputs_arg(run, "an input array (.npy, or .npz holding several by name); "
                      "NAME=FILE when the model has several inputs; repeatable")
+    run.add_argument("--tokenizer", metavar="FILE",
+                     help="a Hugging Face tokenizer.json that makes the token inputs (ids, "
+                          "mask, types) from --text or --text-file")
+    run.add_argument("--text", action="append", default=[], metavar="TEXT",
+                     help="an input text, one batch row (needs --tokenizer); repeatable")
+    run.add_argument("--text-file", metavar="FILE",
+                     help="input texts, one per line (blank lines skipped)")
     run.add_argument("--weights", "-w", metavar="FILE",
                      help="a .safetensors checkpoint, or a Hugging Face folder (config.json + "
                           "model.safetensors); names go through the model's `weights` section")
@@ -117,7 +124,12 @@ def cmd_run(args) -> int:
     for w in model.warnings:
         print(f"warning: {w}", file=sys.stderr)
     arrays = read_inputs(model.graph, args.input)
-    check_output(args.output, model.files + input_files(args.input))
+    from .text import read_texts, text_inputs
+    texts = read_texts(args.text, args.text_file)
+    arrays.update(text_inputs(model.graph, args.tokenizer, texts, arrays))
+    check_output(args.output, model.files + input_files(args.input)
+                 + [(what, f) for what, f in (("tokenizer", args.tokenizer),
+                                              ("text file", args.text_file)) if f])
     _, sizes, warnings = bind_inputs(model.graph, arrays)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)

@@ -206,6 +206,7 @@ class Formal:
 class Include:
     path: str
     span: Span
+    weights: bool = False        # `with weights`: its weights sections come too
 
 
 @dataclass(frozen=True)

@@ -96,7 +96,10 @@ class ToAst:
         return list(items)
 
     def include(self, meta, c):
-        return ast.Include(self.text(c[0]), self.s(meta))
+        return ast.Include(self.text(c[0]), self.s(meta), weights=c[1] is not None)
+
+    def with_weights(self, meta, c):
+        return True
 
     def config(self, meta, defs):
         return ast.Config(tuple(defs), self.s(meta))

@@ -5,7 +5,8 @@ Include paths are relative to the including file and name .arch files only; a cy
 missing file or nesting past MAX_INCLUDE_DEPTH is an error at the `include` line. The same
 file reached twice (a diamond) is parsed once and contributes its definitions once, and
 all the files together hold at most MAX_TOKENS tokens (dsl/parser.py), so includes cannot
-multiply the work.
+multiply the work. An included file's `weights` sections come only with `include "x.arch"
+with weights` (and only as far as every include on the way asks).
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ class _Seen:
     consts: dict[str, ast.ConstDef] = field(default_factory=dict)
     items: dict[Path, list] = field(default_factory=dict)
     tokens: int = 0
+    weighted: set[Path] = field(default_factory=set)   # files whose weights sections are in
 
     def parse(self, path: Path, key: Path) -> list:
         if key not in self.items:
@@ -53,7 +55,7 @@ class _Seen:
 
 
 def _load_into(prog: Program, path: Path, stack: list[Path], seen: _Seen,
-               is_main: bool, include_span: Span | None = None) -> None:
+               is_main: bool, include_span: Span | None = None, weights: bool = True) -> None:
     key = path.resolve()
     if key in stack:
         chain = " -> ".join(p.name for p in stack[stack.index(key):] + [key])
@@ -78,13 +80,17 @@ def _load_into(prog: Program, path: Path, stack: list[Path], seen: _Seen,
         raise ArchError(f"included file not found: {path}", include_span,
                         "include paths are relative to the including file")
     if key in seen.items:
-        return      # a diamond: its definitions are in already (and walking it again would
-        # double the work at every level)
+        # a diamond: its definitions are in already (and walking it again would double the
+        # work at every level); its weights may be asked for only on this path
+        if weights:
+            _add_weights(prog, path, key, seen)
+        return
     prog.files.append(str(path))
     seen_consts = seen.consts
     for item in seen.parse(path, key):
         if isinstance(item, ast.Include):
-            _load_into(prog, path.parent / item.path, stack + [key], seen, False, item.span)
+            _load_into(prog, path.parent / item.path, stack + [key], seen, False, item.span,
+                       weights and item.weights)
         elif isinstance(item, ast.Config):
             for d in item.defs:
                 if d.name in seen_consts:
@@ -112,9 +118,22 @@ def _load_into(prog: Program, path: Path, stack: list[Path], seen: _Seen,
                 raise ArchError(f"block `{item.name}` is defined twice", item.span,
                                 notes=[f"first defined at {first.span}"])
             prog.blocks[item.name] = item
+    if weights:
+        _add_weights(prog, path, key, seen)
+
+
+def _add_weights(prog: Program, path: Path, key: Path, seen: _Seen) -> None:
+    """A loaded file's weights sections, and those of its includes `with weights`."""
+    if key in seen.weighted:
+        return
+    seen.weighted.add(key)
+    for item in seen.items[key]:
+        if isinstance(item, ast.Include) and item.weights:
+            inner = path.parent / item.path
+            _add_weights(prog, inner, inner.resolve(), seen)
         elif isinstance(item, ast.Weights):
             first = prog.weights.get(item.name)
-            if first is not None and first.span != item.span:
+            if first is not None:
                 raise ArchError(f"weights section `{item.name}` is defined twice", item.span,
                                 notes=[f"first defined at {first.span}"])
             prog.weights[item.name] = item

@@ -228,12 +228,18 @@ def literal(e) -> Any:
 # ---- resolving a parsed section against a lowered model ---------------------------------
 
 def resolve(section: ast.Weights, params: list[str], const: Callable[[Any], Any],
-            consts: dict[str, Any]) -> WeightMap:
+            consts: dict[str, Any], partial: bool = False) -> WeightMap:
     """Check a `weights` section against the model's parameter names; `const` evaluates an
-    option expression (`heads=n_head`) with the config constants."""
+    option expression (`heads=n_head`) with the config constants. A `partial` section (an
+    included file's, written for its own model) may map parts this model does not have:
+    a rule none of whose destinations is a parameter here drops its tensor."""
     generic = sorted({re.sub(r"\.[0-9]+(?=\.|$)", ".{i}", p) for p in params})
     rules = []
     for r in _chosen(section.rules, const):
+        if partial and not any(pattern_regex(path).match(p) for path in _paths(r.dests)
+                               for p in params):
+            rules.append(Rule(r.key, (Skip(r.span),), r.span))
+            continue
         key_vars = set(_VAR.findall(r.key))
         dests = tuple(_dest(d, params, generic, const, key_vars, top=True) for d in r.dests)
         if any(isinstance(d, Skip) for d in dests) and len(dests) > 1:
@@ -247,6 +253,17 @@ def resolve(section: ast.Weights, params: list[str], const: Callable[[Any], Any]
     return WeightMap(section.name, tuple(rules),
                      tuple((c.const, c.key) for c in section.configs), section.span,
                      prefixes_of(section))
+
+
+def _paths(dests) -> list[str]:
+    """The parameter paths a rule's (parsed) destinations name."""
+    out = []
+    for d in dests:
+        if isinstance(d, ast.WParam):
+            out += [] if d.path == "skip" else [d.path]
+        else:
+            out += _paths(d.args)
+    return out
 
 
 def _chosen(rules, const) -> list[ast.WeightRule]:

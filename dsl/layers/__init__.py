@@ -9,7 +9,8 @@ A layer is a Python function over a `LayerContext` (see dsl/lowering/calls.py), 
         return ctx.op("layernorm", x, w, b, eps=eps)
 
 Arguments are bound like a Python call, so `LayerNorm(x, epsilon=1e-6)` is reported as an
-unknown argument with a hint. Lowercase names are primitive ops (dsl/ops/).
+unknown argument with a hint. Lowercase names are primitive ops (dsl/ops/), or functions
+written in terms of them (`FUNCTIONS`, registered with `@function`: no parameters).
 """
 from __future__ import annotations
 
@@ -85,6 +86,20 @@ def layer(name: str, default_name: str | None = None):
             raise RuntimeError(f"layer {name!r} registered twice")
         LAYERS[name] = LayerDef(name, fn, default_name or name.lower(),
                                 (fn.__doc__ or "").strip())
+        return fn
+    return register
+
+
+# Functions: lowercase calls written in terms of ops, bound like layers but with no
+# parameters, no scope and no `as` (dsl/layers/functions.py: `mean`, `sum`, `ones_like`)
+FUNCTIONS: dict[str, LayerDef] = {}
+
+
+def function(name: str):
+    def register(fn):
+        if name in FUNCTIONS:
+            raise RuntimeError(f"function {name!r} registered twice")
+        FUNCTIONS[name] = LayerDef(name, fn, name, (fn.__doc__ or "").strip())
         return fn
     return register
 

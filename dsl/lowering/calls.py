@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 from .. import ast
 from ..errors import ArchError, Span, did_you_mean
-from ..layers import LAYERS
+from ..layers import FUNCTIONS, LAYERS
 from ..ops import OPS, REQUIRED
 from ..values import Tensor, _count, describe
 from .blocks import Blocks
@@ -33,6 +33,13 @@ class Calls(Blocks):
             return self.call_block(self.prog.blocks[e.func], e, args, kwargs)
         if e.func in LAYERS:
             return self.call_layer(e, args, kwargs)
+        if e.func in FUNCTIONS:
+            if e.as_name is not None:
+                raise ArchError(f"`as` names a layer or block call; `{e.func}` is a function "
+                                "with no parameters", e.span)
+            return FUNCTIONS[e.func].call(LayerContext(self, e),
+                                          args, {k: v for k, (v, _) in kwargs.items()},
+                                          {k: s for k, (_, s) in kwargs.items()})
         known_op = (e.func in OPS and e.func not in INTERNAL_OPS) or e.func in SCALAR_FUNCS
         if e.as_name is not None and known_op:
             raise ArchError(f"`as` names a layer or block call; `{e.func}` is a plain op with "
@@ -46,7 +53,8 @@ class Calls(Blocks):
         if e.func in SCALAR_FUNCS:
             return self.scalar_call(e, args)
         named = list(self.prog.blocks) + list(LAYERS)
-        known = named + [o for o in OPS if o not in INTERNAL_OPS] + list(SCALAR_FUNCS)
+        known = named + [o for o in OPS if o not in INTERNAL_OPS] + list(SCALAR_FUNCS) + \
+            list(FUNCTIONS)
         # `Name(...) as x` can only be a layer or a block: suggest among those first
         hint = (did_you_mean(e.func, named) if e.as_name is not None else None) or \
             did_you_mean(e.func, known)

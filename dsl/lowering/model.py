@@ -77,6 +77,6 @@ class Lowerer(Statements):
         params = [n.attrs["name"] for n in self.g.params()]
         self.g.meta["weight_maps"] = {
             name: resolve_weights(w, params, lambda e: self.eval(e, {}, const_only=True),
-                                  self.consts)
+                                  self.consts, partial=w.span.file != self.prog.path)
             for name, w in self.prog.weights.items()}
         return self.g

@@ -1,0 +1,81 @@
+"""Text in for `archc run`: sentences through a Hugging Face tokenizer.json become the
+model's token inputs, one batch row per text, padded to the longest.
+
+    archc run examples/minilm_embed.arch --weights DIR --tokenizer DIR/tokenizer.json \
+        --text "A sentence." --text "Another one."      # or --text-file lines.txt
+
+The model's int inputs are filled by name: the token ids (`ids`, `input_ids`), the padding
+mask (`mask`, `attention_mask`: 1 for real tokens) and the segment ids (`types`,
+`token_type_ids`). Needs the `tokenizers` package (the `text` extra).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .dsl.errors import ArchError
+from .run_cmds import _tokenizer as load_tokenizer
+
+# what the encoding gives, and the input names that take it
+ROLES = {"ids": ("ids", "input_ids", "tokens"),
+         "mask": ("mask", "attention_mask"),
+         "types": ("types", "token_type_ids", "type_ids", "segments")}
+MAX_TEXT_BYTES = 64_000_000
+
+
+def read_texts(texts: list[str], text_file: str | None) -> list[str]:
+    """--text items, then --text-file's lines (one item per line; blank lines skipped)."""
+    out = list(texts)
+    if text_file is not None:
+        from .dsl.files import open_regular
+        path = Path(text_file)
+        if not path.exists():
+            raise ArchError(f"--text-file: no such file: {text_file}")
+        with open_regular(path, "text") as f:
+            raw = f.read(MAX_TEXT_BYTES + 1)
+        if len(raw) > MAX_TEXT_BYTES:
+            raise ArchError(f"--text-file {text_file} is over {MAX_TEXT_BYTES:,} bytes")
+        try:
+            lines = raw.decode("utf-8-sig").splitlines()
+        except UnicodeDecodeError as e:
+            raise ArchError(f"--text-file {text_file} is not UTF-8 text (byte {e.start})") \
+                from None
+        out += [line for line in lines if line.strip()]
+    return out
+
+
+def text_inputs(graph, tokenizer: str | None, texts: list[str], given: dict) -> dict:
+    """The model's token inputs made from `texts`; {} when there are none."""
+    if not texts:
+        if tokenizer is not None:
+            raise ArchError("--tokenizer encodes text: give it with --text TEXT or "
+                            "--text-file FILE")
+        return {}
+    if tokenizer is None:
+        raise ArchError("--text needs a tokenizer to make token ids",
+                        hint="--tokenizer tokenizer.json (a Hugging Face checkpoint folder "
+                             "has one)")
+    inputs = {graph.node(n).attrs["name"]: graph.node(n) for n in graph.inputs}
+    slots = {role: next((n for n in names if n in inputs), None) for role, names in ROLES.items()}
+    if slots["ids"] is None:
+        raise ArchError(f"--text: the model has no token-id input to fill (its inputs: "
+                        f"{', '.join(inputs)})",
+                        hint="name the ids input `ids` or `input_ids` in the .arch")
+    for role, name in slots.items():
+        if name is not None and inputs[name].dtype != "int64":
+            raise ArchError(f"--text: input `{name}` would take the {role}, but it is "
+                            f"{inputs[name].type_str}, not int")
+        if name is not None and name in given:
+            raise ArchError(f"input `{name}` is given twice: by --input and from --text",
+                            hint=f"drop --input {name}=... (--text makes it)")
+    tok = load_tokenizer(tokenizer)
+    pad = tok.padding or {}
+    # pad to the longest text, with the tokenizer's own pad token (not to a fixed length)
+    tok.enable_padding(pad_id=pad.get("pad_id", 0), pad_type_id=pad.get("pad_type_id", 0),
+                       pad_token=pad.get("pad_token", "[PAD]"))
+    encodings = tok.encode_batch(texts)
+    made = {"ids": [e.ids for e in encodings], "mask": [e.attention_mask for e in encodings],
+            "types": [e.type_ids for e in encodings]}
+    return {name: np.array(made[role], dtype=np.int64) for role, name in slots.items()
+            if name is not None}
