@@ -101,3 +101,18 @@ def test_a_main_file_mapping_still_checks_every_rule(tmp_path):
     with pytest.raises(ArchError) as e:
         lower(path)
     assert e.value.message == "no parameter of the model matches `head.weight`"
+
+
+def test_a_diamond_brings_the_weights_one_path_asks_for(tmp_path):
+    # main -> lib (no weights) and main -> mid -> lib with weights: lib's section comes in
+    (tmp_path / "lib.arch").write_text(LIB)
+    (tmp_path / "mid.arch").write_text('include "lib.arch" with weights\n')
+    for first, second in (("lib", "mid"), ("mid", "lib")):
+        main = tmp_path / f"main_{first}.arch"
+        main.write_text(f'include "{first}.arch"\ninclude "{second}.arch"\n'
+                        'model m(x: float[T, d]) { return Enc(x) }\n')
+        assert lower(main).meta["weight_maps"] == {}          # mid itself was not asked
+    main = tmp_path / "asked.arch"
+    main.write_text('include "lib.arch"\ninclude "mid.arch" with weights\n'
+                    'model m(x: float[T, d]) { return Enc(x) }\n')
+    assert list(lower(main).meta["weight_maps"]) == ["hf"]
