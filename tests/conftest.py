@@ -1,10 +1,15 @@
 """Shared test helpers."""
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
 import pytest
+
+# Kernels are not measured during tests (runtime/tune.py): every run takes the same defaults,
+# and no test pays for a measurement; tests/runtime/test_tune.py measures on purpose.
+os.environ.setdefault("ARCHC_TUNE", "0")
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"

@@ -47,11 +47,18 @@ def gemv_t(y, x, wt, bias, kind, nt):
 
 # A prompt's products, y = x @ wt.T, read both operands along K: x's rows and the output-major
 # weight's rows are contiguous, so every output is a dot product and nothing is packed (BLAS
-# packs both operands on every call). A 4 x 4 tile keeps 16 running sums in vector
-# registers and loads 8 vectors per 16 multiply-adds; the 4 weight rows (3 KB each at K =
-# 768) stay in L1 while a block of x's rows streams from L2. Measured on this machine (AMD
-# EPYC, 1 thread, M = 128, K = 768): 88-95 GFLOP/s against OpenBLAS's 77-86; at K >= 2048 or
-# M = 512 OpenBLAS is as fast or faster (runtime/steps/linalg.py picks by those sizes).
+# packs both operands on every call). An R x C tile keeps R*C running sums in vector
+# registers and loads R + C vectors per R*C multiply-adds; the C weight rows (3 KB each at
+# K = 768) stay in L1 while a block of x's rows streams from L2. Which tile wins depends on
+# the vector registers the CPU has, so the kernel takes the tile as an argument and the
+# tuner (runtime/tune.py) measures them on the machine at hand:
+#   TILE_4x4: 16 sums + 8 loads, for 32 registers (AVX-512). AMD EPYC Zen 4, 1 thread,
+#             M = 128, K = 768: 88-95 GFLOP/s against OpenBLAS's 77-86.
+#   TILE_2x4, TILE_3x3: 8-9 sums + 6 loads, for 16 registers (AVX2). AMD EPYC Zen 3,
+#             1 thread, same shapes: 65-70 GFLOP/s, where 4x4 spills to 46 and OpenBLAS
+#             runs 65-75.
+TILE_4x4, TILE_2x4, TILE_3x3 = 0, 1, 2
+TILES = {"nt4x4": TILE_4x4, "nt2x4": TILE_2x4, "nt3x3": TILE_3x3}
 GEMM_ROW_BLOCK = 192     # rows of x per pass over the weights: 192 x 768 float32 = 576 KiB
 
 
@@ -96,23 +103,74 @@ def _tile4x4(y, x, wt, i, j, z):
     y[i + 3, j], y[i + 3, j + 1], y[i + 3, j + 2], y[i + 3, j + 3] = s30, s31, s32, s33
 
 
+@njit(cache=True, inline="always", fastmath={"reassoc", "contract"})
+def _tile2x4(y, x, wt, i, j, z):
+    # y[i:i+2, j:j+4] = x[i:i+2] @ wt[j:j+4].T: 8 dot products in one pass over K
+    x0, x1 = x[i], x[i + 1]
+    w0, w1, w2, w3 = wt[j], wt[j + 1], wt[j + 2], wt[j + 3]
+    s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = z
+    for k in range(x.shape[1]):
+        a0, a1 = x0[k], x1[k]
+        b0, b1, b2, b3 = w0[k], w1[k], w2[k], w3[k]
+        s00 += a0 * b0
+        s01 += a0 * b1
+        s02 += a0 * b2
+        s03 += a0 * b3
+        s10 += a1 * b0
+        s11 += a1 * b1
+        s12 += a1 * b2
+        s13 += a1 * b3
+    y[i, j], y[i, j + 1], y[i, j + 2], y[i, j + 3] = s00, s01, s02, s03
+    y[i + 1, j], y[i + 1, j + 1], y[i + 1, j + 2], y[i + 1, j + 3] = s10, s11, s12, s13
+
+
+@njit(cache=True, inline="always", fastmath={"reassoc", "contract"})
+def _tile3x3(y, x, wt, i, j, z):
+    # y[i:i+3, j:j+3] = x[i:i+3] @ wt[j:j+3].T: 9 dot products in one pass over K
+    x0, x1, x2 = x[i], x[i + 1], x[i + 2]
+    w0, w1, w2 = wt[j], wt[j + 1], wt[j + 2]
+    s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = z
+    for k in range(x.shape[1]):
+        a0, a1, a2 = x0[k], x1[k], x2[k]
+        b0, b1, b2 = w0[k], w1[k], w2[k]
+        s00 += a0 * b0
+        s01 += a0 * b1
+        s02 += a0 * b2
+        s10 += a1 * b0
+        s11 += a1 * b1
+        s12 += a1 * b2
+        s20 += a2 * b0
+        s21 += a2 * b1
+        s22 += a2 * b2
+    y[i, j], y[i, j + 1], y[i, j + 2] = s00, s01, s02
+    y[i + 1, j], y[i + 1, j + 1], y[i + 1, j + 2] = s10, s11, s12
+    y[i + 2, j], y[i + 2, j + 1], y[i + 2, j + 2] = s20, s21, s22
+
+
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def gemm_nt(y, x, wt, n0, n1):
+def gemm_nt(y, x, wt, n0, n1, tile=TILE_4x4):
     # y[:, n0:n1] = x @ wt[n0:n1].T   y: (M, N)  x: (M, K)  wt: (N, K), all C-contiguous.
     # Columns n0:n1 only: one lane's share (runtime/lanes.py); rows and columns past the
     # last whole tile are single dot products.
     M = x.shape[0]
+    R = 4 if tile == TILE_4x4 else (2 if tile == TILE_2x4 else 3)
+    C = 3 if tile == TILE_3x3 else 4
     zero = np.zeros(1, y.dtype)[0]
-    j4 = n0 + (n1 - n0) // 4 * 4
+    jc = n0 + (n1 - n0) // C * C
     for r0 in range(0, M, GEMM_ROW_BLOCK):
         r1 = min(M, r0 + GEMM_ROW_BLOCK)
-        i4 = r0 + (r1 - r0) // 4 * 4
-        for j in range(n0, j4, 4):
-            for i in range(r0, i4, 4):
-                _tile4x4(y, x, wt, i, j, zero)
-            for i in range(i4, r1):
-                for jj in range(j, j + 4):
+        ir = r0 + (r1 - r0) // R * R
+        for j in range(n0, jc, C):
+            for i in range(r0, ir, R):
+                if tile == TILE_4x4:
+                    _tile4x4(y, x, wt, i, j, zero)
+                elif tile == TILE_2x4:
+                    _tile2x4(y, x, wt, i, j, zero)
+                else:
+                    _tile3x3(y, x, wt, i, j, zero)
+            for i in range(ir, r1):
+                for jj in range(j, j + C):
                     y[i, jj] = _dot(x[i], wt[jj], zero)
-        for jj in range(j4, n1):
+        for jj in range(jc, n1):
             for i in range(r0, r1):
                 y[i, jj] = _dot(x[i], wt[jj], zero)

@@ -4,23 +4,21 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels import elementwise as k_ew, ffn as k_ffn, linalg as k_linalg
+from .. import tune
 from . import fallback, rows, steps_for, zeros
 
 GEMV_ROWS = 4     # up to this many rows (decode steps), our matrix-vector kernel; then BLAS
-# a prompt's product with at most this many rows and this depth (K) runs gemm_nt, which
-# reads the output-major weight as it lies; beyond either OpenBLAS is as fast or faster
-# (kernels/linalg.py has the figures)
-NT_ROWS, NT_DEPTH = 192, 1024
+
 
 def _product(x2, w, y2, c0: int, c1: int) -> tuple:
-    """(fn, args) computing y2[:, c0:c1] = x2 @ w[:, c0:c1]: gemm_nt for a prompt's
-    few hundred rows over an output-major weight of modest depth, else BLAS."""
-    M, K = x2.shape
+    """(fn, args) computing y2[:, c0:c1] = x2 @ w[:, c0:c1], by the kernel measured fastest
+    on this machine for this class of product (runtime/tune.py): archc's gemm_nt with one
+    of its tiles, which reads the output-major weight as it lies, or BLAS."""
     wt = w.T
-    if (GEMV_ROWS < M <= NT_ROWS and K <= NT_DEPTH and wt.flags.c_contiguous
-            and x2.flags.c_contiguous and y2.flags.c_contiguous
-            and x2.dtype == w.dtype == y2.dtype and x2.dtype.kind == "f"):
-        return k_linalg.gemm_nt, (y2, x2, wt, c0, c1)
+    nt_ok = x2.flags.c_contiguous and y2.flags.c_contiguous and x2.dtype == w.dtype == y2.dtype
+    kernel = tune.choose_product(x2, wt[c0:c1], c1 - c0) if nt_ok else "blas"
+    if kernel != "blas" and wt.flags.c_contiguous:
+        return k_linalg.gemm_nt, (y2, x2, wt, c0, c1, k_linalg.TILES[kernel])
     if (c0, c1) == (0, y2.shape[1]):
         return np.dot, (x2, w, y2)
     return np.matmul, (x2, w[:, c0:c1], y2[:, c0:c1])

@@ -29,9 +29,10 @@ def test_gemv_t(M, K, N, nt, dt):
 @pytest.mark.parametrize("M,K,N", [(5, 1, 1), (8, 33, 12), (13, 64, 37), (200, 17, 9),
                                    (130, 768, 21)])
 @pytest.mark.parametrize("dt", DTYPES)
-def test_gemm_nt(M, K, N, dt):
-    # whole 4 x 4 tiles, leftover rows and columns, two row blocks (M = 200 > 192), and one
-    # lane's column range leaving the rest untouched
+@pytest.mark.parametrize("tile", sorted(kl.TILES))
+def test_gemm_nt(M, K, N, dt, tile):
+    # whole tiles, leftover rows and columns, two row blocks (M = 200 > 192), and one
+    # lane's column range leaving the rest untouched, with every tile
     assert kl.GEMM_ROW_BLOCK < 200
     rng = np.random.default_rng(M * 1000 + K + N)
     x = rng.standard_normal((M, K)).astype(dt)
@@ -39,23 +40,25 @@ def test_gemm_nt(M, K, N, dt):
     wt = np.ascontiguousarray(w.T)
     tol = 1e-5 if dt == np.float32 else 1e-12
     y = np.full((M, N), np.nan, dt)
-    kl.gemm_nt(y, x, wt, 0, N)
+    kl.gemm_nt(y, x, wt, 0, N, kl.TILES[tile])
     np.testing.assert_allclose(y, kl.ref_linear(x, w), atol=tol * K, rtol=tol)
     c0, c1 = N // 3, N - N // 4
     y = np.full((M, N), np.nan, dt)
-    kl.gemm_nt(y, x, wt, c0, c1)
+    kl.gemm_nt(y, x, wt, c0, c1, kl.TILES[tile])
     np.testing.assert_allclose(y[:, c0:c1], kl.ref_linear(x, w)[:, c0:c1], atol=tol * K,
                                rtol=tol)
     assert np.isnan(y[:, :c0]).all() and np.isnan(y[:, c1:]).all()
 
 
-def test_gemm_nt_propagates_nan_and_inf():
+@pytest.mark.parametrize("tile", sorted(kl.TILES))
+def test_gemm_nt_propagates_nan_and_inf(tile):
     # fastmath here is only reassociation and contraction: no finite-math assumptions
     x = np.ones((8, 16), np.float32)
     x[1, 3], x[6, 0] = np.nan, np.inf
     wt = np.ones((8, 16), np.float32)
-    y = np.zeros((8, 8), np.float32)
-    kl.gemm_nt(y, x, wt, 0, 8)
+    y = np.zeros((8, 9), np.float32)[:, :8]
+    y = np.ascontiguousarray(y)
+    kl.gemm_nt(y, x, wt, 0, 8, kl.TILES[tile])
     assert np.isnan(y[1]).all() and np.isposinf(y[6]).all() and (y[0] == 16).all()
 
 

@@ -1,0 +1,214 @@
+"""Kernels chosen by measurement on the machine at hand, not by constants tuned on another.
+
+The fastest way to compute a prompt's product y = x @ W depends on the CPU: with 32
+vector registers (AVX-512) archc's 4x4-tile kernel beats OpenBLAS; with 16 (AVX2) that
+tile spills to ~46 GFLOP/s where a 2x4 or 3x3 tile, or OpenBLAS, runs 65-75. So, as
+ATLAS and FFTW keep "wisdom" and oneDNN dispatches by ISA, archc times the candidates for
+each product shape the model meets, once per machine, and remembers the winner:
+
+    a product class    dtype, rows M rounded up to a power of two (8..1024), depth K, and
+                       the columns one lane computes (N / lanes)
+    candidates         "blas" (NumPy's BLAS, one thread: a lane's share), and archc's
+                       gemm_nt with each tile (kernels/linalg.py TILES) where the weight is
+                       stored output-major and the operands are contiguous
+    measure            each candidate on the model's own weight and a scratch x, in turns
+                       (A B C A B C ...), best of a few, timed by the thread's CPU clock
+                       (time.thread_time), so a busy machine's time slicing does not decide
+    wisdom             <kernel cache>/tune/<machine>.json: the winner and every candidate's
+                       GFLOP/s per class; the machine key is the CPU model, the ISA flags
+                       that matter, the core count and the NumPy, Numba and BLAS versions,
+                       so another CPU or library tunes afresh
+
+A class is measured when a program first needs it (a second or two for a model, said on
+stderr) or up front by `archc tune MODEL.arch`. ARCHC_TUNE=0 measures nothing and uses the
+defaults below (what the tests run); a wisdom file that cannot be read is ignored and
+rewritten. The wisdom lives in the kernel cache's private directory (runtime/
+kernel_cache.py), so nobody else can choose this user's kernels.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..dsl.cache import replace_atomically
+from .kernels import linalg as k_linalg
+
+PRODUCT_CANDIDATES = ("blas", *k_linalg.TILES)
+# without measurements: archc's 4x4 tile for a prompt's rows over a weight of modest depth
+# on a CPU with 32 vector registers (AVX-512), else BLAS
+DEFAULT_ROWS, DEFAULT_DEPTH = 192, 1024
+REPEATS = 3               # timed runs of each candidate, in turns; the best counts
+MAX_SECONDS = 0.25        # a candidate slower than this in its first run is not repeated
+
+
+def cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+ISA = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
+
+
+def machine() -> dict:
+    """What decides which kernel wins: the CPU, its vector ISA, its cores, the libraries."""
+    import numba
+    flags = cpu_flags()
+    return {"cpu": cpu_model(), "isa": [f for f in ISA if f in flags],
+            "cores": os.cpu_count(), "numpy": np.__version__, "numba": numba.__version__,
+            "blas": _blas_name()}
+
+
+def _blas_name() -> str:
+    try:
+        cfg = np.show_config(mode="dicts")          # NumPy >= 1.26
+        blas = cfg["Build Dependencies"]["blas"]
+        return f"{blas.get('name', '?')} {blas.get('version', '?')}"
+    except Exception:  # noqa: BLE001  (an older NumPy: the version stands for its BLAS)
+        return "numpy " + np.__version__
+
+
+def machine_key(m: dict | None = None) -> str:
+    import hashlib
+    m = machine() if m is None else m
+    return hashlib.sha256(json.dumps(m, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def enabled() -> bool:
+    return os.environ.get("ARCHC_TUNE", "1") not in ("0", "off", "no")
+
+
+def bucket(rows: int) -> int:
+    """Rows rounded up to a power of two in 8..1024: one measurement stands for a range."""
+    b = 8
+    while b < rows and b < 1024:
+        b *= 2
+    return b
+
+
+class Wisdom:
+    """The measured winners for this machine, read once and written after each new class."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.entries: dict[str, dict] = {}
+        self.machine: dict = {}
+        if path is not None and path.is_file():
+            try:
+                data = json.loads(path.read_text())
+                if isinstance(data, dict) and isinstance(data.get("entries"), dict):
+                    self.entries = data["entries"]
+            except (OSError, ValueError):
+                self.entries = {}              # unreadable: measured again, then rewritten
+
+    def get(self, key: str) -> str | None:
+        e = self.entries.get(key)
+        return e.get("best") if isinstance(e, dict) else None
+
+    def put(self, key: str, best: str, rates: dict[str, float]) -> None:
+        self.entries[key] = {"best": best, "gflops": {k: round(v, 1) for k, v in rates.items()}}
+        if self.path is None:
+            return
+        data = json.dumps({"machine": self.machine or machine(), "entries": self.entries},
+                          indent=1, sort_keys=True).encode()
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            replace_atomically(self.path, lambda f: f.write(data))
+        except OSError:
+            self.path = None                   # a read-only cache: keep it in memory
+
+
+_wisdom: Wisdom | None = None
+
+
+def wisdom() -> Wisdom:
+    global _wisdom
+    if _wisdom is None:
+        from .kernel_cache import kernel_dir
+        m = machine()
+        _wisdom = Wisdom(kernel_dir() / "tune" / f"{machine_key(m)}.json")
+        _wisdom.machine = m
+    return _wisdom
+
+
+def default_product(M: int, K: int, nt_ok: bool) -> str:
+    if nt_ok and M <= DEFAULT_ROWS and K <= DEFAULT_DEPTH and "avx512f" in cpu_flags():
+        return "nt4x4"
+    return "blas"
+
+
+def product_key(dtype, M: int, K: int, ncols: int) -> str:
+    return f"product/{np.dtype(dtype).name}/M{bucket(M)}/K{K}/N{ncols}"
+
+
+def choose_product(x2: np.ndarray, wt: np.ndarray, ncols: int) -> str:
+    """The kernel for y[:, c:c+ncols] = x2 @ wt[c:c+ncols].T on one lane: measured (or
+    recalled) on this machine, else the default. wt: the output-major weight (N, K)."""
+    M, K = x2.shape
+    nt_ok = wt.flags.c_contiguous and x2.dtype == wt.dtype and x2.dtype.kind == "f"
+    if not enabled() or M <= 4:
+        return default_product(M, K, nt_ok)
+    key = product_key(x2.dtype, M, K, ncols)
+    w = wisdom()
+    best = w.get(key)
+    if best is None or (best != "blas" and not nt_ok):
+        rates = measure_product(bucket(M), wt[:ncols], x2.dtype, nt_ok)
+        best = max(rates, key=rates.get)
+        w.put(key, best, rates)
+    return best
+
+
+_said = False
+
+
+def measure_product(M: int, wt: np.ndarray, dtype, nt_ok: bool) -> dict[str, float]:
+    """GFLOP/s of each candidate for x (M, K) @ wt.T, one thread, on this weight."""
+    from .jit import thread_pools
+    global _said
+    if not _said and os.environ.get("ARCHC_QUIET") != "1":
+        _said = True
+        print(f"archc: measuring kernels for this CPU ({cpu_model()}), once; "
+              "ARCHC_TUNE=0 skips it", file=sys.stderr)
+    N, K = wt.shape
+    x = np.full((M, K), 0.01, dtype)
+    y = np.empty((M, N), dtype)
+    wt = np.ascontiguousarray(wt)
+    calls = {"blas": lambda: np.dot(x, wt.T, y)}
+    if nt_ok:
+        for name, tile in k_linalg.TILES.items():
+            calls[name] = lambda tile=tile: k_linalg.gemm_nt(y, x, wt, 0, N, tile)
+    best: dict[str, float] = {}
+    with thread_pools(numba=1, blas=1):
+        for fn in calls.values():
+            fn()                                   # compiled, caches warm
+        for rep in range(REPEATS):
+            for name, fn in calls.items():
+                if rep and best[name] > MAX_SECONDS:
+                    continue
+                t = time.thread_time()
+                fn()
+                dt = max(time.thread_time() - t, 1e-9)
+                best[name] = min(best.get(name, dt), dt)
+    return {name: 2.0 * M * K * N / dt / 1e9 for name, dt in best.items()}

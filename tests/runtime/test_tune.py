@@ -1,0 +1,70 @@
+"""Kernel choice by measurement (runtime/tune.py): a product class is measured once, its
+winner remembered per machine, and the product computed by whichever kernel won is the
+reference's; a wisdom file that cannot be read is measured again and rewritten."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import archc
+from archc.runtime import tune
+from archc.runtime.kernels import linalg as kl
+
+
+@pytest.fixture
+def wisdom(tmp_path, monkeypatch):
+    monkeypatch.setenv("ARCHC_TUNE", "1")
+    monkeypatch.setenv("ARCHC_QUIET", "1")
+    w = tune.Wisdom(tmp_path / "tune" / "m.json")
+    monkeypatch.setattr(tune, "_wisdom", w)
+    return w
+
+
+def test_a_class_is_measured_once_and_remembered(wisdom, monkeypatch):
+    rng = np.random.default_rng(0)
+    wt = rng.standard_normal((24, 40)).astype(np.float32)
+    x = rng.standard_normal((20, 40)).astype(np.float32)
+    measured = []
+    real = tune.measure_product
+    monkeypatch.setattr(tune, "measure_product",
+                        lambda *a: measured.append(a[0]) or real(*a))
+    first = tune.choose_product(x, wt, 24)
+    assert first in tune.PRODUCT_CANDIDATES and measured == [32]    # 20 rows: class M32
+    assert tune.choose_product(x[:17], wt, 24) == first and len(measured) == 1
+    saved = json.loads(wisdom.path.read_text())
+    entry = saved["entries"][tune.product_key(np.float32, 20, 40, 24)]
+    assert entry["best"] == first and set(entry["gflops"]) == set(tune.PRODUCT_CANDIDATES)
+    assert saved["machine"]["cpu"] == tune.cpu_model()
+    assert tune.Wisdom(wisdom.path).get(tune.product_key(np.float32, 30, 40, 24)) == first
+
+
+def test_unreadable_wisdom_is_measured_again(tmp_path):
+    path = tmp_path / "w.json"
+    path.write_text("{not json")
+    w = tune.Wisdom(path)
+    assert w.entries == {}
+    w.put("product/float32/M8/K4/N4", "blas", {"blas": 1.0})
+    assert tune.Wisdom(path).get("product/float32/M8/K4/N4") == "blas"
+
+
+@pytest.mark.parametrize("winner", tune.PRODUCT_CANDIDATES)
+def test_every_winner_computes_the_reference(wisdom, winner, monkeypatch):
+    # whichever kernel a machine picks, a model's outputs are the reference's
+    monkeypatch.setattr(tune, "measure_product",
+                        lambda M, wt, dtype, nt_ok: {winner: 1.0})
+    model = archc.load("examples/gpt2.arch", seed=3, config={
+        "n_layer": 1, "d_model": 32, "n_head": 2, "vocab": 50, "n_ctx": 40})
+    ids = np.arange(24).reshape(1, 24) % 50
+    want = model.run(ids=ids)["logits"]
+    ex = model.compiled(2)
+    got = ex.run({"ids": ids})["logits"]
+    np.testing.assert_allclose(got, want, atol=2e-5)
+    prog = next(iter(ex._programs.values()))
+    tiles = {args[5] for fn, args in prog.calls() if fn is kl.gemm_nt}
+    assert tiles == (set() if winner == "blas" else {kl.TILES[winner]})
+
+
+def test_rows_are_bucketed():
+    assert [tune.bucket(n) for n in (1, 8, 9, 128, 129, 5000)] == [8, 8, 16, 128, 256, 1024]
