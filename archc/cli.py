@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .run_cmds import add_generate_parser, add_run_args
     add_run_args(run)
     add_generate_parser(sub, _common, _inputs_arg)
+    from .tune_cmd import add_tune_parser
+    add_tune_parser(sub, _common)
     return parser
 
 
@@ -218,8 +220,13 @@ def cmd_generate(args) -> int:
     return generate(args, load, read_array)
 
 
+def cmd_tune(args) -> int:
+    from .tune_cmd import cmd_tune as tune
+    return tune(args)
+
+
 COMMANDS = {"run": cmd_run, "dump": cmd_dump, "check": cmd_check, "stats": cmd_stats,
-            "generate": cmd_generate}
+            "generate": cmd_generate, "tune": cmd_tune}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

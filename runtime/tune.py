@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from ..dsl.cache import replace_atomically
+from ..dsl.ops import trait
 from .kernels import linalg as k_linalg
 
 PRODUCT_CANDIDATES = ("blas", *k_linalg.TILES)
@@ -212,3 +213,36 @@ def measure_product(M: int, wt: np.ndarray, dtype, nt_ok: bool) -> dict[str, flo
                 dt = max(time.thread_time() - t, 1e-9)
                 best[name] = min(best.get(name, dt), dt)
     return {name: 2.0 * M * K * N / dt / 1e9 for name, dt in best.items()}
+
+
+def kernel_report(prog) -> list[tuple[str, str, str, str, str]]:
+    """(node, op, product shape, kernel, GFLOP/s measured on this machine or "-") for each
+    matrix product a program runs, one row per lane's share: what `archc tune` prints."""
+    names = {v: k for k, v in k_linalg.TILES.items()}
+    rows = []
+    w = wisdom() if enabled() else None
+    for s in prog.steps:
+        if not trait(s.op, "weight_args"):
+            continue                            # attention's per-head products, copies
+        lanes = prog.ex.lanes
+        calls = [c for per in s.args[0] for c in per] if lanes is not None and \
+            s.fn == lanes.run else [(s.fn, s.args)]
+        for fn, args in calls:
+            if fn is k_linalg.gemm_nt:
+                y, x, wt, c0, c1 = args[:5]
+                M, K, N, kernel = x.shape[0], x.shape[1], c1 - c0, names[args[5]]
+            elif fn is np.dot or fn is np.matmul:
+                a, out = args[0], args[2]
+                M, K, N, kernel = a.shape[0], a.shape[1], out.shape[-1], "blas"
+            elif fn is k_linalg.gemv_t:
+                M, K, N, kernel = args[1].shape[0], args[1].shape[1], args[0].shape[1], "gemv_t"
+            else:
+                continue
+            rate = "-"
+            if w is not None and kernel != "gemv_t":
+                e = w.entries.get(product_key(args[1].dtype if fn is k_linalg.gemm_nt
+                                              else args[0].dtype, M, K, N))
+                if isinstance(e, dict) and kernel in e.get("gflops", {}):
+                    rate = f"{e['gflops'][kernel]:.0f}"
+            rows.append((s.node, s.op, f"({M}, {K}) x {N}", kernel, rate))
+    return rows

@@ -4,6 +4,7 @@ reference's; a wisdom file that cannot be read is measured again and rewritten."
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -68,3 +69,24 @@ def test_every_winner_computes_the_reference(wisdom, winner, monkeypatch):
 
 def test_rows_are_bucketed():
     assert [tune.bucket(n) for n in (1, 8, 9, 128, 129, 5000)] == [8, 8, 16, 128, 256, 1024]
+
+
+def test_archc_tune_measures_and_shows_each_product(tmp_path):
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "ARCHC_CACHE_DIR": str(tmp_path / "cache")}
+    r = subprocess.run([sys.executable, "-m", "archc", "tune", "examples/gpt2.arch",
+                        "--set", "n_layer=1", "--set", "d_model=32", "--set", "n_head=2",
+                        "--set", "vocab=50", "--set", "n_ctx=64", "--seq", "24",
+                        "--threads", "1"], capture_output=True, text=True, env=env,
+                       cwd=Path(__file__).resolve().parents[2])
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["pass", "node", "product", "(M,", "K)", "x", "N", "kernel",
+                                "GFLOP/s"]
+    prompt = [ln.split() for ln in lines if ln.startswith("T=24")]
+    assert {row[1] for row in prompt} >= {"layers.0.attn.qkv", "layers.0.mlp.ffn", "linear"}
+    assert all(row[-2] in tune.PRODUCT_CANDIDATES and float(row[-1]) > 0 for row in prompt)
+    assert any(ln.startswith("T=1 ") and "gemv_t" in ln for ln in lines)
+    assert list((tmp_path / "cache" / "numba" / "tune").glob("*.json"))
