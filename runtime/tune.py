@@ -198,8 +198,8 @@ def measure_product(M: int, wt: np.ndarray, dtype, nt_ok: bool) -> dict[str, flo
     wt = np.ascontiguousarray(wt)
     calls = {"blas": lambda: np.dot(x, wt.T, y)}
     if nt_ok:
-        for name, tile in k_linalg.TILES.items():
-            calls[name] = lambda tile=tile: k_linalg.gemm_nt(y, x, wt, 0, N, tile)
+        for name, kernel in k_linalg.TILES.items():
+            calls[name] = lambda kernel=kernel: kernel(y, x, wt, 0, N)
     best: dict[str, float] = {}
     with thread_pools(numba=1, blas=1):
         for fn in calls.values():
@@ -218,7 +218,7 @@ def measure_product(M: int, wt: np.ndarray, dtype, nt_ok: bool) -> dict[str, flo
 def kernel_report(prog) -> list[tuple[str, str, str, str, str]]:
     """(node, op, product shape, kernel, GFLOP/s measured on this machine or "-") for each
     matrix product a program runs, one row per lane's share: what `archc tune` prints."""
-    names = {v: k for k, v in k_linalg.TILES.items()}
+    tiles = {v: k for k, v in k_linalg.TILES.items()}
     rows = []
     w = wisdom() if enabled() else None
     for s in prog.steps:
@@ -228,9 +228,9 @@ def kernel_report(prog) -> list[tuple[str, str, str, str, str]]:
         calls = [c for per in s.args[0] for c in per] if lanes is not None and \
             s.fn == lanes.run else [(s.fn, s.args)]
         for fn, args in calls:
-            if fn is k_linalg.gemm_nt:
-                y, x, wt, c0, c1 = args[:5]
-                M, K, N, kernel = x.shape[0], x.shape[1], c1 - c0, names[args[5]]
+            if fn in tiles:
+                y, x, wt, c0, c1 = args
+                M, K, N, kernel = x.shape[0], x.shape[1], c1 - c0, tiles[fn]
             elif fn is np.dot or fn is np.matmul:
                 a, out = args[0], args[2]
                 M, K, N, kernel = a.shape[0], a.shape[1], out.shape[-1], "blas"
@@ -240,8 +240,8 @@ def kernel_report(prog) -> list[tuple[str, str, str, str, str]]:
                 continue
             rate = "-"
             if w is not None and kernel != "gemv_t":
-                e = w.entries.get(product_key(args[1].dtype if fn is k_linalg.gemm_nt
-                                              else args[0].dtype, M, K, N))
+                e = w.entries.get(product_key(args[1].dtype if fn in tiles else args[0].dtype,
+                                              M, K, N))
                 if isinstance(e, dict) and kernel in e.get("gflops", {}):
                     rate = f"{e['gflops'][kernel]:.0f}"
             rows.append((s.node, s.op, f"({M}, {K}) x {N}", kernel, rate))

@@ -50,15 +50,13 @@ def gemv_t(y, x, wt, bias, kind, nt):
 # packs both operands on every call). An R x C tile keeps R*C running sums in vector
 # registers and loads R + C vectors per R*C multiply-adds; the C weight rows (3 KB each at
 # K = 768) stay in L1 while a block of x's rows streams from L2. Which tile wins depends on
-# the vector registers the CPU has, so the kernel takes the tile as an argument and the
-# tuner (runtime/tune.py) measures them on the machine at hand:
+# the vector registers the CPU has, so there is a kernel per tile and the tuner
+# (runtime/tune.py) measures them on the machine at hand:
 #   TILE_4x4: 16 sums + 8 loads, for 32 registers (AVX-512). AMD EPYC Zen 4, 1 thread,
 #             M = 128, K = 768: 88-95 GFLOP/s against OpenBLAS's 77-86.
 #   TILE_2x4, TILE_3x3: 8-9 sums + 6 loads, for 16 registers (AVX2). AMD EPYC Zen 3,
 #             1 thread, same shapes: 65-70 GFLOP/s, where 4x4 spills to 46 and OpenBLAS
 #             runs 65-75.
-TILE_4x4, TILE_2x4, TILE_3x3 = 0, 1, 2
-TILES = {"nt4x4": TILE_4x4, "nt2x4": TILE_2x4, "nt3x3": TILE_3x3}
 GEMM_ROW_BLOCK = 192     # rows of x per pass over the weights: 192 x 768 float32 = 576 KiB
 
 
@@ -147,14 +145,13 @@ def _tile3x3(y, x, wt, i, j, z):
     y[i + 2, j], y[i + 2, j + 1], y[i + 2, j + 2] = s20, s21, s22
 
 
-@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def gemm_nt(y, x, wt, n0, n1, tile=TILE_4x4):
-    # y[:, n0:n1] = x @ wt[n0:n1].T   y: (M, N)  x: (M, K)  wt: (N, K), all C-contiguous.
-    # Columns n0:n1 only: one lane's share (runtime/lanes.py); rows and columns past the
-    # last whole tile are single dot products.
+@njit(cache=True, inline="always", fastmath={"reassoc", "contract"})
+def _gemm_nt(y, x, wt, n0, n1, tile, R, C):
+    # y[:, n0:n1] = x @ wt[n0:n1].T   y: (M, N)  x: (M, K)  wt: (N, K), all C-contiguous,
+    # in R x C tiles. Columns n0:n1 only: one lane's share (runtime/lanes.py); rows and
+    # columns past the last whole tile are single dot products. Inlined into one kernel
+    # per tile, so each tile's loop is compiled (and its registers allocated) on its own.
     M = x.shape[0]
-    R = 4 if tile == TILE_4x4 else (2 if tile == TILE_2x4 else 3)
-    C = 3 if tile == TILE_3x3 else 4
     zero = np.zeros(1, y.dtype)[0]
     jc = n0 + (n1 - n0) // C * C
     for r0 in range(0, M, GEMM_ROW_BLOCK):
@@ -162,15 +159,28 @@ def gemm_nt(y, x, wt, n0, n1, tile=TILE_4x4):
         ir = r0 + (r1 - r0) // R * R
         for j in range(n0, jc, C):
             for i in range(r0, ir, R):
-                if tile == TILE_4x4:
-                    _tile4x4(y, x, wt, i, j, zero)
-                elif tile == TILE_2x4:
-                    _tile2x4(y, x, wt, i, j, zero)
-                else:
-                    _tile3x3(y, x, wt, i, j, zero)
+                tile(y, x, wt, i, j, zero)
             for i in range(ir, r1):
                 for jj in range(j, j + C):
                     y[i, jj] = _dot(x[i], wt[jj], zero)
         for jj in range(jc, n1):
             for i in range(r0, r1):
                 y[i, jj] = _dot(x[i], wt[jj], zero)
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def gemm_nt_4x4(y, x, wt, n0, n1):
+    _gemm_nt(y, x, wt, n0, n1, _tile4x4, 4, 4)
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def gemm_nt_2x4(y, x, wt, n0, n1):
+    _gemm_nt(y, x, wt, n0, n1, _tile2x4, 2, 4)
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def gemm_nt_3x3(y, x, wt, n0, n1):
+    _gemm_nt(y, x, wt, n0, n1, _tile3x3, 3, 3)
+
+
+TILES = {"nt4x4": gemm_nt_4x4, "nt2x4": gemm_nt_2x4, "nt3x3": gemm_nt_3x3}

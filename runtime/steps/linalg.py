@@ -18,7 +18,7 @@ def _product(x2, w, y2, c0: int, c1: int) -> tuple:
     nt_ok = x2.flags.c_contiguous and y2.flags.c_contiguous and x2.dtype == w.dtype == y2.dtype
     kernel = tune.choose_product(x2, wt[c0:c1], c1 - c0) if nt_ok else "blas"
     if kernel != "blas" and wt.flags.c_contiguous:
-        return k_linalg.gemm_nt, (y2, x2, wt, c0, c1, k_linalg.TILES[kernel])
+        return k_linalg.TILES[kernel], (y2, x2, wt, c0, c1)
     if (c0, c1) == (0, y2.shape[1]):
         return np.dot, (x2, w, y2)
     return np.matmul, (x2, w[:, c0:c1], y2[:, c0:c1])

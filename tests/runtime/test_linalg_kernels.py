@@ -40,11 +40,11 @@ def test_gemm_nt(M, K, N, dt, tile):
     wt = np.ascontiguousarray(w.T)
     tol = 1e-5 if dt == np.float32 else 1e-12
     y = np.full((M, N), np.nan, dt)
-    kl.gemm_nt(y, x, wt, 0, N, kl.TILES[tile])
+    kl.TILES[tile](y, x, wt, 0, N)
     np.testing.assert_allclose(y, kl.ref_linear(x, w), atol=tol * K, rtol=tol)
     c0, c1 = N // 3, N - N // 4
     y = np.full((M, N), np.nan, dt)
-    kl.gemm_nt(y, x, wt, c0, c1, kl.TILES[tile])
+    kl.TILES[tile](y, x, wt, c0, c1)
     np.testing.assert_allclose(y[:, c0:c1], kl.ref_linear(x, w)[:, c0:c1], atol=tol * K,
                                rtol=tol)
     assert np.isnan(y[:, :c0]).all() and np.isnan(y[:, c1:]).all()
@@ -58,7 +58,7 @@ def test_gemm_nt_propagates_nan_and_inf(tile):
     wt = np.ones((8, 16), np.float32)
     y = np.zeros((8, 9), np.float32)[:, :8]
     y = np.ascontiguousarray(y)
-    kl.gemm_nt(y, x, wt, 0, 8, kl.TILES[tile])
+    kl.TILES[tile](y, x, wt, 0, 8)
     assert np.isnan(y[1]).all() and np.isposinf(y[6]).all() and (y[0] == 16).all()
 
 
