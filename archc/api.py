@@ -15,6 +15,7 @@ import numpy as np
 from .dsl.errors import ArchError
 from .dsl.graph import Graph
 from .dsl.lower import lower
+from .dsl.weightmap import key_matches
 
 
 def source_files(graph: Graph) -> list[tuple[str, str]]:
@@ -130,6 +131,8 @@ def load(path: str | os.PathLike, weights: str | os.PathLike | None = None, seed
     chosen = None if direct else choose_section(maps, ckpt.tensors, weights_map)
     if chosen is None and maps and not direct:
         raise no_rule_matches(weights, ckpt, maps)
+    if chosen is not None and 2 * key_matches(maps[chosen], ckpt.tensors) < len(ckpt.tensors):
+        raise no_rule_matches(weights, ckpt, {chosen: maps[chosen]}, partly=True)
     try:
         params, more = apply_weights(graph, ckpt.tensors, seed, allow_missing,
                                      source=f"weights {weights}",
@@ -142,15 +145,23 @@ def load(path: str | os.PathLike, weights: str | os.PathLike | None = None, seed
     return Model(graph, params, warnings + more, limit, ckpt.files)
 
 
-def no_rule_matches(weights, ckpt, maps) -> ArchError:
-    """No rule of any weights section matches a tensor of the checkpoint: say so (its
-    config.json was not applied either) rather than list every tensor as unexpected."""
+def no_rule_matches(weights, ckpt, maps, partly: bool = False) -> ArchError:
+    """No rule of any weights section matches a tensor of the checkpoint (or, `partly`,
+    fewer than half of them): say so rather than list every tensor as unexpected."""
     names = list(ckpt.tensors)
     sections = ", ".join(f"`weights {n}`" for n in maps)
     family = (ckpt.config or {}).get("model_type")
-    notes = [f"its tensors are named like `{names[0]}`" if names else "it holds no tensors"]
+    unmatched = [n for n in names if not any(key_matches(s, [n]) for s in maps.values())]
+    notes = [f"its tensors are named like `{unmatched[0]}`" if unmatched
+             else "it holds no tensors"]
     if family is not None:
         notes.append(f"its config.json says model_type `{family}`")
+    if partly:
+        found = key_matches(next(iter(maps.values())), names)
+        return ArchError(f"weights {weights}: the rules of {sections} match only {found} of "
+                         f"its {len(names):,} tensors", None,
+                         "is it a checkpoint of another family? (--weights-map NAME chooses "
+                         "another weights section)", notes)
     return ArchError(f"weights {weights}: no rule of {sections} matches any of its "
                      f"{len(names):,} tensors, so none was loaded and its config.json was not "
                      "applied", None,

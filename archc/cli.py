@@ -11,7 +11,8 @@ import sys
 from typing import Sequence
 
 from .args import input_files, parse_dims, parse_named_files, parse_sets
-from .dsl.errors import ArchError
+from .dsl.dims import Dim
+from .dsl.errors import ArchError, closest, did_you_mean
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL = 3
@@ -90,7 +91,37 @@ def build_parser() -> argparse.ArgumentParser:
     add_generate_parser(sub, _common, _inputs_arg)
     from .tune_cmd import add_tune_parser
     add_tune_parser(sub, _common)
+    parser.set_defaults(_commands=sub.choices)
     return parser
+
+
+def parse_args(parser: argparse.ArgumentParser, argv) -> argparse.Namespace:
+    """argparse's parsing, with a did-you-mean for an unknown option of the command."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        command = args._commands[args.command]
+        options = [o for o in command._option_string_actions if o.startswith("--")]
+        hints = [did_you_mean(x.partition("=")[0], options) for x in extra if x.startswith("-")]
+        hint = next((h for h in hints if h), None)
+        command.print_usage(sys.stderr)
+        print(f"{command.prog}: error: unrecognized arguments: {' '.join(extra)}"
+              + (f"\nhint: {hint}" if hint else ""), file=sys.stderr)
+        raise SystemExit(EXIT_USER_ERROR)
+    return args
+
+
+def check_dims(graph, dims: dict[str, int]) -> None:
+    """--dim NAME=N names a symbolic size of the model."""
+    sizes = {s for n in graph.topo() for d in (graph.node(n).shape or ())
+             if isinstance(d, Dim) for s in d.symbols()}
+    for name, value in dims.items():
+        if name not in sizes and name not in ("B", "T"):
+            near = closest(name, sizes)
+            known = f"its sizes: {', '.join(sorted(sizes))}" if sizes else \
+                "it has no symbolic sizes"
+            raise ArchError(f"--dim {name}={value}: the model has no symbolic size `{name}`",
+                            hint=f"did you mean `--dim {near}={value}`? ({known})" if near
+                            else known)
 
 
 def read_inputs(graph, items: Sequence[str]) -> dict:
@@ -162,6 +193,7 @@ def cmd_dump(args) -> int:
     from .dsl.lower import lower
     graph = lower(args.model, args.model_name, parse_sets(args.set))
     bindings = parse_dims(args.dim)
+    check_dims(graph, bindings)
     if args.input:
         from .runtime.inputs import bind_inputs
         _, found, _ = bind_inputs(graph, read_inputs(graph, args.input))
@@ -209,7 +241,9 @@ def cmd_stats(args) -> int:
     from .compile_cmds import cmd_stats as stats
     from .dsl.lower import lower
     graph = lower(args.model, args.model_name, parse_sets(args.set))
-    sys.stdout.write(stats(args, graph, parse_dims(args.dim)))
+    dims = parse_dims(args.dim)
+    check_dims(graph, dims)
+    sys.stdout.write(stats(args, graph, dims))
     return 0
 
 
@@ -231,7 +265,7 @@ COMMANDS = {"run": cmd_run, "dump": cmd_dump, "check": cmd_check, "stats": cmd_s
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = parse_args(build_parser(), argv)
     except ArchError as e:   # an argument `type=` that checks its value (e.g. --max-memory)
         print(e.render(), file=sys.stderr)
         return EXIT_USER_ERROR

@@ -132,12 +132,18 @@ def render_error(err: ArchError, sources: dict[str, str] | None = None) -> str:
     return "\n".join(out)
 
 
-def did_you_mean(name: str, known: Iterable[str]) -> str | None:
-    """A hint naming the closest known name, or None when nothing is close."""
+def closest(name: str, known: Iterable[str]) -> str | None:
+    """The known name closest to `name` (case aside), or None when nothing is close."""
     known = sorted(set(known))
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
     if not close:
         lowered = {k.lower(): k for k in known}
         close = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)
         close = [lowered[c] for c in close]
-    return f"did you mean `{close[0]}`?" if close else None
+    return close[0] if close else None
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str | None:
+    """A hint naming the closest known name, or None when nothing is close."""
+    close = closest(name, known)
+    return f"did you mean `{close}`?" if close else None

@@ -58,6 +58,8 @@ class Calls(Blocks):
         # `Name(...) as x` can only be a layer or a block: suggest among those first
         hint = (did_you_mean(e.func, named) if e.as_name is not None else None) or \
             did_you_mean(e.func, known)
+        if hint and e.as_name is not None and not did_you_mean(e.func, named):
+            hint += f" (it has no parameters: drop `as {e.as_name}`)"
         raise ArchError(f"unknown {'layer or block' if e.as_name is not None else 'op or block'}"
                         f" `{e.func}`", e.func_span, hint)
 

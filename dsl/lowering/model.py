@@ -30,7 +30,7 @@ class Lowerer(Statements):
         for d in self.prog.consts:
             # an override replaces only this definition; constants derived from it follow
             try:
-                self.consts[d.name] = self.overrides[d.name] if d.name in self.overrides \
+                self.consts[d.name] = self.override(d) if d.name in self.overrides \
                     else self.eval(d.value, {}, const_only=True)
             except ArchError as e:
                 self.record(e)
@@ -50,6 +50,22 @@ class Lowerer(Statements):
             self.record(e)
         self.raise_recorded()
         return self.finish_model(model, result)
+
+    def override(self, d: ast.ConstDef):
+        """A constant set from outside (--set, config.json): of its default's kind (a
+        number, a string, a bool), or none ("off")."""
+        value = self.overrides[d.name]
+        try:
+            default = self.eval(d.value, {}, const_only=True)
+        except ArchError:
+            return value        # a default that fails reports itself when it is used
+        kinds = [_kind(v) for v in (value, default)]
+        if None not in kinds and kinds[0] != kinds[1]:
+            raise ArchError(f"cannot set `{d.name}` to {describe(value)}: it is {kinds[1]} "
+                            f"(its default is {_written(default)})", None,
+                            f"give {kinds[1]}, e.g. --set {d.name}={_written(default)}",
+                            notes=[f"`{d.name}` is defined at {d.span}"])
+        return value
 
     def model_input(self, f: ast.Formal, env: dict) -> None:
         if not isinstance(f.type, ast.TensorType):
@@ -80,3 +96,23 @@ class Lowerer(Statements):
                                   self.consts, partial=w.span.file != self.prog.path)
             for name, w in self.prog.weights.items()}
         return self.g
+
+
+def _kind(v) -> str | None:
+    """What kind of value a config constant holds; None for none or a symbolic size."""
+    if isinstance(v, bool):
+        return "true or false"
+    if isinstance(v, (int, float)):
+        return "a number"
+    if isinstance(v, str):
+        return "a string"
+    if isinstance(v, list):
+        return "a list"
+    return None
+
+
+def _written(v) -> str:
+    """A value as --set takes it: `true`, `none`, `gelu`, `1e-05`."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return "none" if v is None else str(v)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import did_you_mean
 from . import (ACTIVATION, TT, ShapeError, broadcast, elementwise_flops, is_float, op, promote,
                scaled_flops)
 
@@ -52,7 +53,8 @@ _unary("square", 1, "square(x) = x * x", fold=np.square)
     fold=lambda x, dtype="float32": x.astype(dtype))
 def cast(x: TT, dtype: str) -> TT:
     """cast(x, dtype="float32"): convert element type (float32, int64, bool)"""
-    if dtype not in ("float32", "float64", "int64", "bool"):
+    dtypes = ("float32", "float64", "int64", "bool")
+    if dtype not in dtypes:
         raise ShapeError(f"cast: unknown dtype {dtype!r}; expected float32, float64, int64 "
-                         "or bool")
+                         "or bool", hint=did_you_mean(str(dtype), dtypes))
     return TT(x.shape, dtype)

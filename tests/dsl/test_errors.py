@@ -667,3 +667,11 @@ def test_a_byte_order_mark_is_accepted_and_carets_stay_put(tmp_path):
     assert "        return relu(y)\n                    ^" in e.value.render()
     src.write_bytes(b"\xef\xbb\xbfmodel m(x: float[T, 4]) {\n    return relu(x)\n}\n")
     assert lower(src).name == "m"
+
+
+def test_closest_names_the_nearest_known_name():
+    from archc.dsl.errors import closest, did_you_mean
+    assert closest("n_layr", ["n_layer", "n_head"]) == "n_layer"
+    assert closest("RMSnorm", ["RMSNorm", "LayerNorm"]) == "RMSNorm"
+    assert closest("zzz", ["n_layer"]) is None
+    assert did_you_mean("n_layr", ["n_layer"]) == "did you mean `n_layer`?"
