@@ -8,7 +8,9 @@ and a T=128 prefill (`archc run --profile`, the timed pass) with the default thr
 `--threads 1` and `--threads N` (every core), first on the quiet machine, then with one
 CPU-bound process (a Python busy loop) running beside it. The figure that matters is the
 default's ratio to one thread under load: below 1.0 the default is worse than not
-threading at all. Kernels are compiled in an untimed first call.
+threading at all. Kernels are compiled in an untimed first call. Every contender of
+benchmarks/lm.py (ONNX Runtime, llama.cpp, PyTorch) under the same load:
+`python benchmarks/lm.py --contended`.
 """
 from __future__ import annotations
 
@@ -25,6 +27,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = str(ROOT / "examples" / "gpt2.arch")
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from machine import start_load  # noqa: E402
 
 
 def archc(*args: str) -> str:
@@ -64,7 +69,7 @@ def main() -> int:
     decode_rate(prompt, 2, [])                        # compile (untimed)
     print(f"GPT-2 small, random weights; {cores} cores; {args.rounds} rounds, alternating")
     for loaded in (False, True):
-        load = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if loaded else None
+        load = start_load() if loaded else None
         try:
             dec = {k: [] for k in settings}
             pre = {k: [] for k in settings}

@@ -1,6 +1,8 @@
-"""The machine's limits, measured on the spot: large-array read bandwidth and sgemm rate.
+"""The machine: what it is (CPU, ISA, cores, NumPy's BLAS kernel), its limits measured on
+the spot (large-array read bandwidth and sgemm rate), and whether it is quiet now.
 
-    python benchmarks/machine.py --threads 2          # prints one JSON line
+    python benchmarks/machine.py --threads 2          # limits: prints one JSON line
+    python benchmarks/machine.py --describe           # the CPU, its ISA, the BLAS, busy processes
 
 Decoding one token reads every weight once, so read bandwidth bounds decode tokens/s;
 prefill is matrix products, so the sgemm rate bounds prefill tokens/s. Each figure is the
@@ -14,9 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                "NUMBA_NUM_THREADS")
@@ -103,12 +107,179 @@ def limits(threads: int, mb: int = 1024, n: int = 3072) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+# ---- what the machine is ---------------------------------------------------------------------
+
+# (label, /proc/cpuinfo flag): the vector units the kernels of archc and its peers can use
+ISA_FLAGS = (("AVX2", "avx2"), ("FMA", "fma"), ("AVX-VNNI", "avx_vnni"),
+             ("AVX-512", "avx512f"), ("AVX-512 VNNI", "avx512_vnni"),
+             ("AVX-512 BF16", "avx512_bf16"), ("AMX-BF16", "amx_bf16"),
+             ("AMX-INT8", "amx_int8"))
+
+# lscpu's model name says "AMD EPYC" in a KVM guest; (vendor, family, first model, last model)
+# -> core, for the machines this project meets (a guess from the CPUID numbers, labelled so)
+CORES = (("AuthenticAMD", 25, 0x00, 0x0F, "Zen 3"), ("AuthenticAMD", 25, 0x10, 0x1F, "Zen 4"),
+         ("AuthenticAMD", 25, 0x20, 0x5F, "Zen 3"), ("AuthenticAMD", 25, 0x60, 0xAF, "Zen 4"),
+         ("AuthenticAMD", 26, 0x00, 0xFF, "Zen 5"), ("AuthenticAMD", 23, 0x30, 0x3F, "Zen 2"),
+         ("AuthenticAMD", 23, 0x60, 0x7F, "Zen 2"),
+         ("GenuineIntel", 6, 0x8F, 0x8F, "Sapphire Rapids"),
+         ("GenuineIntel", 6, 0xCF, 0xCF, "Emerald Rapids"),
+         ("GenuineIntel", 6, 0xAD, 0xAE, "Granite Rapids"),
+         ("GenuineIntel", 6, 0x6A, 0x6C, "Ice Lake"), ("GenuineIntel", 6, 0x55, 0x55, "Skylake/Cascade Lake"))
+
+
+def cpu_info(text: str | None = None) -> dict:
+    """Model name, vendor, family/model, core guess, ISA and core count of this machine, from
+    /proc/cpuinfo (or `text`, its contents). Fields it cannot find stay absent."""
+    if text is None:
+        try:
+            text = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            text = ""
+    first = {}
+    for line in text.split("\n\n", 1)[0].splitlines():        # the first processor's block
+        key, _, val = line.partition(":")
+        first[key.strip()] = val.strip()
+    info = {"model": first.get("model name") or platform.processor() or "?",
+            "cores": os.cpu_count()}
+    flags = set(first.get("flags", "").split())
+    if flags:
+        info["isa"] = [label for label, flag in ISA_FLAGS if flag in flags]
+    vendor = first.get("vendor_id")
+    try:
+        family, model = int(first["cpu family"]), int(first["model"])
+    except (KeyError, ValueError):
+        return info
+    info.update(vendor=vendor, family=family, model_number=model)
+    for v, f, lo, hi, core in CORES:
+        if v == vendor and f == family and lo <= model <= hi:
+            info["core"] = core
+    return info
+
+
+def blas_info() -> list[dict]:
+    """NumPy's BLAS libraries as threadpoolctl sees them (internal_api: openblas / mkl / blis,
+    architecture: the kernel set OpenBLAS picked for this CPU); [] without threadpoolctl."""
+    import numpy  # noqa: F401  (loads the BLAS threadpoolctl looks for)
+    try:
+        import threadpoolctl
+    except ImportError:
+        return []
+    keys = ("internal_api", "version", "architecture", "threading_layer", "num_threads")
+    return [{k: lib.get(k) for k in keys} for lib in threadpoolctl.threadpool_info()
+            if lib.get("user_api") == "blas"]
+
+
+def describe(cpu: dict | None = None, blas: list[dict] | None = None) -> str:
+    """One paragraph: the CPU, its ISA (what it has and which of AVX-512 / AMX / bf16 it
+    lacks), cores, NumPy's BLAS and its kernel, and OpenBLAS variables that override it."""
+    cpu = cpu_info() if cpu is None else cpu
+    blas = blas_info() if blas is None else blas
+    name = cpu["model"]
+    if "family" in cpu:
+        name += f" (family {cpu['family']}, model {cpu['model_number']}"
+        name += f": {cpu['core']})" if "core" in cpu else ")"
+    parts = [f"{name}, {cpu['cores']} cores"]
+    if "isa" in cpu:
+        have = cpu["isa"]
+        lacks = [x for x in ("AVX-512", "AVX-512 BF16", "AMX-BF16") if x not in have]
+        parts.append("ISA " + (", ".join(have) or "none of AVX2/AVX-512/AMX") +
+                     (f" (no {', '.join(lacks)})" if lacks else ""))
+    if blas:
+        parts.append("NumPy BLAS " + "; ".join(
+            f"{b['internal_api']} {b['version']} (kernel {b['architecture'] or '?'}, "
+            f"{b['threading_layer']})" for b in blas))
+    else:
+        parts.append("NumPy BLAS unknown (threadpoolctl not installed)")
+    forced = [f"{v}={os.environ[v]}" for v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+              if v in os.environ]
+    if forced:
+        parts.append("set here: " + " ".join(forced))
+    return "; ".join(parts)
+
+
+# ---- is it quiet? ------------------------------------------------------------------------------
+
+def _cpu_ticks() -> dict[int, tuple[str, int]]:
+    """pid -> (command name, user + system clock ticks so far), every process we can read."""
+    out = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:                      # gone, or not ours to read
+            continue
+        # the name is in parentheses and may hold spaces; the fields after it are numbered
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        rest = stat[stat.rindex(")") + 2:].split()
+        out[int(d.name)] = (name, int(rest[11]) + int(rest[12]))
+    return out
+
+
+def busy_processes(exclude: set[int] = frozenset(), interval: float = 0.5,
+                   threshold: float = 0.1) -> list[tuple[int, str, float]]:
+    """Processes (pid, command line, cores' worth of CPU) that used more than `threshold` of
+    a core over `interval` seconds, busiest first, leaving out `exclude` and this process."""
+    if not Path("/proc/self/stat").exists():
+        return []
+    hz = os.sysconf("SC_CLK_TCK")
+    before = _cpu_ticks()
+    time.sleep(interval)
+    after = _cpu_ticks()
+    skip = set(exclude) | {os.getpid()}
+    busy = []
+    for pid, (name, ticks) in after.items():
+        if pid in skip or pid not in before:
+            continue
+        share = (ticks - before[pid][1]) / hz / interval
+        if share > threshold:
+            busy.append((pid, _command(pid, name), share))
+    return sorted(busy, key=lambda b: -b[2])
+
+
+def _command(pid: int, name: str, width: int = 48) -> str:
+    """The command line of `pid`, shortened (its name if that cannot be read)."""
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except (OSError, UnicodeDecodeError):
+        cmd = ""
+    cmd = " ".join(Path(w).name if w.startswith("/") else w for w in cmd.split()) or name
+    return cmd if len(cmd) <= width else cmd[:width - 1] + "…"
+
+
+def quiet_check(exclude: set[int] = frozenset(), interval: float = 0.5) -> dict:
+    """Load average and the other busy processes now. `quiet` is true when no other process
+    used more than a tenth of a core over `interval` (the 1-minute load average lags and
+    counts the benchmark's own workers, so it is reported, not judged)."""
+    busy = busy_processes(exclude, interval)
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    return {"load": load, "busy": busy, "quiet": not busy}
+
+
+def quiet_line(q: dict) -> str:
+    busy = ", ".join(f"`{cmd}` {share:.0%}" for _, cmd, share in q["busy"][:6])
+    return (f"load average {q['load'][0]:.2f}; " +
+            ("quiet: no other busy process" if q["quiet"] else f"NOT quiet: {busy}"))
+
+
+def start_load() -> subprocess.Popen:
+    """The fixed competing load of a contended run: one CPU-bound process (a Python busy
+    loop, no memory traffic to speak of). The caller kills it."""
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--describe", action="store_true",
+                    help="print the CPU, ISA, BLAS and the busy processes, then exit")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--mb", type=int, default=1024, help="array size for the bandwidth test")
     ap.add_argument("--n", type=int, default=3072, help="matrix size for the sgemm test")
     args = ap.parse_args()
+    if args.describe:
+        print(describe())
+        print(quiet_line(quiet_check()))
+        return
     if os.environ.get("NUMBA_NUM_THREADS") != str(args.threads):
         print(json.dumps(limits(args.threads, args.mb, args.n)))
         return
