@@ -1,8 +1,16 @@
 """The contenders of benchmarks/lm.py, each in its own worker process.
 
     python benchmarks/contenders.py make-hf gpt2 DIR [--tiny]        # random HF checkpoint
-    python benchmarks/contenders.py worker archc|hf-eager|hf-sdpa --family gpt2 --weights DIR
+    python benchmarks/contenders.py make ort|llama.cpp-f32|... DIR   # a peer's files from it
+    python benchmarks/contenders.py worker KIND --family gpt2 --weights DIR
     python benchmarks/contenders.py ttft archc --family gpt2 --weights DIR --prompt 128 --new 8
+    python benchmarks/contenders.py fetch-converter                  # llama.cpp's converter
+
+KIND is archc or a peer: hf-eager, hf-sdpa (Hugging Face transformers on PyTorch eager),
+ort (ONNX Runtime on a torch.onnx export, benchmarks/peer_ort.py), ort-archc (ONNX
+Runtime on archc's own export, once it exists), llama.cpp-f32, llama.cpp-q8_0
+(llama-cpp-python on GGUF files from llama.cpp's converter, benchmarks/peer_llamacpp.py).
+Each peer is optional: `missing(kind)` says what it lacks, and lm.py skips it with a note.
 
 A worker loads one model once and then answers JSON commands, one per line on stdin, with
 one JSON line on stdout. The driver alternates the workers, so each measurement of one
@@ -11,13 +19,15 @@ contender's thread pool or heap can slow another's. `ttft` is one fresh process 
 start to first token and on to the end of a generation: time to first token, and the
 peak resident memory next to what archc's plans predict.
 
-Both sides read the same safetensors checkpoint (made by Hugging Face from a fixed seed);
-archc maps the names through the model's `weights hf` section. Token ids come from a
-seeded NumPy generator, so every contender sees the same prompts.
+Every contender runs the same weights: Hugging Face makes a checkpoint from a fixed seed,
+archc maps its names through the model's `weights hf` section, and the ONNX and GGUF files
+are made from it. Token ids come from a seeded NumPy generator, so every contender sees
+the same prompts.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -26,7 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
 
 # Hugging Face configs: the issue's model sizes, and tiny ones for a smoke check
 FAMILIES = {
@@ -60,6 +72,65 @@ FAMILIES = {
                        attention_bias=False, mlp_bias=False, hidden_act="silu"),
     },
 }
+
+
+# The peers: the modules each needs, and the folder of files it runs on (made by `make` from
+# the Hugging Face checkpoint, inside it). torch is needed to make the checkpoint at all.
+HF_NEEDS = ("torch", "transformers")
+PEERS = {
+    "hf-eager": {"needs": HF_NEEDS},
+    "hf-sdpa": {"needs": HF_NEEDS},
+    "ort": {"needs": HF_NEEDS + ("onnx", "onnxscript", "onnxruntime"), "files": "onnx"},
+    "ort-archc": {"needs": HF_NEEDS + ("onnx", "onnxruntime"), "files": "onnx-archc"},
+    "llama.cpp-f32": {"needs": HF_NEEDS + ("llama_cpp",), "files": "gguf"},
+    "llama.cpp-q8_0": {"needs": HF_NEEDS + ("llama_cpp",), "files": "gguf"},
+}
+# what to install for a missing module (torch first: `pip install torch==2.13.0`)
+PIP_NAMES = {"llama_cpp": "llama-cpp-python", "onnxruntime": "onnxruntime", "onnx": "onnx",
+             "onnxscript": "onnxscript", "torch": "torch==2.13.0",
+             "transformers": "transformers"}
+
+
+def missing(kind: str) -> str | None:
+    """Why peer `kind` cannot run here (a note for the tables), or None if it can."""
+    if kind not in PEERS:
+        return f"unknown contender {kind!r} (one of {', '.join(PEERS)})"
+    lacks = [m for m in PEERS[kind]["needs"] if importlib.util.find_spec(m) is None]
+    if lacks:
+        return (f"{kind} skipped: {', '.join(lacks)} not installed "
+                f"(pip install {' '.join(PIP_NAMES[m] for m in lacks)})")
+    if kind.startswith("llama.cpp"):
+        from peer_llamacpp import converter_dir
+        if converter_dir() is None:
+            return (f"{kind} skipped: llama.cpp's convert_hf_to_gguf.py not found (run "
+                    "`python benchmarks/contenders.py fetch-converter`, or set "
+                    "LLAMA_CPP_CONVERTER to a llama.cpp source tree)")
+    if kind == "ort-archc":
+        from peer_ort import archc_export_missing
+        why = archc_export_missing()
+        if why:
+            return f"{kind} skipped: {why}"
+    return None
+
+
+def make_files(kind: str, weights: str, family: str) -> None:
+    """The files peer `kind` runs on, made from the checkpoint in `weights` (kept there)."""
+    folder = Path(weights) / PEERS[kind].get("files", "")
+    if kind == "ort":
+        from peer_ort import DECODE, export_hf
+        if not (folder / DECODE).is_file():
+            export_hf(weights, str(folder))
+    elif kind == "ort-archc":
+        from peer_ort import ARCHC_DECODE, export_archc
+        if not (folder / ARCHC_DECODE).is_file():
+            export_archc(str(ROOT / FAMILIES[family]["arch"]), weights, str(folder))
+    elif kind.startswith("llama.cpp-"):
+        from peer_llamacpp import converter_dir, convert
+        outtype = kind.split("-", 1)[1]
+        path = folder / f"model-{outtype}.gguf"
+        if not path.is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            convert(weights, str(path), outtype, converter_dir())
 
 
 def prompt_ids(vocab: int, T: int, seed: int) -> np.ndarray:
@@ -168,7 +239,7 @@ class Archc:
         try:
             # sized as model.generate sizes it: the model's context length if it has one
             from archc.runtime import generate as gen
-            ctx = getattr(gen, "_context", lambda g: None)(g)
+            ctx = getattr(gen, "_context", lambda ex: None)(self.ex)
             ctx = ctx[0] if isinstance(ctx, tuple) else ctx      # (length, where from)
             limit = ctx or prompt + new
             out["kv_cache"] = Session(self.ex, 1, limit).nbytes
@@ -215,6 +286,20 @@ def flops_per_token(g, T: int) -> float:
     return evaluate(totals(g, layer_groups(g))["flops"], {"B": 1, "T": T}) / T
 
 
+def hf_cache_arg(model) -> str:
+    """The keyword a Hugging Face model takes its KV cache by: `cache` from transformers
+    5.25 on (`past_key_values` is deprecated there, to go in 5.40), `past_key_values` before."""
+    import inspect
+    return "cache" if "cache" in inspect.signature(model.forward).parameters \
+        else "past_key_values"
+
+
+def hf_cache_out(out):
+    """The KV cache a Hugging Face forward returned (field `cache`, or `past_key_values`)."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
 class HF:
     """Hugging Face transformers on PyTorch eager (attention: "eager" or "sdpa")."""
 
@@ -249,7 +334,7 @@ class HF:
             return time.perf_counter() - t
 
     def decode(self, ids: np.ndarray, new: int, on_first=None) -> tuple[float, int, list]:
-        """A greedy loop over past_key_values (leaner than `generate`, so the peer is not
+        """A greedy loop over the KV cache (leaner than `generate`, so the peer is not
         charged for generate's logits processors); timed like archc: the decode steps
         after the prefill's token, argmax included. The prompt pass computes the last
         position's logits only, as `generate` does (and archc's generate)."""
@@ -261,11 +346,12 @@ class HF:
             if on_first is not None:
                 on_first()
             toks = [int(tok)]
-            pkv = out.past_key_values
+            pkv = hf_cache_out(out)
+            arg = hf_cache_arg(self.model)
             t = time.perf_counter()
             for _ in range(new - 1):
-                out = self.model(input_ids=tok, past_key_values=pkv, use_cache=True)
-                pkv = out.past_key_values
+                out = self.model(input_ids=tok, use_cache=True, **{arg: pkv})
+                pkv = hf_cache_out(out)
                 tok = out.logits[:, -1].argmax(-1, keepdim=True)
                 toks.append(int(tok))
             return time.perf_counter() - t, new - 1, toks
@@ -274,12 +360,41 @@ class HF:
         return {}
 
 
-def make(kind: str, family: str, weights: str | None, threads: int, config: dict | None):
+def make(kind: str, family: str, weights: str | None, threads: int, config: dict | None,
+         max_tokens: int = 1024):
+    """Contender `kind` loaded, ready to answer; `max_tokens` bounds a prompt plus what is
+    decoded after it (llama.cpp sizes its context by it)."""
     if kind == "archc":
         return Archc(family, weights, threads, config)
     if kind.startswith("hf-"):
         return HF(family, weights, threads, kind[3:])
+    if kind in ("ort", "ort-archc"):
+        import peer_ort
+        folder = Path(weights) / PEERS[kind]["files"]
+        full, step = (peer_ort.PREFILL, peer_ort.DECODE) if kind == "ort" else \
+            (peer_ort.ARCHC_FULL, peer_ort.ARCHC_DECODE)
+        return peer_ort.ORT(str(folder / full), str(folder / step), threads, kind)
+    if kind.startswith("llama.cpp-"):
+        from peer_llamacpp import LlamaCpp
+        outtype = kind.split("-", 1)[1]
+        path = Path(weights) / PEERS[kind]["files"] / f"model-{outtype}.gguf"
+        return LlamaCpp(str(path), threads, max_tokens, kind, fp32=outtype == "f32")
     raise SystemExit(f"unknown contender {kind}")
+
+
+def import_runtime(kind: str) -> None:
+    """Import what contender `kind` runs on (a fresh process's import cost)."""
+    if kind == "archc":
+        import archc
+        archc.Model.compiled, archc.Model.generate  # noqa: B018  (the API the run uses)
+        from archc.runtime import executor, generate  # noqa: F401  (the runtime's imports)
+    elif kind.startswith("hf-"):
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    elif kind.startswith("ort"):
+        import onnxruntime  # noqa: F401
+    elif kind.startswith("llama.cpp"):
+        import llama_cpp  # noqa: F401
 
 
 # ---- worker: JSON commands in, JSON results out ---------------------------------------------
@@ -319,16 +434,11 @@ def ttft(args, t_start: float) -> dict:
     rss0 = peak_rss()
     out: dict = {"t_start": t_start}
     config = json.loads(args.config) if args.config else None
-    if args.kind == "archc":
-        import archc
-        archc.Model.compiled, archc.Model.generate  # noqa: B018  (the API the run uses)
-        from archc.runtime import executor, generate  # noqa: F401  (the runtime's imports)
-    else:
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
+    import_runtime(args.kind)
     out["imported"] = time.time()
     out["rss_after_imports"] = peak_rss()["VmRSS"] if "VmRSS" in rss0 else None
-    c = make(args.kind, args.family, args.weights, args.threads, config)
+    c = make(args.kind, args.family, args.weights, args.threads, config,
+             args.prompt + args.new)
     out["loaded"] = time.time()
     ids = prompt_ids(c.vocab, args.prompt, args.seed)
     first = {}
@@ -350,6 +460,12 @@ def main() -> None:
     mk.add_argument("out")
     mk.add_argument("--tiny", action="store_true")
     mk.add_argument("--seed", type=int, default=0)
+    mf = sub.add_parser("make", help="the files a peer runs on, from a checkpoint made by make-hf")
+    mf.add_argument("kind", choices=[k for k in PEERS if "files" in PEERS[k]])
+    mf.add_argument("weights")
+    mf.add_argument("--family", choices=FAMILIES, default="gpt2")
+    sub.add_parser("fetch-converter", help="llama.cpp's convert_hf_to_gguf.py, matching the "
+                   "installed llama-cpp-python, into the cache (pip download of its sdist)")
     for name in ("worker", "ttft"):
         p = sub.add_parser(name)
         p.add_argument("kind")
@@ -360,12 +476,19 @@ def main() -> None:
         p.add_argument("--prompt", type=int, default=128)
         p.add_argument("--new", type=int, default=8)
         p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--max-tokens", type=int, default=1024,
+                       help="longest prompt plus decode a worker will see")
     args = ap.parse_args()
     if args.cmd == "make-hf":
         make_hf(args.family, args.out, args.tiny, args.seed)
+    elif args.cmd == "make":
+        make_files(args.kind, args.weights, args.family)
+    elif args.cmd == "fetch-converter":
+        from peer_llamacpp import fetch_converter
+        print(fetch_converter())
     elif args.cmd == "worker":
         config = json.loads(args.config) if args.config else None
-        c = make(args.kind, args.family, args.weights, args.threads, config)
+        c = make(args.kind, args.family, args.weights, args.threads, config, args.max_tokens)
         print(json.dumps({"ready": c.name, "vocab": c.vocab}), flush=True)
         serve(c)
     else:
