@@ -1,10 +1,65 @@
 """The command line's small argument parsers, shared by the commands (cli.py,
-run_cmds.py): NAME=FILE inputs, --dim and --set."""
+run_cmds.py, compile_cmds.py): NAME=FILE inputs, --dim and --set, and the number types.
+
+Every number on the command line goes through a type here, so a seed of -1, a token id
+of 10**30 or a NaN temperature is argparse's one-line usage error (exit 2) naming the
+option, never a crash deep in NumPy:
+
+    --seed -1          argument --seed: expected a whole number from 0 to 2**63-1, got -1
+    --temperature nan  argument --temperature: expected a finite number >= 0, got nan
+"""
 from __future__ import annotations
 
-from typing import Sequence
+import argparse
+import math
+from typing import Callable, Sequence
 
 from .dsl.errors import ArchError
+from .dsl.literals import MAX_INT
+
+
+def whole(low: int = 0, high: int = MAX_INT) -> Callable[[str], int]:
+    """An argparse type: a whole number in [low, high]."""
+    top = "2**63-1" if high == MAX_INT else f"{high:,}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip(), 10)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"expected a whole number from {low} to {top}, got {_shown(text)}")
+        return value
+    return parse
+
+
+def real(low: float = 0.0, high: float = math.inf,
+         low_open: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number in [low, high] ((low, high] when `low_open`)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        above = value > low if low_open else value >= low
+        if not (math.isfinite(value) and above and value <= high):
+            want = f"{'>' if low_open else '>='} {low:g}" + ("" if math.isinf(high)
+                                                             else f" and <= {high:g}")
+            raise argparse.ArgumentTypeError(f"expected a finite number {want}, got "
+                                             f"{_shown(text)}")
+        return value
+    return parse
+
+
+def _shown(text: str) -> str:
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
+SEED = whole()
+COUNT = whole(1)                 # a size, a batch, a length: at least one
+THREADS = whole(1, 4096)
+TOKEN = whole()                  # a token id (checked against the vocabulary later)
 
 
 def parse_named_files(items: Sequence[str]) -> list[tuple[str | None, str]]:
@@ -27,9 +82,13 @@ def parse_dims(items: Sequence[str]) -> dict[str, int]:
     dims = {}
     for item in items:
         name, sep, value = item.partition("=")
-        if not sep or not name.isidentifier() or not value.strip().isdigit():
-            raise ArchError(f"--dim {item}: expected NAME=N with N a whole number, e.g. T=128")
-        dims[name] = int(value)
+        try:
+            if not sep or not name.isidentifier():
+                raise argparse.ArgumentTypeError("")
+            dims[name] = COUNT(value)
+        except argparse.ArgumentTypeError:
+            raise ArchError(f"--dim {_shown(item)}: expected NAME=N with N a whole number "
+                            f"from 1 to 2**63-1, e.g. T=128") from None
     return dims
 
 

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from typing import Sequence
 
-from .args import input_files, parse_dims, parse_named_files, parse_sets
+from .args import SEED, input_files, parse_dims, parse_named_files, parse_sets
 from .dsl.dims import Dim
 from .dsl.errors import ArchError, closest, did_you_mean
+from .signals import quit_now
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL = 3
@@ -60,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="apply dropout (inverted scaling), deterministically from --seed")
     run.add_argument("--allow-missing", action="store_true",
                      help="initialise parameters missing from --weights randomly")
-    run.add_argument("--seed", type=int, default=0,
+    run.add_argument("--seed", type=SEED, default=0,
                      help="seed for random initialisation of parameters without weights")
     run.add_argument("--output", "-o", metavar="FILE",
                      help="write outputs (.npy for one output, .npz for several)")
@@ -124,12 +126,12 @@ def check_dims(graph, dims: dict[str, int]) -> None:
                             else known)
 
 
-def read_inputs(graph, items: Sequence[str]) -> dict:
+def read_inputs(graph, items: Sequence[str], limit: int | None = None) -> dict:
     from .runtime.inputs import read_array
     names = [graph.node(n).attrs["name"] for n in graph.inputs]
     arrays: dict = {}
     for name, path in parse_named_files(items):
-        data = read_array(path, what=f"input `{name}`" if name else "input")
+        data = read_array(path, what=f"input `{name}`" if name else "input", limit=limit)
         if isinstance(data, dict):
             if name is not None:
                 raise ArchError(f"{path} is an .npz archive; pass it without a name",
@@ -151,18 +153,19 @@ def cmd_run(args) -> int:
     from .api import load
     from .runtime.inputs import bind_inputs
     from .runtime.io import check_output, save_outputs, to_stdout
+    reads = input_files(args.input) + [(what, f) for what, f in (
+        ("tokenizer", args.tokenizer), ("text file", args.text_file)) if f]
+    check_output(args.output, reads)                 # before the weights are read
     model = load(args.model, weights=args.weights, seed=args.seed, model=args.model_name,
                  config=parse_sets(args.set), weights_map=args.weights_map,
                  allow_missing=args.allow_missing, max_memory=args.max_memory)
     for w in model.warnings:
         print(f"warning: {w}", file=sys.stderr)
-    arrays = read_inputs(model.graph, args.input)
+    arrays = read_inputs(model.graph, args.input, model.max_memory)
     from .text import read_texts, text_inputs
     texts = read_texts(args.text, args.text_file)
     arrays.update(text_inputs(model.graph, args.tokenizer, texts, arrays))
-    check_output(args.output, model.files + input_files(args.input)
-                 + [(what, f) for what, f in (("tokenizer", args.tokenizer),
-                                              ("text file", args.text_file)) if f])
+    check_output(args.output, model.files + reads, list(model.graph.outputs))
     _, sizes, warnings = bind_inputs(model.graph, arrays)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
@@ -192,6 +195,10 @@ def cmd_dump(args) -> int:
     from .compiler import dump
     from .dsl.lower import lower
     graph = lower(args.model, args.model_name, parse_sets(args.set))
+    if args.output:            # before the pipeline runs, not after
+        from .api import source_files
+        from .runtime.io import check_output
+        check_output(args.output, source_files(graph) + input_files(args.input))
     bindings = parse_dims(args.dim)
     check_dims(graph, bindings)
     if args.input:
@@ -215,9 +222,7 @@ def cmd_dump(args) -> int:
     if extra and args.format != "text":
         sys.stderr.write(extra)
     if args.output:
-        from .api import source_files
-        from .runtime.io import check_output, write_atomic
-        check_output(args.output, source_files(graph) + input_files(args.input))
+        from .runtime.io import write_atomic
         write_atomic(args.output, lambda f: f.write(data))
     else:
         sys.stdout.flush()
@@ -279,10 +284,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except MemoryError as e:        # past the budget's estimate: say it as the budget would
+        if args.debug:
+            raise
+        print(out_of_memory(e).render(), file=sys.stderr)
+        return EXIT_USER_ERROR
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except Exception as e:  # a bug in archc: say so plainly, traceback only on request
+        if _interrupted:    # an interrupt that a library turned into another exception
+            print("interrupted", file=sys.stderr)
+            return 130
         if args.debug:
             raise
         print(f"internal error: {type(e).__name__}: {e}\n"
@@ -290,8 +303,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERNAL
 
 
-def entry() -> None:
-    """The `archc` console script and `python -m archc`: main() in a process of its own.
+def out_of_memory(e: MemoryError) -> ArchError:
+    from .runtime.budget import default_max_memory, fmt
+    limit = default_max_memory()
+    detail = f" ({str(e).splitlines()[0]})" if str(e) else ""
+    return ArchError(f"out of memory{detail}; {limit.why} is {fmt(limit)} now",
+                     hint="use a smaller model or shorter inputs, or give archc more memory "
+                          "(--max-memory only lowers the limit it checks against)")
+
+
+_interrupted = False
+
+
+def _interrupt(signum, frame) -> None:
+    """Ctrl-C while a command runs: unwind, so temporary files are removed; a second one
+    leaves at once."""
+    global _interrupted
+    _interrupted = True
+    signal.signal(signum, quit_now)
+    raise KeyboardInterrupt
+
+
+def console() -> int:
+    """main() as the `archc` process runs it (see archc/__main__.py for Ctrl-C).
 
     Numba's first kernel load imports scipy.linalg whenever SciPy is installed, only to see
     whether np.dot can be compiled inside kernels (0.1-0.25 s of every start). archc's
@@ -299,13 +333,22 @@ def entry() -> None:
     blocking that one import. Not done in main(): a program calling main() keeps its SciPy.
     """
     sys.modules.setdefault("scipy.linalg.cython_blas", None)
+    handled = signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+    if handled:
+        signal.signal(signal.SIGINT, _interrupt)
     try:
-        code = main()
-    except KeyboardInterrupt:        # Ctrl-C before main() handles errors (during imports)
+        return main()
+    except (KeyboardInterrupt, Exception) as e:   # between main()'s own handlers
+        if not (isinstance(e, KeyboardInterrupt) or _interrupted):
+            raise
         print("interrupted", file=sys.stderr)
-        code = 130
-    raise SystemExit(code)
+        return 130
+    finally:
+        if handled:                  # exiting (threads, atexit): nothing left to clean
+            signal.signal(signal.SIGINT, quit_now)
 
 
-if __name__ == "__main__":
-    entry()
+def entry() -> None:
+    """The console script as installed before archc/__main__.py took this role."""
+    signal.signal(signal.SIGINT, quit_now)
+    raise SystemExit(console())

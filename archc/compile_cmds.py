@@ -13,15 +13,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from .args import COUNT
 from .dsl.errors import ArchError
 from .runtime.budget import parse_size
 
 PASS_NAMES = ("lower_layers", "simplify", "fuse_residual_norm", "fuse_ffn", "fuse_attention",
               "plan_kv_cache", "plan_memory")
 def _plan_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch", type=int, default=1, metavar="B",
+    p.add_argument("--batch", type=COUNT, default=1, metavar="B",
                    help="batch size for the KV-cache and memory plans (default 1)")
-    p.add_argument("--max-seq", type=int, metavar="S",
+    p.add_argument("--max-seq", type=COUNT, metavar="S",
                    help="KV-cache length (default: the model's declared context, e.g. n_ctx)")
     p.add_argument("--max-memory", type=parse_size, metavar="SIZE",
                    help="refuse a KV-cache plan larger than this, e.g. 2GB")
@@ -51,7 +52,7 @@ def add_stats_parser(sub, common) -> None:
     st = sub.add_parser("stats", help="parameters, FLOPs per token, activation peak and KV "
                                       "bytes, per layer and overall")
     common(st)
-    st.add_argument("--seq", type=int, metavar="T",
+    st.add_argument("--seq", type=COUNT, metavar="T",
                     help="sequence length (default: the model's declared context)")
     st.add_argument("--dim", action="append", default=[], metavar="NAME=N",
                     help="give another symbolic size a value")

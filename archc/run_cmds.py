@@ -18,6 +18,7 @@ import sys
 
 import numpy as np
 
+from .args import COUNT, SEED, THREADS, TOKEN, real, whole
 from .dsl.errors import ArchError
 
 
@@ -31,7 +32,7 @@ def add_run_args(run: argparse.ArgumentParser) -> None:
 
 
 def _threads_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=int, metavar="N",
+    p.add_argument("--threads", type=THREADS, metavar="N",
                    help="threads for kernels and BLAS (default: every core)")
 
 
@@ -45,19 +46,19 @@ def add_generate_parser(sub, common, inputs_arg) -> None:
                      help="which `weights NAME { }` section maps the checkpoint's names")
     gen.add_argument("--allow-missing", action="store_true",
                      help="initialise parameters missing from --weights randomly")
-    gen.add_argument("--max-new-tokens", "-n", type=int, default=32, metavar="N")
-    gen.add_argument("--temperature", type=float, default=0.0,
+    gen.add_argument("--max-new-tokens", "-n", type=whole(0), default=32, metavar="N")
+    gen.add_argument("--temperature", type=real(0), default=0.0,
                      help="0 (the default) is greedy decoding")
-    gen.add_argument("--top-k", type=int, metavar="K")
-    gen.add_argument("--top-p", type=float, metavar="P")
-    gen.add_argument("--seed", type=int, default=0,
+    gen.add_argument("--top-k", type=COUNT, metavar="K")
+    gen.add_argument("--top-p", type=real(0, 1, low_open=True), metavar="P")
+    gen.add_argument("--seed", type=SEED, default=0,
                      help="seed for sampling and for parameters without weights")
-    gen.add_argument("--eos", type=int, action="append", metavar="ID",
+    gen.add_argument("--eos", type=TOKEN, action="append", metavar="ID",
                      help="stop when this token is produced; repeatable (any of them stops)")
-    gen.add_argument("--decoder-start", type=int, metavar="ID",
+    gen.add_argument("--decoder-start", type=TOKEN, metavar="ID",
                      help="encoder-decoder models: the token decoding starts from (default: "
                           "the config constant decoder_start)")
-    gen.add_argument("--max-seq", type=int, metavar="N",
+    gen.add_argument("--max-seq", type=COUNT, metavar="N",
                      help="positions the KV cache holds (default: the model's context)")
     gen.add_argument("--max-memory", metavar="SIZE",
                      help="refuse if parameters + KV cache would need more, e.g. 8G "
@@ -105,7 +106,10 @@ def _tokenizer(path: str):
 def cmd_generate(args, load, read_array) -> int:
     from .args import input_files, parse_named_files, parse_sets
     from .runtime.executor import Profile
-    from .runtime.generate import generate, token_io
+    from .runtime.budget import parse_size
+    from .runtime.generate import generate, prompt_ids, token_io
+    from .runtime.io import check_output, save_outputs, to_stdout
+    check_output(args.output, input_files(args.input))     # before anything is read
     tok = _tokenizer(args.tokenizer) if args.tokenizer else None
     named = None
     if args.prompt is not None:
@@ -115,22 +119,20 @@ def cmd_generate(args, load, read_array) -> int:
         prompt = np.array([tok.encode(args.prompt).ids], dtype=np.int64)
     elif len(args.input) == 1:
         ((named, path),) = parse_named_files(args.input)
-        prompt = read_array(path, what="prompt")
+        prompt = read_array(path, what="prompt", limit=parse_size(args.max_memory))
         if isinstance(prompt, dict):
             raise ArchError(f"{path} is an .npz archive; the prompt is one .npy array")
+        prompt = prompt_ids(prompt)
     else:
         raise ArchError("generate needs a prompt: --input prompt_ids.npy (or --prompt TEXT "
                         "with --tokenizer)")
-    if args.max_new_tokens < 0:
-        raise ArchError(f"--max-new-tokens must not be negative, got {args.max_new_tokens}")
     model = load(args.model, weights=args.weights, seed=args.seed, model=args.model_name,
                  config=parse_sets(args.set), weights_map=args.weights_map,
                  allow_missing=args.allow_missing, max_memory=args.max_memory)
     for w in model.warnings:
         print(f"warning: {w}", file=sys.stderr)
-    from .runtime.io import check_output, save_outputs, to_stdout
     check_output(args.output, model.files + input_files(args.input)
-                 + ([("tokenizer", args.tokenizer)] if args.tokenizer else []))
+                 + ([("tokenizer", args.tokenizer)] if args.tokenizer else []), ["ids"])
     if args.prompt is None and named is not None and named not in model.inputs:
         from .dsl.errors import did_you_mean
         raise ArchError(f"the model has no input named `{named}`",
@@ -138,8 +140,8 @@ def cmd_generate(args, load, read_array) -> int:
                         "inputs: " + ", ".join(model.inputs))
     ex = model.compiled(args.threads)
     from .runtime.budget import check_generate
-    check_generate(ex, 1 if np.ndim(prompt) == 1 else np.shape(prompt)[0],
-                   args.max_seq, model.max_memory)   # before the KV cache is allocated
+    check_generate(ex, prompt.shape[0], args.max_seq, model.max_memory,
+                   args.max_new_tokens)        # before the KV cache is allocated
     for w in ex.warnings:
         print(f"warning: {w}", file=sys.stderr)
     prompt = np.asarray(prompt)

@@ -109,13 +109,22 @@ def cached_lark(grammar: str, **options) -> Lark:
     return parser
 
 
-def replace_atomically(path: Path, write, *, prefix: str | None = None,
-                       mode: int | None = None) -> None:
-    """Call `write(binary file)` on a temporary file beside `path` (named `prefix`...),
-    then rename it over `path`: readers see the old file or the complete new one, never a
-    part. `mode`: the file's permissions (mkstemp makes it 0600)."""
-    fd, tmp = tempfile.mkstemp(prefix=prefix or f".{path.name}.", suffix=".tmp",
-                               dir=path.parent)
+def _temp_prefix(name: str) -> str:
+    # short enough that a 255-byte name still has a temporary name that fits
+    return f".{name.encode()[:100].decode(errors='ignore')}.archc-"
+
+
+def replace_atomically(path: Path, write, *, mode: int | None = None) -> None:
+    """Call `write(binary file)` on a temporary file beside `path`, then rename it over
+    `path`: readers see the old file or the complete new one, never a part. `mode`: the
+    file's permissions (mkstemp makes it 0600).
+
+    The temporary file is `.NAME.archc-PID-XXXX.tmp`; one left by a process that is gone
+    (killed mid-write: SIGKILL, a power cut) is removed here, the next time `path` is
+    written."""
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=f"{_temp_prefix(path.name)}{os.getpid()}-",
+                               suffix=".tmp", dir=path.parent)
     try:
         if mode is not None:
             os.fchmod(fd, mode)
@@ -130,3 +139,36 @@ def replace_atomically(path: Path, write, *, prefix: str | None = None,
         except OSError:
             pass
         raise
+
+
+def remove_stale_temps(target: Path) -> list[Path]:
+    """Remove the temporary files of earlier writes of `target` whose process is gone."""
+    removed = []
+    prefix = _temp_prefix(target.name)
+    try:
+        names = os.listdir(target.parent)
+    except OSError:
+        return removed
+    for n in names:
+        if not (n.startswith(prefix) and n.endswith(".tmp")):
+            continue
+        pid = n[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            try:
+                os.unlink(target.parent / n)
+                removed.append(target.parent / n)
+            except OSError:
+                pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True

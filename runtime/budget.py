@@ -8,14 +8,25 @@ One place estimates what a run needs, so every check (and later plan) agrees:
                   it frees after their last use (needs the input sizes)
     kv cache      graph.meta["kv_plan"].total_bytes when the compiler planned one; for
                   `generate`, the plan for its batch and --max-seq (check_generate)
+    new ids       `generate`'s (batch, --max-new-tokens) int64 result
+
+What is not counted: the interpreter and its libraries (the figures are for the model's
+own arrays), and the reference executor's kernel scratch beyond the values themselves:
+its element-wise ops and attention work a block at a time (runtime/reference.py,
+kernels/attention.py), a fixed ~16 MiB that a small model's plan shows as a larger share.
 
 `check_*` raise an ArchError naming the figure, the limit and what to change. The limit is
-`--max-memory` (`8G`, `512M`, `1.5GiB`, bytes), by default DEFAULT_SHARE of the RAM.
+`--max-memory` (`8G`, `512M`, `1.5GiB`, bytes), by default DEFAULT_SHARE of the RAM, or
+less when the process may not use that much: an address-space limit (`ulimit -v`, what
+is left of it after the interpreter and its libraries, with room for the code and thread
+stacks not loaded yet) or a cgroup's memory limit (a container). So a run that would not
+fit is refused with these figures, not ended by a MemoryError half way.
 """
 from __future__ import annotations
 
 import os
 import re
+import resource
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -38,10 +49,11 @@ class Estimate:
     parameters: int
     activations: int | None = None   # None: depends on sizes not known yet
     kv_cache: int = 0
+    new_ids: int = 0
 
     @property
     def total(self) -> int:
-        return self.parameters + (self.activations or 0) + self.kv_cache
+        return self.parameters + (self.activations or 0) + self.kv_cache + self.new_ids
 
     def describe(self) -> str:
         parts = [f"parameters {fmt(self.parameters)}"]
@@ -49,6 +61,8 @@ class Estimate:
             parts.append(f"activations {fmt(self.activations)}")
         if self.kv_cache:
             parts.append(f"KV cache {fmt(self.kv_cache)}")
+        if self.new_ids >= 1 << 20:       # said when it matters, not "16 B"
+            parts.append(f"new token ids {fmt(self.new_ids)}")
         return " + ".join(parts)
 
 
@@ -73,13 +87,71 @@ def physical_memory() -> int | None:
     return None
 
 
-def default_max_memory() -> int:
+class Limit(int):
+    """A memory limit in bytes that knows where it comes from (and what raises it), for
+    messages."""
+    why = "--max-memory"
+    knob = "--max-memory"
+
+    def named(self, why: str, knob: str = "--max-memory") -> "Limit":
+        out = Limit(self)
+        out.why, out.knob = why, knob
+        return out
+
+
+# what the process maps beyond the arrays as it goes on (measured: 230 MB once Numba, LLVM
+# and the kernels are loaded), and a stack for each thread (8 MiB of address space each)
+CODE_RESERVE = 256 << 20
+STACK_RESERVE = 8 << 20
+
+
+def address_space_room() -> int | None:
+    """Bytes of address space left under `ulimit -v`, None when unlimited."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    used = 0
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmSize:"):
+                used = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    reserve = CODE_RESERVE + STACK_RESERVE * (os.cpu_count() or 1)
+    return max(0, soft - used - reserve)
+
+
+def cgroup_memory() -> int | None:
+    """The memory limit of this process's cgroup (v2 or v1), None when there is none."""
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 1 << 60:     # v1 writes a huge number for none
+            return int(text)
+    return None
+
+
+def default_max_memory() -> Limit:
     ram = physical_memory()
-    return int(ram * DEFAULT_SHARE) if ram else 8 << 30
+    limits = [Limit(int(ram * DEFAULT_SHARE) if ram else 8 << 30).named(
+        f"--max-memory (default: {DEFAULT_SHARE:.0%} of the RAM)")]
+    cgroup = cgroup_memory()
+    if cgroup is not None:
+        limits.append(Limit(int(cgroup * DEFAULT_SHARE)).named(
+            f"the memory this container may use ({DEFAULT_SHARE:.0%} of its cgroup limit)",
+            "the container's memory limit"))
+    room = address_space_room()
+    if room is not None:
+        limits.append(Limit(room).named("the address space `ulimit -v` leaves this process",
+                                        "`ulimit -v`"))
+    return min(limits)
 
 
 def parse_size(text: str | int | None) -> int:
-    """`8G`, `512MiB`, `1.5gb`, `1000000` -> bytes; None -> the default share of the RAM."""
+    """`8G`, `512MiB`, `1.5gb`, `1000000` -> bytes; None -> the default share of the RAM
+    (see default_max_memory)."""
     if text is None:
         return default_max_memory()
     if isinstance(text, int) and not isinstance(text, bool):
@@ -142,7 +214,9 @@ def estimate(g: Graph, bindings: Mapping[str, int] | None = None) -> Estimate:
 
 
 def _refuse(what: str, need: str, limit: int, hint: str) -> ArchError:
-    return ArchError(f"{what} needs {need}, more than --max-memory {fmt(limit)}", hint=hint)
+    why = getattr(limit, "why", "--max-memory")
+    hint = hint.replace("--max-memory", getattr(limit, "knob", "--max-memory"))
+    return ArchError(f"{what} needs {need}, more than {why} {fmt(limit)}", hint=hint)
 
 
 def check_model(g: Graph, limit: int) -> Estimate:
@@ -167,17 +241,20 @@ def check_run(g: Graph, bindings: Mapping[str, int], limit: int) -> Estimate:
     return est
 
 
-def check_generate(ex, batch: int, max_seq: int | None, limit: int) -> Estimate:
+def check_generate(ex, batch: int, max_seq: int | None, limit: int,
+                   new_tokens: int = 0) -> Estimate:
     """Before generating: parameters + the KV cache the compiler plans for this batch, on
     the graph the executor `ex` runs (the optimised one: a hand-written attention is one
-    fused, cached attention there, not per-head products with no cache)."""
+    fused, cached attention there, not per-head products with no cache), + the new ids."""
     g = ex.graph
     kp = ex.toolchain.plan_kv_cache(g, batch, max_seq, None)
-    est = Estimate(param_bytes(g), None, kp.total_bytes if kp is not None else 0)
+    est = Estimate(param_bytes(g), None, kp.total_bytes if kp is not None else 0,
+                   batch * new_tokens * 8)
     if est.total > limit:
         seq = f", {kp.max_seq} positions" if kp is not None else ""
         raise _refuse(f"generating with `{g.name}` (batch {batch}{seq})", est.describe(), limit,
-                      "lower --max-seq or the batch, or raise --max-memory")
+                      ("ask for fewer --max-new-tokens, lower" if est.new_ids >= 1 << 20
+                       else "lower") + " --max-seq or the batch, or raise --max-memory")
     return est
 
 
@@ -190,5 +267,6 @@ def check_file(path: str | os.PathLike, limit: int, what: str) -> None:
     except OSError:
         return   # the reader reports a missing or unreadable file with its own message
     if size > limit:
-        raise ArchError(f"{what} {p} is {fmt(size)}, more than --max-memory {fmt(limit)}",
+        raise ArchError(f"{what} {p} is {fmt(size)}, more than "
+                        f"{getattr(limit, 'why', '--max-memory')} {fmt(limit)}",
                         hint="raise --max-memory if the machine really has the memory")

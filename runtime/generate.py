@@ -20,6 +20,7 @@ cached fall back to recomputing the whole sequence per token, with a warning;
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -28,6 +29,7 @@ import numpy as np
 
 from ..dsl.dims import Dim
 from ..dsl.errors import ArchError
+from ..dsl.literals import MAX_INT
 from .kv_cache import Session, caveats
 
 DECODER_START = ("decoder_start", "decoder_start_token_id", "decoder_start_token")
@@ -220,6 +222,42 @@ def _check_ids(ids: np.ndarray, rows: int, what: str) -> None:
                         hint="a tokenizer with a larger vocabulary than the model's?")
 
 
+def prompt_ids(prompt) -> np.ndarray:
+    """The prompt as token ids (B, T) int64: a (T,) array is one row; anything else (a
+    0-d array, floats, T = 0) is an error."""
+    prompt = np.asarray(prompt)
+    if prompt.ndim == 1:
+        prompt = prompt[None, :]
+    if prompt.ndim != 2 or prompt.dtype.kind not in "iu" or prompt.shape[1] == 0:
+        raise ArchError(f"the prompt must be token ids of shape (B, T) with T >= 1, got "
+                        f"{prompt.dtype}{list(prompt.shape)}")
+    return prompt.astype(np.int64)
+
+
+def check_options(max_new_tokens, temperature, top_k, top_p, seed, eos, max_seq,
+                  decoder_start) -> None:
+    """The numbers of a generate call, as the CLI's argument types check them: whole
+    numbers in range, finite floats (a NaN temperature would sample from NaNs)."""
+    def whole(name, v, low, none_ok=True):
+        if v is None and none_ok:
+            return
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not \
+                low <= v <= MAX_INT:
+            raise ArchError(f"{name} must be a whole number from {low} to 2**63-1, got {v!r}")
+    whole("max_new_tokens", max_new_tokens, 0, none_ok=False)
+    whole("top_k", top_k, 1)
+    whole("seed", seed, 0)
+    whole("max_seq", max_seq, 1)
+    whole("decoder_start", decoder_start, 0)
+    for e in ([] if eos is None else np.ravel(np.asarray(eos, dtype=object)).tolist()):
+        whole("eos", e, 0)
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature)
+            and temperature >= 0):
+        raise ArchError(f"temperature must be a finite number >= 0, got {temperature!r}")
+    if top_p is not None and not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+        raise ArchError(f"top_p must be a number in (0, 1], got {top_p!r}")
+
+
 def generate(ex, prompt: np.ndarray, max_new_tokens: int, *, temperature: float = 0.0,
              top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
              eos: int | Sequence[int] | None = None, max_seq: int | None = None,
@@ -229,16 +267,12 @@ def generate(ex, prompt: np.ndarray, max_new_tokens: int, *, temperature: float 
     """Generate up to `max_new_tokens` after `prompt` (B, T) with executor `ex` (for an
     encoder-decoder, `prompt` is the encoder's input). `eos`: a token id, or several (a
     sequence stops at the first of them it produces; later positions repeat that id)."""
+    check_options(max_new_tokens, temperature, top_k, top_p, seed, eos, max_seq,
+                  decoder_start)
     stops = None if eos is None else np.asarray([eos] if np.ndim(eos) == 0 else list(eos),
                                                 np.int64)
     io = token_io(ex.graph)
-    prompt = np.asarray(prompt)
-    if prompt.ndim == 1:
-        prompt = prompt[None, :]
-    if prompt.ndim != 2 or prompt.dtype.kind not in "iu" or prompt.shape[1] == 0:
-        raise ArchError(f"the prompt must be token ids of shape (B, T) with T >= 1, got "
-                        f"{prompt.dtype}{list(prompt.shape)}")
-    prompt = prompt.astype(np.int64)
+    prompt = prompt_ids(prompt)
     B, T0 = prompt.shape
     context, context_from = _context(ex)
     if context is not None and T0 > context:

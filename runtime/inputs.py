@@ -23,13 +23,25 @@ from ..dsl.graph import Graph
 DTYPE_NAMES = {"float32": "float", "int64": "int", "bool": "bool"}
 
 
-def read_array(path: str | os.PathLike, what: str = "input") -> np.ndarray | dict[str, np.ndarray]:
+MAX_MEMBERS = 10_000          # arrays in one .npz (a model has a few inputs)
+_HEAD = 1 << 16               # enough for any .npy header of a real array
+
+
+def read_array(path: str | os.PathLike, what: str = "input",
+               limit: int | None = None) -> np.ndarray | dict[str, np.ndarray]:
     """One array from a .npy file, or a name -> array dict from an .npz file. `-` reads
     standard input (a pipe); any other path must be a regular file, so a FIFO or a device
-    is refused before it is opened rather than read for ever."""
+    is refused before it is opened rather than read for ever.
+
+    Nothing is read past the headers before the memory it needs is known: the .npy
+    header's shape x dtype, the sum of an .npz's members' (before decompressing any), each
+    checked against `limit` (bytes; default: the memory budget, runtime/budget.py)."""
+    if limit is None:
+        from .budget import default_max_memory
+        limit = default_max_memory()
     if str(path) == "-":
         p: object = "standard input"
-        src = io.BytesIO(sys.stdin.buffer.read())
+        src = io.BytesIO(_read_stdin(what, limit))
         size = len(src.getbuffer())
     else:
         p = Path(path)
@@ -45,9 +57,16 @@ def read_array(path: str | os.PathLike, what: str = "input") -> np.ndarray | dic
     if magic[:4] == b"PK\x03\x04":
         try:
             with zipfile.ZipFile(_rewound(src)) as zf:
-                for info in zf.infolist():
+                members = zf.infolist()
+                if len(members) > MAX_MEMBERS:
+                    raise ArchError(f"{what} {p} holds {len(members):,} arrays; archc reads "
+                                    f"at most {MAX_MEMBERS:,} from one .npz")
+                need = 0
+                for info in members:
                     with zf.open(info) as member:
-                        _check_header(member, info.file_size, f"{what} {p}[{info.filename}]")
+                        need += _check_header(member, info.file_size,
+                                              f"{what} {p}[{info.filename}]")
+                _check_budget(need, limit, f"{what} {p}")
             with np.load(_rewound(src), allow_pickle=False) as z:
                 return {k: _checked(z[k], f"{what} {p}[{k}]") for k in z.files}
         except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
@@ -57,7 +76,7 @@ def read_array(path: str | os.PathLike, what: str = "input") -> np.ndarray | dic
                         "magic bytes)", hint="save arrays with numpy.save(path, array)")
     try:
         with _open(src, what) as f:
-            _check_header(f, size, f"{what} {p}")
+            _check_budget(_check_header(f, size, f"{what} {p}"), limit, f"{what} {p}")
         return _checked(np.load(_rewound(src), allow_pickle=False), f"{what} {p}")
     except MemoryError:
         raise ArchError(f"{what} {p} is too large to load") from None
@@ -68,6 +87,41 @@ def read_array(path: str | os.PathLike, what: str = "input") -> np.ndarray | dic
         raise ArchError(f"{what} {p} is not a valid .npy file: {_reason(e)}") from None
     except (OSError, EOFError) as e:
         raise ArchError(f"{what} {p} is truncated or unreadable: {_reason(e)}") from None
+
+
+def _read_stdin(what: str, limit: int) -> bytes:
+    """Standard input, read no further than its .npy header says (checked against
+    `limit` first), or than `limit` for anything else (an .npz must be whole to be read)."""
+    stream = sys.stdin.buffer
+    head = stream.read(_HEAD)
+    if head[:6] == b"\x93NUMPY":
+        f = io.BytesIO(head)
+        try:
+            need = _check_header(f, 1 << 62, f"{what} standard input")
+        except ArchError:
+            return head           # a header that does not parse: read_array says why
+        _check_budget(need, limit, f"{what} standard input")
+        rest = max(0, f.tell() + need + 1 - len(head))     # + 1: see trailing bytes
+        return head + stream.read(rest)
+    data = head + stream.read(max(0, limit + 1 - len(head)))
+    if len(data) > limit:
+        raise ArchError(f"{what} standard input holds more than {_fmt(limit)}, the memory "
+                        f"{getattr(limit, 'why', '--max-memory')} allows; stopped reading",
+                        hint="pipe a .npy array (its size is read from its header)")
+    return data
+
+
+def _fmt(n: int) -> str:
+    from .budget import fmt
+    return fmt(n)
+
+
+def _check_budget(need: int, limit: int, label: str) -> None:
+    if need > limit:
+        why = getattr(limit, "why", "--max-memory")
+        raise ArchError(f"{label} needs {_fmt(need)} to load, more than {why} {_fmt(limit)}",
+                        hint="use a smaller input, or raise " + getattr(limit, "knob",
+                                                                        "--max-memory"))
 
 
 def _open(src, what: str):
@@ -83,18 +137,19 @@ def _rewound(src):
     return src
 
 
-def _check_header(f, size: int, label: str) -> None:
-    """Refuse before loading: a header whose shape needs more bytes than the file holds (a
-    corrupt or hostile header would make NumPy allocate them), or a pickled dtype."""
+def _check_header(f, size: int, label: str) -> int:
+    """The bytes the array needs, from its header; refused before loading: a header whose
+    shape needs more bytes than the file holds (a corrupt or hostile header would make
+    NumPy allocate them), or a pickled dtype."""
     from numpy.lib import format as npy
     try:
         version = npy.read_magic(f)
         if version == (1, 0):
             shape, _, dtype = npy.read_array_header_1_0(f)
-        elif version == (2, 0):
+        elif version in ((2, 0), (3, 0)):     # 3.0 differs only by a UTF-8 header
             shape, _, dtype = npy.read_array_header_2_0(f)
         else:
-            return   # np.load reports versions it cannot read
+            raise ValueError(f"format version {version[0]}.{version[1]} is unknown")
     except Exception as e:  # noqa: BLE001 - NumPy's header parser raises many kinds
         raise ArchError(f"{label} has a corrupt .npy header: {_reason(e)}") from None
     if dtype.hasobject:
@@ -105,6 +160,7 @@ def _check_header(f, size: int, label: str) -> None:
     if need > have:
         raise ArchError(f"{label} is truncated or corrupt: its header says shape "
                         f"{shape_str(shape)} ({need:,} bytes) but the file holds {have:,}")
+    return need
 
 
 def _reason(e: Exception) -> str:

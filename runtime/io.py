@@ -8,10 +8,12 @@
   stays.
 - Anything that is not a regular file (a device such as /dev/null, a FIFO, `-` or
   /dev/stdout) is written into, never replaced.
-- Every failure (no such directory, permission, name too long, disk full) is one line.
+- Every failure (no such directory, permission, name too long, disk full) is one line,
+  and those that can be seen beforehand (the directory, the name's length, the format for
+  the number of outputs) are seen by `check_output`, before anything runs.
 
 Temporary files are named `.NAME.archc-PID-XXXX.tmp`; one whose process is gone (killed
-by SIGKILL mid-write) is removed the next time that output is written.
+by SIGKILL mid-write) is removed the next time that output is written (dsl/cache.py).
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import os
 import stat
 import sys
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -38,20 +40,61 @@ def to_stdout(path: str | os.PathLike) -> bool:
     return str(path) in _STDOUT
 
 
-def check_output(path: str | os.PathLike | None, reads: Iterable[tuple[str, str]]) -> None:
-    """Refuse an output that is one of the files this run reads: `reads` holds
-    (what, path) pairs, e.g. ("input", "x.npy"). Same device and inode counts, so a
-    symlink or hard link to an input is caught too."""
+def check_output(path: str | os.PathLike | None, reads: Iterable[tuple[str, str]],
+                 outputs: Sequence[str] | None = None) -> None:
+    """Before a run, refuse an output that cannot be written or that is one of the files
+    this run reads: `reads` holds (what, path) pairs, e.g. ("input", "x.npy"); the same
+    device and inode counts, so a symlink or hard link to an input is caught too.
+    `outputs`: the names of the arrays to be saved (their number decides .npy or .npz)."""
     if path is None or to_stdout(path) or str(path) in _STDERR:
         return
     out = file_id(path)
-    if out is None:
-        return
-    for what, src in reads:
+    for what, src in reads if out is not None else ():
         if file_id(src) == out:
             same = "" if os.path.abspath(src) == os.path.abspath(path) else f" ({src})"
             raise ArchError(f"output {path} is the {what} file{same}; writing it would "
                             f"destroy the {what}", hint="choose another --output path")
+    if outputs is not None:
+        output_format(str(path), outputs)
+    _check_writable(Path(path))
+
+
+def _existing(p: Path) -> os.stat_result | None:
+    """The stat of an output path (None: a new file); a directory is an error."""
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise _write_error(p, e) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ArchError(f"output {p} is a directory")
+    return st
+
+
+def _target_dir(p: Path) -> Path:
+    """The directory a regular output is created in (a symlink's target's)."""
+    parent = Path(os.path.realpath(p)).parent
+    if not parent.is_dir():
+        raise ArchError(f"cannot write {p}: directory {p.parent} does not exist")
+    return parent
+
+
+def _check_writable(p: Path) -> None:
+    """The errors a write would meet, seen without writing: the directory, the name."""
+    st = _existing(p)
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        return                          # a device or FIFO is written into, as it is
+    parent = _target_dir(p)
+    try:
+        name_max = os.pathconf(parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    if len(os.fsencode(Path(os.path.realpath(p)).name)) > name_max:
+        raise _write_error(p, OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG)))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise _write_error(p, OSError(errno.EACCES, "permission denied: cannot create files "
+                                                    f"in {parent}"))
 
 
 def write_atomic(path: str | os.PathLike, write: Callable) -> None:
@@ -63,21 +106,12 @@ def write_atomic(path: str | os.PathLike, write: Callable) -> None:
         _write_or_fail(name, lambda: _to_stream(stream.buffer, write))
         return
     p = Path(path)
-    try:
-        st = os.stat(p)
-    except FileNotFoundError:
-        st = None
-    except OSError as e:
-        raise _write_error(p, e) from None
-    if st is not None and stat.S_ISDIR(st.st_mode):
-        raise ArchError(f"output {p} is a directory")
+    st = _existing(p)
     if st is not None and not stat.S_ISREG(st.st_mode):
         _write_or_fail(p, lambda: _write_into(p, st, write))
         return
-    target = Path(os.path.realpath(p))        # a symlink stays; its target is replaced
-    parent = target.parent
-    if not parent.is_dir():
-        raise ArchError(f"cannot write {p}: directory {p.parent} does not exist")
+    # a symlink stays: its target is replaced
+    target = _target_dir(p) / Path(os.path.realpath(p)).name
     mode = stat.S_IMODE(st.st_mode) if st is not None else 0o666 & ~_umask()
     _write_or_fail(p, lambda: _replace(target, mode, write))
 
@@ -140,15 +174,8 @@ def _umask() -> int:
     return mask
 
 
-def _prefix(name: str) -> str:
-    # short enough that a 255-byte output name still has a temporary name that fits
-    return f".{name.encode()[:100].decode(errors='ignore')}.archc-"
-
-
 def _replace(target: Path, mode: int, write) -> None:
-    remove_stale_temps(target)
-    replace_atomically(target, write, prefix=f"{_prefix(target.name)}{os.getpid()}-",
-                       mode=mode)
+    replace_atomically(target, write, mode=mode)
     _sync_dir(target.parent)
 
 
@@ -165,60 +192,34 @@ def _sync_dir(d: Path) -> None:
         os.close(fd)
 
 
-def remove_stale_temps(target: Path) -> list[Path]:
-    """Remove the temporary files of earlier writes of `target` whose process is gone."""
-    removed = []
-    prefix = _prefix(target.name)
-    try:
-        names = os.listdir(target.parent)
-    except OSError:
-        return removed
-    for n in names:
-        if not (n.startswith(prefix) and n.endswith(".tmp")):
-            continue
-        pid = n[len(prefix):].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            try:
-                os.unlink(target.parent / n)
-                removed.append(target.parent / n)
-            except OSError:
-                pass
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
-
-
 OUTPUT_FORMATS = (".npy", ".npz")
 
 
-def save_outputs(path: str | os.PathLike, outputs: Mapping[str, np.ndarray]) -> None:
-    """One output -> .npy; several, or a name ending in .npz -> .npz keyed by output name.
-    A stream or device (stdout, /dev/null, a FIFO) has no extension to go by: one output is
-    written as .npy, several as .npz."""
-    p = str(path)
+def output_format(p: str, names: Sequence[str]) -> str:
+    """"npy" or "npz" for these outputs at path `p`: one output -> .npy; several, or a name
+    ending in .npz -> .npz keyed by output name. A stream or device (stdout, /dev/null, a
+    FIFO) has no extension to go by: one output is written as .npy, several as .npz."""
     special = to_stdout(p) or p in _STDERR or _is_special(p)
-    if p.endswith(".npz") or (special and len(outputs) > 1):
-        write_atomic(p, lambda f: np.savez(f, **outputs))
-    elif not (p.endswith(".npy") or special):
+    if p.endswith(".npz") or (special and len(names) > 1):
+        return "npz"
+    if not (p.endswith(".npy") or special):
         raise ArchError(f"output {p}: archc writes .npy (one array) or .npz (several by "
                         "name)", hint=f"name it {Path(p).stem or 'out'}.npy or "
                                       f"{Path(p).stem or 'out'}.npz")
-    elif len(outputs) == 1:
+    if len(names) != 1:
+        raise ArchError(f"the model has {len(names)} outputs ({', '.join(names)}); "
+                        f"{p} can hold only one", hint="write them all with --output out.npz")
+    return "npy"
+
+
+def save_outputs(path: str | os.PathLike, outputs: Mapping[str, np.ndarray]) -> None:
+    """Write `outputs` as `output_format` says."""
+    p = str(path)
+    if output_format(p, list(outputs)) == "npz":
+        write_atomic(p, lambda f: np.savez(f, **outputs))
+    else:
         (arr,) = outputs.values()
         write_atomic(p, lambda f: np.save(f, arr, allow_pickle=False))
-    else:
-        raise ArchError(f"the model has {len(outputs)} outputs ({', '.join(outputs)}); "
-                        f"{p} can hold only one", hint="write them all with --output out.npz")
 
 
 def _is_special(p: str) -> bool:

@@ -25,6 +25,7 @@ import shutil
 import stat
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from numba.core import caching
@@ -40,10 +41,32 @@ def _warn(kind: str, message: str) -> None:
         print(f"warning: {message}", file=sys.stderr)
 
 
+# Numba writes an entry to `NAME.tmp.<uuid>` and renames it; a process killed between the
+# two leaves that file. No pid in the name says whether its writer is alive, so the ones
+# older than any compile are removed when the directory is chosen.
+STALE_TEMP_SECONDS = 3600
+
+
+def sweep_temps(d: Path, now: float | None = None) -> list[Path]:
+    """Remove Numba's temporary files under `d` left by killed compiles."""
+    now = time.time() if now is None else now
+    removed = []
+    for sub in [d, *(p for p in d.iterdir() if p.is_dir())] if d.is_dir() else []:
+        for f in sub.glob("*.tmp.*"):
+            try:
+                if now - f.stat().st_mtime > STALE_TEMP_SECONDS:
+                    f.unlink()
+                    removed.append(f)
+            except OSError:
+                pass
+    return removed
+
+
 def _choose_dir() -> Path:
     d = cache_root() / "numba"
     why = private_dir(cache_root()) or private_dir(d)
     if why is None:
+        sweep_temps(d)
         return d
     tmp = Path(tempfile.mkdtemp(prefix="archc-kernels-"))
     atexit.register(shutil.rmtree, tmp, ignore_errors=True)

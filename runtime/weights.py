@@ -15,6 +15,9 @@ from ..dsl.errors import ArchError
 from ..dsl.graph import Graph
 
 
+INIT_BLOCK = 1 << 16     # values drawn at a time by random initialisation (512 KiB)
+
+
 def init_param(node, seed: int) -> np.ndarray:
     attrs = node.attrs
     shape = tuple(node.shape)
@@ -25,7 +28,17 @@ def init_param(node, seed: int) -> np.ndarray:
     if attrs.get("init") == "zeros":
         return np.zeros(shape, dtype=node.dtype)
     rng = np.random.default_rng([seed, zlib.crc32(attrs["name"].encode())])
-    return (rng.standard_normal(shape) * attrs.get("std", 0.02)).astype(node.dtype)
+    # drawn in float64 a block at a time, straight into the parameter: the same values as
+    # one draw of the whole shape (the generator's stream is sequential), without a float64
+    # copy (and a scaled one) of the largest matrix beside it: 5x its bytes at the peak
+    out = np.empty(shape, dtype=node.dtype)
+    flat = out.reshape(-1)
+    std = attrs.get("std", 0.02)
+    for start in range(0, flat.size, INIT_BLOCK):
+        block = rng.standard_normal(min(INIT_BLOCK, flat.size - start))
+        block *= std
+        flat[start:start + block.size] = block
+    return out
 
 
 def init_params(g: Graph, seed: int = 0) -> dict[str, np.ndarray]:

@@ -24,6 +24,12 @@ def visible(T: int, S: int, causal: bool = False, window: int | None = None) -> 
     return ok
 
 
+# float64 scores the reference holds at once: queries are taken in blocks of rows so that
+# a long sequence needs a few blocks' scratch, not several (B, H, T, S) arrays (2.5x the
+# memory plan at T = 2048); the rows are independent, so blocks change nothing
+REF_BLOCK = 1 << 18
+
+
 def ref_attention(q, k, v, mask=None, bias=None, heads=1, kv_heads=None, causal=False,
                   window=None, scale=None, cache=False, layer=None):
     # q: (..., T, H*D)  k, v: (..., S, Hkv*D)  -> (..., T, H*D)
@@ -36,24 +42,34 @@ def ref_attention(q, k, v, mask=None, bias=None, heads=1, kv_heads=None, causal=
     kh = k.astype(np.float64).reshape(*lead, S, Hkv, D).swapaxes(-2, -3)      # (..., Hkv, S, D)
     vh = v.astype(np.float64).reshape(*lead, S, Hkv, D).swapaxes(-2, -3)
     # query head h reads K/V head h // (H / Hkv)
-    kh = np.repeat(kh, H // Hkv, axis=-3)                                    # (..., H, S, D)
-    vh = np.repeat(vh, H // Hkv, axis=-3)
+    kt = np.repeat(kh, H // Hkv, axis=-3).swapaxes(-1, -2)                   # (..., H, D, S)
+    vh = np.repeat(vh, H // Hkv, axis=-3)                                    # (..., H, S, D)
     s = 1.0 / math.sqrt(D) if scale is None else float(scale)
-    scores = (qh @ kh.swapaxes(-1, -2)) * s                                  # (..., H, T, S)
-    if bias is not None:
-        scores = scores + bias
     ok = visible(T, S, causal, window)                                       # (T, S)
     if mask is not None:
         ok = ok & (np.asarray(mask) != 0)[..., None, None, :]                # (..., 1, T, S)
-    scores = np.where(ok, scores, -np.inf)
-    # a row with every key masked has no softmax; define it as zeros (not NaN)
-    m = scores.max(axis=-1, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0.0)
-    e = np.exp(scores - m)
-    z = e.sum(axis=-1, keepdims=True)
-    p = np.divide(e, z, out=np.zeros_like(e), where=z > 0)
-    out = (p @ vh).swapaxes(-2, -3).reshape(*lead, T, C)                     # (..., T, H*D)
-    return out.astype(q.dtype)
+    out = np.empty((*lead, H, T, D))
+    rows = max(1, REF_BLOCK // (math.prod(lead) * H * S or 1))
+    for t0 in range(0, T, rows):
+        t = slice(t0, min(T, t0 + rows))
+        scores = (qh[..., t, :] @ kt) * s                                    # (..., H, t, S)
+        if bias is not None:
+            scores = scores + _query_rows(bias, t, T)
+        scores = np.where(ok[..., t, :], scores, -np.inf)
+        # a row with every key masked has no softmax; define it as zeros (not NaN)
+        m = scores.max(axis=-1, keepdims=True)
+        m = np.where(np.isfinite(m), m, 0.0)
+        e = np.exp(scores - m)
+        z = e.sum(axis=-1, keepdims=True)
+        p = np.divide(e, z, out=np.zeros_like(e), where=z > 0)
+        out[..., t, :] = p @ vh
+    return out.swapaxes(-2, -3).reshape(*lead, T, C).astype(q.dtype)        # (..., T, H*D)
+
+
+def _query_rows(x: np.ndarray, t: slice, T: int) -> np.ndarray:
+    """The rows `t` of a (..., T or 1, S) bias (a bias of one row applies to every query)."""
+    x = np.asarray(x)
+    return x[..., t, :] if x.ndim >= 2 and x.shape[-2] == T else x
 
 
 def alibi_slopes(heads: int) -> np.ndarray:

@@ -10,8 +10,9 @@ import threading
 import numpy as np
 import pytest
 
+from archc.dsl.cache import remove_stale_temps
 from archc.dsl.errors import ArchError
-from archc.runtime.io import check_output, remove_stale_temps, save_outputs, write_atomic
+from archc.runtime.io import check_output, save_outputs, write_atomic
 
 
 def test_an_output_that_is_an_input_is_refused(tmp_path):
