@@ -73,8 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     dump = sub.add_parser("dump", help="show the graph grouped by layer")
     _common(dump)
-    dump.add_argument("--format", "-f", choices=("text", "dot", "json", "svg", "png"),
-                      default="text", help="svg and png are drawn by Graphviz's `dot`")
+    dump.add_argument("--format", "-f", choices=("text", "dot", "json", "svg", "png", "html"),
+                      default="text", help="svg and png are drawn by Graphviz's `dot`; html "
+                      "is one self-contained page: picture, layer table, fusion report, plans")
     dump.add_argument("--expand", action="store_true",
                       help="show every iteration of a repeat stack")
     dump.add_argument("--layer", metavar="NAME", help="show one layer in full, e.g. layers.3")
@@ -192,7 +193,6 @@ def cmd_run(args) -> int:
 
 
 def cmd_dump(args) -> int:
-    from .compiler import dump
     from .dsl.lower import lower
     graph = lower(args.model, args.model_name, parse_sets(args.set))
     if args.output:            # before the pipeline runs, not after
@@ -205,22 +205,7 @@ def cmd_dump(args) -> int:
         from .runtime.inputs import bind_inputs
         _, found, _ = bind_inputs(graph, read_inputs(graph, args.input))
         bindings = {**found, **bindings}
-    from .compile_cmds import compile_graph, report, wants_pipeline
-    extra = ""
-    if wants_pipeline(args):
-        res = compile_graph(graph, args, bindings)
-        graph, extra = res.graph, report(res, args)
-    if args.format == "text":
-        text = dump.dump_text(graph, expand=args.expand, layer=args.layer, bindings=bindings)
-        text += "\n" + extra if extra else ""
-    elif args.format == "json":
-        text = dump.dump_json(graph, layer=args.layer, bindings=bindings)
-    else:
-        text = dump.dump_dot(graph, expand=args.expand, layer=args.layer, bindings=bindings)
-    data = dump.render_dot(text, args.format) if args.format in ("svg", "png") \
-        else text.encode()
-    if extra and args.format != "text":
-        sys.stderr.write(extra)
+    data = _dump_bytes(graph, args, bindings)
     if args.output:
         from .runtime.io import write_atomic
         write_atomic(args.output, lambda f: f.write(data))
@@ -228,6 +213,25 @@ def cmd_dump(args) -> int:
         sys.stdout.flush()
         sys.stdout.buffer.write(data)
     return 0
+
+
+def _dump_bytes(graph, args, bindings: dict) -> bytes:
+    from .compiler import dump
+    from .compile_cmds import compile_graph, html_page, report, wants_pipeline
+    if args.format == "html":            # runs the pipeline itself: the page reports it
+        return html_page(graph, args, bindings).encode()
+    extra = ""
+    if wants_pipeline(args):
+        res = compile_graph(graph, args, bindings)
+        graph, extra = res.graph, report(res, args)
+    if args.format == "text":
+        text = dump.dump_text(graph, expand=args.expand, layer=args.layer, bindings=bindings)
+        return (text + ("\n" + extra if extra else "")).encode()
+    sys.stderr.write(extra)
+    if args.format == "json":
+        return dump.dump_json(graph, layer=args.layer, bindings=bindings).encode()
+    text = dump.dump_dot(graph, expand=args.expand, layer=args.layer, bindings=bindings)
+    return dump.render_dot(text, args.format) if args.format in ("svg", "png") else text.encode()
 
 
 def cmd_check(args) -> int:

@@ -98,51 +98,25 @@ def report(res, args) -> str:
 
 
 def cmd_stats(args, graph, dims: dict[str, int]) -> str:
-    from .compiler.dump import layer_groups, node_flops
-    from .compiler.sizes import context_length, fmt_bytes
     from .compiler.pipeline import run_pipeline
-    from .dsl.dims import evaluate
+    from .compiler.report import layer_rows
+    from .compiler.sizes import context_length, fmt_bytes
     seq = args.seq or args.max_seq or context_length(graph)[0]
     if seq is None:
         raise ArchError("no sequence length: the model declares no context length",
                         hint="give --seq T")
     bindings = {"B": args.batch, "T": seq, **dims}
-    res = run_pipeline(graph, options={"batch": args.batch, "max_seq": args.max_seq or seq,
-                                       "max_memory": args.max_memory, "dims": bindings})
-    g = res.graph
+    g = run_pipeline(graph, options={"batch": args.batch, "max_seq": args.max_seq or seq,
+                                     "max_memory": args.max_memory, "dims": bindings}).graph
     mp, kp = g.meta.get("memory_plan"), g.meta.get("kv_plan")
-    bindings = {**mp.bindings, **bindings} if mp else bindings
-    tokens = args.batch * seq
-    live_by_step = _live_bytes(mp, len(g)) if mp else []
-    step = {n: i for i, n in enumerate(g.topo())}
-    kv_by_scope: dict[str, tuple[int, int]] = {}
-    groups = layer_groups(g)
-    for e in (kp.entries if kp else []):
-        key = next((grp.name for grp in groups if any(n.id == e.node for n in grp.nodes)), "")
-        per_tok = (2 * e.kv_bytes + e.pos_bytes) // (e.slots * kp.batch) if e.kind == "self" else 0
-        kv_by_scope[key] = (per_tok, e.bytes)
-    rows = []
-    for grp in groups:
-        flops = 0
-        for n in grp.nodes:
-            try:
-                flops += evaluate(node_flops(g, n), bindings)
-            except KeyError:
-                pass
-        peak = max((live_by_step[step[n.id]] for n in grp.nodes if n.id in step),
-                   default=0) if live_by_step else 0
-        per_tok, kv_total = kv_by_scope.get(grp.name, (0, 0))
-        rows.append((grp.name or "(model)", grp.params, flops / tokens, peak, per_tok, kv_total))
-    total = ("total", sum(r[1] for r in rows), sum(r[2] for r in rows),
-             mp.arena_bytes if mp else 0, kp.bytes_per_token() if kp else 0,
-             kp.total_bytes if kp else 0)
+    rows = layer_rows(g, bindings, args.batch * seq)
     head = (f"{'layer':<20} {'params':>12} {'FLOPs/token':>14} {'act. peak':>12} "
             f"{'KV B/token':>11} {'KV bytes':>14}")
     lines = [f"model {g.name}: B={args.batch}, T={seq}"
              + (f", S_max={kp.max_seq} ({kp.max_seq_from})" if kp else ""), head]
-    for r in rows + [total]:
-        lines.append(f"{r[0]:<20} {r[1]:>12,} {r[2]:>14,.0f} {r[3]:>12,} {r[4]:>11,} "
-                     f"{r[5]:>14,}")
+    for r in rows:
+        lines.append(f"{r.name:<20} {r.params:>12,} {r.flops_per_token:>14,.0f} "
+                     f"{r.act_peak:>12,} {r.kv_per_token:>11,} {r.kv_bytes:>14,}")
     if mp:
         lines.append(mp.summary())
     if kp:
@@ -154,9 +128,30 @@ def cmd_stats(args, graph, dims: dict[str, int]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _live_bytes(mp, n_steps: int) -> list[int]:
-    live = [0] * n_steps
-    for root, (born, last) in mp.lifetimes.items():
-        for s in range(born, min(last, n_steps - 1) + 1):
-            live[s] += mp.slots[root][1]
-    return live
+def html_page(graph, args, dims: dict[str, int]) -> str:
+    """`archc dump -f html`: the graph as shown by the flags (as written, or -O / --after),
+    with the figures, fusion report and plans of a pipeline run (the passes the flags
+    choose, else all), at B=--batch and T=--dim T, else the declared context."""
+    import sys
+    from .compiler import dump
+    from .compiler.dump_html import dump_html
+    from .compiler.report import layer_rows
+    from .compiler.sizes import context_length
+    seq = dims.get("T") or args.max_seq or context_length(graph)[0]
+    bindings = {"B": args.batch, **dims, **({"T": seq} if seq else {})}
+    res = compile_graph(graph, args, bindings)
+    shown = res.graph if wants_pipeline(args) else graph
+    if seq is None:
+        bindings = dict(res.graph.meta["memory_plan"].bindings) \
+            if res.graph.meta.get("memory_plan") else bindings
+    tokens = 1
+    for name in ("B", "T"):
+        tokens *= bindings.get(name, 1)
+    rows = layer_rows(res.graph, bindings, tokens)
+    dot = dump.dump_dot(shown, expand=args.expand, layer=args.layer, bindings=bindings)
+    try:
+        svg, why = dump.render_dot(dot, "svg").decode(), ""
+    except ArchError as e:
+        svg, why = None, e.message + (f" ({e.hint})" if e.hint else "")
+        print(f"warning: the page has no picture: {why}", file=sys.stderr)
+    return dump_html(shown, res, rows, svg=svg, picture_note=why, bindings=bindings)

@@ -432,8 +432,8 @@ def render_dot(dot: str, fmt: str) -> bytes:
     from ..dsl.errors import ArchError
     exe = shutil.which("dot")
     if exe is None:
-        raise ArchError(f"--format {fmt} needs Graphviz's `dot` program, which is not "
-                        "installed", hint="apt-get install graphviz (or brew install "
+        raise ArchError("drawing the picture (--format svg, png, html) needs Graphviz's `dot` "
+                        "program, which is not installed", hint="apt-get install graphviz (or brew install "
                         "graphviz); --format dot writes the graph for it")
     try:
         p = subprocess.run([exe, f"-T{fmt}"], input=dot.encode(), capture_output=True,
