@@ -11,7 +11,7 @@ import signal
 import sys
 from typing import Sequence
 
-from .args import SEED, input_files, parse_dims, parse_named_files, parse_sets
+from .args import add_weights_args, input_files, parse_dims, parse_named_files, parse_sets
 from .dsl.dims import Dim
 from .dsl.errors import ArchError, closest, did_you_mean
 from .signals import quit_now
@@ -53,17 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="an input text, one batch row (needs --tokenizer); repeatable")
     run.add_argument("--text-file", metavar="FILE",
                      help="input texts, one per line (blank lines skipped)")
-    run.add_argument("--weights", "-w", metavar="FILE",
-                     help="a .safetensors checkpoint, or a Hugging Face folder (config.json + "
-                          "model.safetensors); names go through the model's `weights` section")
-    run.add_argument("--weights-map", metavar="NAME",
-                     help="which `weights NAME { }` section maps the checkpoint's names")
+    add_weights_args(run)
     run.add_argument("--train", action="store_true",
                      help="apply dropout (inverted scaling), deterministically from --seed")
-    run.add_argument("--allow-missing", action="store_true",
-                     help="initialise parameters missing from --weights randomly")
-    run.add_argument("--seed", type=SEED, default=0,
-                     help="seed for random initialisation of parameters without weights")
     run.add_argument("--output", "-o", metavar="FILE",
                      help="write outputs (.npy for one output, .npz for several)")
     run.add_argument("--full", action="store_true", help="print every value, unabbreviated")
@@ -94,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_generate_parser(sub, _common, _inputs_arg)
     from .tune_cmd import add_tune_parser
     add_tune_parser(sub, _common)
+    from .export_cmd import add_export_parser
+    add_export_parser(sub, _common)
     parser.set_defaults(_commands=sub.choices)
     return parser
 
@@ -268,8 +262,13 @@ def cmd_tune(args) -> int:
     return tune(args)
 
 
+def cmd_export(args) -> int:
+    from .export_cmd import cmd_export as export
+    return export(args)
+
+
 COMMANDS = {"run": cmd_run, "dump": cmd_dump, "check": cmd_check, "stats": cmd_stats,
-            "generate": cmd_generate, "tune": cmd_tune}
+            "generate": cmd_generate, "tune": cmd_tune, "export": cmd_export}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

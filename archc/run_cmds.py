@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 
-from .args import COUNT, SEED, THREADS, TOKEN, real, whole
+from .args import COUNT, THREADS, TOKEN, add_weights_args, real, whole
 from .dsl.errors import ArchError
 
 
@@ -40,19 +40,12 @@ def add_generate_parser(sub, common, inputs_arg) -> None:
     gen = sub.add_parser("generate", help="generate tokens after a prompt, with a KV cache")
     common(gen)
     inputs_arg(gen, "prompt token ids (.npy, int, shape (T,) or (B, T))")
-    gen.add_argument("--weights", "-w", metavar="FILE",
-                     help="a .safetensors checkpoint, or a Hugging Face folder")
-    gen.add_argument("--weights-map", metavar="NAME",
-                     help="which `weights NAME { }` section maps the checkpoint's names")
-    gen.add_argument("--allow-missing", action="store_true",
-                     help="initialise parameters missing from --weights randomly")
+    add_weights_args(gen, "seed for sampling and for parameters without weights")
     gen.add_argument("--max-new-tokens", "-n", type=whole(0), default=32, metavar="N")
     gen.add_argument("--temperature", type=real(0), default=0.0,
                      help="0 (the default) is greedy decoding")
     gen.add_argument("--top-k", type=COUNT, metavar="K")
     gen.add_argument("--top-p", type=real(0, 1, low_open=True), metavar="P")
-    gen.add_argument("--seed", type=SEED, default=0,
-                     help="seed for sampling and for parameters without weights")
     gen.add_argument("--eos", type=TOKEN, action="append", metavar="ID",
                      help="stop when this token is produced; repeatable (any of them stops)")
     gen.add_argument("--decoder-start", type=TOKEN, metavar="ID",
