@@ -29,7 +29,7 @@ import numpy as np
 from .dsl.dims import Dim, DimLike
 from .dsl.errors import ArchError
 from .dsl.graph import Graph, Node
-from .dsl.ops import TT
+from .dsl.ops import OPS, TT
 from .compiler.dump import group_key
 from .onnx_rules import NOT_EXPORTABLE, RULES
 
@@ -63,7 +63,7 @@ class Emitter:
         self._count = 0
         self._consts: dict[tuple, str] = {}
         self._dims: dict[str, str] = {}        # symbol -> 1-element int64 tensor
-        self._inputs: dict[str, str] = {}      # symbol -> (input tensor, axis), set by export
+        self.sizes_from: dict[str, tuple[str, int]] = {}   # symbol -> (input, axis) it is read from
 
     # ---- names and nodes ------------------------------------------------------------
     def fresh(self, hint: str = "t") -> str:
@@ -139,11 +139,11 @@ class Emitter:
 
     def _symbol(self, s: str) -> str:
         if s not in self._dims:
-            if s not in self._inputs:
+            if s not in self.sizes_from:
                 raise ArchError(f"the size `{s}` is not the size of any input axis, so the "
                                 "exported graph cannot compute it")
             where, self.where = self.where, "/sizes"
-            x, axis = self._inputs[s]
+            x, axis = self.sizes_from[s]
             self._dims[s] = self.axis_len(x, axis)
             self.where = where
         return self._dims[s]
@@ -242,11 +242,13 @@ def decode_plan(g: Graph) -> Decode:
     if cross:
         raise ArchError(f"no decode graph: {cross[0]} is a cross-attention (an encoder-"
                         "decoder); archc exports decode steps of decoder-only models")
-    blocking = [n for n in g.nodes() if n.op in NO_DECODE]
-    if blocking:
-        n = blocking[0]
-        raise ArchError(f"no decode graph: `{n.op}` ({n.scope or n.id}) "
-                        f"{NO_DECODE[n.op]}", n.span)
+    cached = {e.node for e in kp.entries}
+    for n in g.nodes():
+        why = NO_DECODE.get(n.op)
+        if why is None and n.op in OPS and OPS[n.op].has("attention") and n.id not in cached:
+            why = "is not a cached self-attention: its keys would be the new tokens' alone"
+        if why is not None:
+            raise ArchError(f"no decode graph: `{n.op}` ({n.scope or n.id}) {why}", n.span)
     return Decode({e.node: i for i, e in enumerate(kp.entries)},
                   [(e.dtype, e.kv_heads, e.head_dim) for e in kp.entries])
 
@@ -259,6 +261,7 @@ NO_DECODE = {
     "attention_mask": "builds a mask for keys the decode graph keeps in past_*",
     "padding_mask": "masks keys the decode graph keeps in past_*",
     "memory_mask": "masks keys the decode graph keeps in past_*",
+    "prepend_memory": "puts memory slots before the sequence the decode graph splits",
 }
 
 
@@ -278,7 +281,7 @@ def export_graph(g: Graph, params: Mapping[str, np.ndarray], *, decode: bool = F
         for axis, d in enumerate(n.shape):
             if isinstance(d, Dim) and len(d.terms) == 1 and d.terms[0][1] == 1 \
                     and len(d.terms[0][0]) == 1:
-                e._inputs.setdefault(d.terms[0][0][0], (n.attrs["name"], axis))
+                e.sizes_from.setdefault(d.terms[0][0][0], (n.attrs["name"], axis))
     if dec is not None:
         _past_inputs(e, dec, inputs)
     values: dict[str, str] = {}               # ONNX tensor -> the archc id it is the value of

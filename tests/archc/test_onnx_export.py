@@ -181,3 +181,20 @@ def test_cli_without_onnx_says_how_to_install_it(tmp_path, capsys, monkeypatch):
     assert main(["export", str(ROOT / "examples" / "ffn.arch"), "-o",
                  str(tmp_path / "f.onnx")]) == 2
     assert "pip install 'archc[onnx]'" in capsys.readouterr().err
+
+
+def test_no_decode_graph_where_an_attention_is_not_cached(arch_file):
+    from archc.dsl.errors import ArchError
+    src = arch_file("""
+        model m(ids: int[B, T]) {
+            x = Embedding(ids, 16, 8) as emb
+            x = x + Attention(x, 2, causal=true) as a1
+            x = x + Attention(x, 2, causal=true, cache=false) as a2
+            return y = x
+        }
+        """)
+    m = archc.load(src)
+    g = compiled(m)
+    export_graph(g, m.params)                                      # the full graph is fine
+    with pytest.raises(ArchError, match=r"no decode graph: `attention` \(a2\) is not a cached"):
+        export_graph(g, m.params, decode=True)
