@@ -29,7 +29,7 @@ import numpy as np
 from .dsl.dims import Dim, DimLike
 from .dsl.errors import ArchError
 from .dsl.graph import Graph, Node
-from .dsl.ops import OPS, TT
+from .dsl.ops import TT, trait
 from .compiler.dump import group_key
 from .onnx_rules import NOT_EXPORTABLE, RULES
 
@@ -244,8 +244,8 @@ def decode_plan(g: Graph) -> Decode:
                         "decoder); archc exports decode steps of decoder-only models")
     cached = {e.node for e in kp.entries}
     for n in g.nodes():
-        why = NO_DECODE.get(n.op)
-        if why is None and n.op in OPS and OPS[n.op].has("attention") and n.id not in cached:
+        why = next((why for t, why in NO_DECODE if trait(n.op, t)), None)
+        if why is None and trait(n.op, "attention") and n.id not in cached:
             why = "is not a cached self-attention: its keys would be the new tokens' alone"
         if why is not None:
             raise ArchError(f"no decode graph: `{n.op}` ({n.scope or n.id}) {why}", n.span)
@@ -253,16 +253,14 @@ def decode_plan(g: Graph) -> Decode:
                   [(e.dtype, e.kv_heads, e.head_dim) for e in kp.entries])
 
 
-# ops a decode step over past/present K/V cannot carry as the full graph computes them
-NO_DECODE = {
-    "alibi": "builds a bias over every key; the decode graph does not rebuild it per step",
-    "relative_position_bias": "builds a bias over every key; the decode graph does not "
-                              "rebuild it per step",
-    "attention_mask": "builds a mask for keys the decode graph keeps in past_*",
-    "padding_mask": "masks keys the decode graph keeps in past_*",
-    "memory_mask": "masks keys the decode graph keeps in past_*",
-    "prepend_memory": "puts memory slots before the sequence the decode graph splits",
-}
+# what stops a decode step over past/present K/V computing what the full graph computes,
+# by the op's traits (the registry's; runtime/kv_cache.py refuses the same ops)
+NO_DECODE = (
+    ("position_bias", "builds a bias over every key; the decode graph does not rebuild it "
+                      "per step"),
+    ("mask", "builds a mask over keys the decode graph keeps in past_*"),
+    ("mixes_positions", "mixes positions in a way a step over new tokens cannot recompute"),
+)
 
 
 def export_graph(g: Graph, params: Mapping[str, np.ndarray], *, decode: bool = False,
