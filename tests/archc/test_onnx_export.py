@@ -198,3 +198,11 @@ def test_no_decode_graph_where_an_attention_is_not_cached(arch_file):
     export_graph(g, m.params)                                      # the full graph is fine
     with pytest.raises(ArchError, match=r"no decode graph: `attention` \(a2\) is not a cached"):
         export_graph(g, m.params, decode=True)
+
+
+def test_the_sentence_embedding_example_matches_with_padding():
+    m = archc.load(ROOT / "examples" / "minilm_embed.arch", weights=FIX / "bert",
+                   allow_missing=True)
+    ids = np.array([[1, 5, 7, 9, 3, 0], [2, 4, 6, 0, 0, 0]])
+    assert_matches(m, export_graph(compiled(m), m.params),
+                   {"ids": ids, "mask": (ids != 0).astype(np.int64), "types": np.zeros_like(ids)})
