@@ -8,9 +8,11 @@ each product shape the model meets, once per machine, and remembers the winner:
 
     a product class    dtype, rows M rounded up to a power of two (8..1024), depth K, and
                        the columns one lane computes (N / lanes)
-    candidates         "blas" (NumPy's BLAS, one thread: a lane's share), and archc's
-                       gemm_nt with each tile (kernels/linalg.py TILES) where the weight is
-                       stored output-major and the operands are contiguous
+    candidates         "blas" (NumPy's BLAS, one thread: a lane's share), and where the
+                       weight is stored output-major and the operands are contiguous,
+                       archc's own: gemm_nt with each tile (kernels/linalg.py TILES) and,
+                       for float32, the register-blocked micro-kernels of
+                       kernels/microkernel.py (the AVX-512 one only on CPUs that have it)
     measure            each candidate on the model's own weight and a scratch x, in turns
                        (A B C A B C ...), best of a few, timed by the thread's CPU clock
                        (time.thread_time), so a busy machine's time slicing does not decide
@@ -38,9 +40,21 @@ import numpy as np
 
 from ..dsl.cache import replace_atomically
 from ..dsl.ops import trait
-from .kernels import linalg as k_linalg
+from .kernels import linalg as k_linalg, microkernel as k_uk
 
-PRODUCT_CANDIDATES = ("blas", *k_linalg.TILES)
+# archc's own product kernels by name, each fn(y, x, wt, n0, n1): y[:, n0:n1] = x @ wt[n0:n1].T
+KERNELS = {**k_linalg.TILES, "uk6x16": k_uk.gemm_uk6x16, "uk12x32": k_uk.gemm_uk12x32}
+
+
+def own_kernels(dtype) -> dict:
+    """archc's kernels that may run a product of this dtype on this CPU."""
+    out = dict(k_linalg.TILES)
+    if np.dtype(dtype) == np.float32:
+        out["uk6x16"] = k_uk.gemm_uk6x16
+        if "avx512f" in cpu_flags():
+            out["uk12x32"] = k_uk.gemm_uk12x32
+    return out
+
 # without measurements: archc's 4x4 tile for a prompt's rows over a weight of modest depth
 # on a CPU with 32 vector registers (AVX-512), else BLAS
 DEFAULT_ROWS, DEFAULT_DEPTH = 192, 1024
@@ -154,8 +168,8 @@ def wisdom() -> Wisdom:
     return _wisdom
 
 
-def default_product(M: int, K: int, nt_ok: bool) -> str:
-    if nt_ok and M <= DEFAULT_ROWS and K <= DEFAULT_DEPTH and "avx512f" in cpu_flags():
+def default_product(M: int, K: int, own_ok: bool) -> str:
+    if own_ok and M <= DEFAULT_ROWS and K <= DEFAULT_DEPTH and "avx512f" in cpu_flags():
         return "nt4x4"
     return "blas"
 
@@ -168,14 +182,14 @@ def choose_product(x2: np.ndarray, wt: np.ndarray, ncols: int) -> str:
     """The kernel for y[:, c:c+ncols] = x2 @ wt[c:c+ncols].T on one lane: measured (or
     recalled) on this machine, else the default. wt: the output-major weight (N, K)."""
     M, K = x2.shape
-    nt_ok = wt.flags.c_contiguous and x2.dtype == wt.dtype and x2.dtype.kind == "f"
+    own_ok = wt.flags.c_contiguous and x2.dtype == wt.dtype and x2.dtype.kind == "f"
     if not enabled() or M <= 4:
-        return default_product(M, K, nt_ok)
+        return default_product(M, K, own_ok)
     key = product_key(x2.dtype, M, K, ncols)
     w = wisdom()
     best = w.get(key)
-    if best is None or (best != "blas" and not nt_ok):
-        rates = measure_product(bucket(M), wt[:ncols], x2.dtype, nt_ok)
+    if best is None or (best != "blas" and not own_ok):
+        rates = measure_product(bucket(M), wt[:ncols], x2.dtype, own_ok)
         best = max(rates, key=rates.get)
         w.put(key, best, rates)
     return best
@@ -184,7 +198,7 @@ def choose_product(x2: np.ndarray, wt: np.ndarray, ncols: int) -> str:
 _said = False
 
 
-def measure_product(M: int, wt: np.ndarray, dtype, nt_ok: bool) -> dict[str, float]:
+def measure_product(M: int, wt: np.ndarray, dtype, own_ok: bool) -> dict[str, float]:
     """GFLOP/s of each candidate for x (M, K) @ wt.T, one thread, on this weight."""
     from .jit import thread_pools
     global _said
@@ -197,8 +211,8 @@ def measure_product(M: int, wt: np.ndarray, dtype, nt_ok: bool) -> dict[str, flo
     y = np.empty((M, N), dtype)
     wt = np.ascontiguousarray(wt)
     calls = {"blas": lambda: np.dot(x, wt.T, y)}
-    if nt_ok:
-        for name, kernel in k_linalg.TILES.items():
+    if own_ok:
+        for name, kernel in own_kernels(dtype).items():
             calls[name] = lambda kernel=kernel: kernel(y, x, wt, 0, N)
     best: dict[str, float] = {}
     with thread_pools(numba=1, blas=1):
@@ -218,7 +232,7 @@ def measure_product(M: int, wt: np.ndarray, dtype, nt_ok: bool) -> dict[str, flo
 def kernel_report(prog) -> list[tuple[str, str, str, str, str]]:
     """(node, op, product shape, kernel, GFLOP/s measured on this machine or "-") for each
     matrix product a program runs, one row per lane's share: what `archc tune` prints."""
-    tiles = {v: k for k, v in k_linalg.TILES.items()}
+    tiles = {v: k for k, v in KERNELS.items()}
     rows = []
     w = wisdom() if enabled() else None
     for s in prog.steps:

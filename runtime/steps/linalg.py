@@ -12,13 +12,13 @@ GEMV_ROWS = 4     # up to this many rows (decode steps), our matrix-vector kerne
 
 def _product(x2, w, y2, c0: int, c1: int) -> tuple:
     """(fn, args) computing y2[:, c0:c1] = x2 @ w[:, c0:c1], by the kernel measured fastest
-    on this machine for this class of product (runtime/tune.py): archc's gemm_nt with one
-    of its tiles, which reads the output-major weight as it lies, or BLAS."""
+    on this machine for this class of product (runtime/tune.py): one of archc's own
+    kernels, which read the output-major weight as it lies, or BLAS."""
     wt = w.T
-    nt_ok = x2.flags.c_contiguous and y2.flags.c_contiguous and x2.dtype == w.dtype == y2.dtype
-    kernel = tune.choose_product(x2, wt[c0:c1], c1 - c0) if nt_ok else "blas"
+    own_ok = x2.flags.c_contiguous and y2.flags.c_contiguous and x2.dtype == w.dtype == y2.dtype
+    kernel = tune.choose_product(x2, wt[c0:c1], c1 - c0) if own_ok else "blas"
     if kernel != "blas" and wt.flags.c_contiguous:
-        return k_linalg.TILES[kernel], (y2, x2, wt, c0, c1)
+        return tune.KERNELS[kernel], (y2, x2, wt, c0, c1)
     if (c0, c1) == (0, y2.shape[1]):
         return np.dot, (x2, w, y2)
     return np.matmul, (x2, w[:, c0:c1], y2[:, c0:c1])

@@ -11,7 +11,6 @@ import pytest
 
 import archc
 from archc.runtime import tune
-from archc.runtime.kernels import linalg as kl
 
 
 @pytest.fixture
@@ -32,11 +31,12 @@ def test_a_class_is_measured_once_and_remembered(wisdom, monkeypatch):
     monkeypatch.setattr(tune, "measure_product",
                         lambda *a: measured.append(a[0]) or real(*a))
     first = tune.choose_product(x, wt, 24)
-    assert first in tune.PRODUCT_CANDIDATES and measured == [32]    # 20 rows: class M32
+    assert first in {"blas", *tune.own_kernels(np.float32)} and measured == [32]   # class M32
     assert tune.choose_product(x[:17], wt, 24) == first and len(measured) == 1
     saved = json.loads(wisdom.path.read_text())
     entry = saved["entries"][tune.product_key(np.float32, 20, 40, 24)]
-    assert entry["best"] == first and set(entry["gflops"]) == set(tune.PRODUCT_CANDIDATES)
+    assert entry["best"] == first
+    assert set(entry["gflops"]) == {"blas", *tune.own_kernels(np.float32)}
     assert saved["machine"]["cpu"] == tune.cpu_model()
     assert tune.Wisdom(wisdom.path).get(tune.product_key(np.float32, 30, 40, 24)) == first
 
@@ -50,11 +50,11 @@ def test_unreadable_wisdom_is_measured_again(tmp_path):
     assert tune.Wisdom(path).get("product/float32/M8/K4/N4") == "blas"
 
 
-@pytest.mark.parametrize("winner", tune.PRODUCT_CANDIDATES)
+@pytest.mark.parametrize("winner", ["blas", *tune.KERNELS])
 def test_every_winner_computes_the_reference(wisdom, winner, monkeypatch):
     # whichever kernel a machine picks, a model's outputs are the reference's
     monkeypatch.setattr(tune, "measure_product",
-                        lambda M, wt, dtype, nt_ok: {winner: 1.0})
+                        lambda M, wt, dtype, own_ok: {winner: 1.0})
     model = archc.load("examples/gpt2.arch", seed=3, config={
         "n_layer": 1, "d_model": 32, "n_head": 2, "vocab": 50, "n_ctx": 40})
     ids = np.arange(24).reshape(1, 24) % 50
@@ -63,8 +63,8 @@ def test_every_winner_computes_the_reference(wisdom, winner, monkeypatch):
     got = ex.run({"ids": ids})["logits"]
     np.testing.assert_allclose(got, want, atol=2e-5)
     prog = next(iter(ex._programs.values()))
-    tiles = {fn for fn, args in prog.calls() if fn in kl.TILES.values()}
-    assert tiles == (set() if winner == "blas" else {kl.TILES[winner]})
+    own = {fn for fn, args in prog.calls() if fn in tune.KERNELS.values()}
+    assert own == (set() if winner == "blas" else {tune.KERNELS[winner]})
 
 
 def test_rows_are_bucketed():
@@ -87,6 +87,6 @@ def test_archc_tune_measures_and_shows_each_product(tmp_path):
                                 "GFLOP/s"]
     prompt = [ln.split() for ln in lines if ln.startswith("T=24")]
     assert {row[1] for row in prompt} >= {"layers.0.attn.qkv", "layers.0.mlp.ffn", "linear"}
-    assert all(row[-2] in tune.PRODUCT_CANDIDATES and float(row[-1]) > 0 for row in prompt)
+    assert all(row[-2] in {"blas", *tune.KERNELS} and float(row[-1]) > 0 for row in prompt)
     assert any(ln.startswith("T=1 ") and "gemv_t" in ln for ln in lines)
     assert list((tmp_path / "cache" / "numba" / "tune").glob("*.json"))
