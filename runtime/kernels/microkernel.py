@@ -20,7 +20,7 @@ Partial tiles (rows past the last whole MR, columns past the last whole NR) run 
 kernel on a zero-padded copy and keep what is real. Each call allocates its panel and
 tile scratch (K x NR + MR x (K + NR) floats: ~70 KB at K = 768), the one buffer of a
 compiled product that is outside the memory plan, since the tuner picks the kernel at
-run time. `ref_gemm_packed` is the NumPy statement of what every variant computes.
+run time. Every variant computes kernels/linalg.py's ref_linear(x, wt[n0:n1].T).
 """
 from __future__ import annotations
 
@@ -33,11 +33,6 @@ from numba.extending import intrinsic
 from ..jit import njit
 
 F32 = ir.FloatType()
-
-
-def ref_gemm_packed(y, x, wt, n0, n1):
-    # y[:, n0:n1] = x @ wt[n0:n1].T   x: (M, K)  wt: (N, K) output-major
-    y[:, n0:n1] = x @ wt[n0:n1].T
 
 
 def _micro_kernel(MR: int, VL: int):
