@@ -33,6 +33,9 @@ def check_regular(path: str | os.PathLike, what: str, stdin_ok: bool = False) ->
         raise ArchError(f"{what} file not found: {path}") from None
     except OSError as e:
         raise ArchError(f"cannot read {what} {path}: {e.strerror}") from None
+    except ValueError:          # a name from a file (an index's shard) can hold a NUL
+        raise ArchError(f"cannot read {what} {str(path)!r}: a file name cannot hold a NUL "
+                        "character") from None
     if not stat.S_ISREG(st.st_mode):
         raise ArchError(f"{what} {path} is {kind_of(st.st_mode)}, not a regular file",
                         hint="give a file; a pipe is read from standard input as `-`"

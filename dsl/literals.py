@@ -85,6 +85,33 @@ def string(text: str, span: Span) -> str:
     return value
 
 
+def outside_value(value) -> str | None:
+    """Why a config value from outside the source (`--set`, a checkpoint's config.json, the
+    API's `config=`) cannot be used where a literal could be, or None when it can: the
+    same bounds as literals (int64, finite floats, strings without NUL of MAX_STRING)."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        if abs(value) <= MAX_INT:
+            return None
+        digits = len(str(abs(value))) if value.bit_length() < 10_000 else "over 3,000"
+        return f"a whole number of {digits} digits exceeds {MAX_INT} (int64)"
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{value} is not a finite number"
+    if isinstance(value, str):
+        if "\x00" in value:
+            return "a string cannot hold a NUL character"
+        return None if len(value) <= MAX_STRING else \
+            f"a string of {len(value):,} characters (at most {MAX_STRING:,})"
+    return f"a {type(value).__name__} is not a number, bool or string"
+
+
+def shown(value) -> str:
+    """A value in a message, cut short."""
+    text = repr(value) if not isinstance(value, int) or value.bit_length() < 100 else "..."
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _inner(span: Span, offset: int, width: int) -> Span:
     """The part of a one-line literal's span starting `offset` characters in."""
     col = span.col + offset

@@ -11,11 +11,11 @@ from typing import Any
 
 from .dims import Dim
 from .errors import ArchError, Span
+from .literals import MAX_INT
 from .ops import TT
 
 # Bounds that turn hostile or mistyped input into errors instead of hangs, OOMs or a
 # RecursionError: sizes are int64, and a model has at most this many layers and nodes.
-MAX_INT = 2 ** 63 - 1
 MAX_REPEAT = 10_000
 MAX_NODES = 100_000
 MAX_CALL_DEPTH = 50

@@ -67,6 +67,8 @@ class Estimate:
 
 
 def fmt(n: int) -> str:
+    if n >= 1 << 60:              # a size from a hostile config: no float holds it
+        return "more than 1,000,000 TiB"
     for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if n >= size:
             return f"{n / size:.1f} {unit}"

@@ -18,6 +18,7 @@ import numpy as np
 from ..dsl.dims import shape_str
 from ..dsl.errors import ArchError
 from ..dsl.files import bounded_json, open_regular
+from ..dsl.literals import outside_value, shown
 from ..dsl.values import same_value
 from ..dsl.weightmap import Param, Skip, Split, Transpose, WeightMap, key_matches, literal
 
@@ -57,8 +58,8 @@ def read_checkpoint(path) -> Checkpoint:
                             "tensor names to shard file names")
         shards = sorted(set(wmap.values()))
         for s in shards:
-            if not s or "/" in s or "\\" in s or s.startswith("."):
-                raise ArchError(f"{index} names a shard outside the folder: {s}")
+            if not s or "/" in s or "\\" in s or s.startswith(".") or "\x00" in s:
+                raise ArchError(f"{index} names a shard outside the folder: {s!r}")
         read += [p / s for s in shards]
         tensors = SafetensorsFiles([p / s for s in shards])
     elif (p / "model.safetensors").is_file():
@@ -141,6 +142,10 @@ def config_overrides(section, hf_config: Mapping[str, Any]) -> tuple[dict, list[
         if isinstance(value, (list, dict)):
             raise ArchError(f"config.json `{key}` is {type(value).__name__}, not a number, "
                             f"bool or string; it cannot set `{const}`")
+        problem = outside_value(value)
+        if problem is not None:
+            raise ArchError(f"config.json `{key}` = {shown(value)}: {problem}; it cannot set "
+                            f"`{const}`")
         out[const] = value
     notes = [f"config.json has no {' or '.join(f'`{k}`' for k in keys)}; `{const}` keeps "
              "its default" for const, keys in tried.items() if const not in out]

@@ -195,7 +195,13 @@ class GraphBuilder:
         if dtype is None:
             dtype = "float32" if arr.dtype.kind == "f" else ("bool" if arr.dtype.kind == "b"
                                                               else "int64")
-        arr = arr.astype(dtype)
+        with np.errstate(over="ignore", invalid="ignore"):
+            cast = arr.astype(dtype)
+        if cast.dtype.kind == "f" and np.isinf(cast).any() \
+                and not np.isinf(arr.astype(np.float64)).any():
+            raise ArchError(f"{_show(value)} does not fit in {dtype} (it becomes infinite)",
+                            span, "float32 goes up to about 3.4e38")
+        arr = cast
         nid = self.g.add("const", [], shape=arr.shape, dtype=dtype, attrs={"value": arr},
                          span=span, scope=self.scope_name)
         return Tensor(nid, TT(arr.shape, dtype), span)

@@ -7,6 +7,7 @@ from typing import Any
 
 from .. import ast
 from ..errors import ArchError, did_you_mean
+from ..literals import outside_value, shown
 from ..graph import Graph
 from ..ops import TT
 from ..values import Tensor, describe
@@ -23,10 +24,15 @@ class Lowerer(Statements):
         self.g.meta["source"] = self.prog.path
         self.g.meta["files"] = list(self.prog.files)      # the main file and its includes
         names = [d.name for d in self.prog.consts]
-        for k in self.overrides:
+        for k, v in self.overrides.items():
             if k not in names:
                 raise ArchError(f"cannot set `{k}`: {self.prog.path} has no config constant "
                                 f"`{k}`", None, did_you_mean(k, names))
+            problem = outside_value(v)
+            if problem is not None:
+                raise ArchError(f"cannot set `{k}` to {shown(v)}: {problem}", None,
+                                "the value comes from --set, the API's config= or the "
+                                "checkpoint's config.json")
         for d in self.prog.consts:
             # an override replaces only this definition; constants derived from it follow
             try:

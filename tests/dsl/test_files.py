@@ -90,3 +90,9 @@ def test_errors_quote_only_arch_source(tmp_path):
     src = tmp_path / "m.arch"
     src.write_text("model m() {}\n")
     assert "model m() {}" in render_error(ArchError("boom", Span(str(src), 1, 1)))
+
+
+def test_a_file_name_with_a_nul_is_a_clear_error():
+    # names read from files (an index's shards) can hold what a command line cannot
+    with pytest.raises(ArchError, match="a file name cannot hold a NUL character"):
+        check_regular("a\x00b.safetensors", "weights")

@@ -148,3 +148,30 @@ def test_lowering_errors_stop_at_the_bound(arch_file):
         lower(path)
     assert len(e.value.errors) == MAX_ERRORS
     assert e.value.errors[-1].message == f"unknown name `z{MAX_ERRORS - 1}`"
+
+
+@pytest.mark.parametrize("value, why", [
+    (10 ** 400, "a whole number of 401 digits exceeds 9223372036854775807 (int64)"),
+    (float("nan"), "nan is not a finite number"),
+    (float("inf"), "inf is not a finite number"),
+    ("a\x00b", "a string cannot hold a NUL character"),
+    ("s" * 5000, "a string of 5,000 characters (at most 4,096)"),
+    ([1, 2], "a list is not a number, bool or string"),
+])
+def test_config_values_from_outside_are_bounded_like_literals(arch_file, value, why):
+    # --set, the API's config= and a checkpoint's config.json all arrive here (found by
+    # the config.json fuzz target: 10**400 reached a float conversion in the lowering)
+    path = arch_file("config { scale = 1.0 }\n"
+                     "model m(x: float[T, 4]) {\n    return x * scale\n}\n")
+    with pytest.raises(ArchError) as e:
+        lower(path, config={"scale": value})
+    assert e.value.message.endswith(f": {why}")
+    assert e.value.message.startswith("cannot set `scale` to ")
+
+
+def test_a_float_too_large_for_float32_is_said_where_it_is_used(arch_file):
+    path = arch_file("model m(x: float[T, 4]) {\n    return x * 1e300\n}\n")
+    with pytest.raises(ArchError) as e:
+        lower(path)
+    assert e.value.message == "1e+300 does not fit in float32 (it becomes infinite)"
+    assert (e.value.span.line, e.value.span.col) == (2, 16)

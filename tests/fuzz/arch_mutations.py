@@ -25,7 +25,11 @@ VOCAB = ["model", "block", "layer", "repeat", "param", "return", "config", "incl
          "@", "->", "float", "int", "bool", "float64", "true", "none", "x", "T", "d_model",
          "relu", "softmax", "Linear", "LayerNorm", "Attention", "layers.0.w", '"a.arch"',
          "0", "1", "-1", "2.5", "1e400", "10**100", "2**62", "99999999999999999999999",
-         "1000000000", "0.0", "1e-30", "\n", ";", "'", "$", "\t", "\u00e9", "\x00", "\ufeff"]
+         "1000000000", "0.0", "1e-30", "\n", ";", "'", "$", "\t", "\u00e9", "\x00", "\ufeff",
+         # escapes, long literals and names, weights templates (the grammar layer's checks)
+         '"\\x41"', '"\\u12"', '"\\N{DASH}"', '"a\\u0000.arch"', '"\\ud800"', '"\\""',
+         '"' + "s" * 5000 + '"', "9" * 400, "1." + "9" * 400, "n" * 300, '"h.{i}.{i}.w"',
+         '"h.{i.w"', '"{}"', "1e999", '"a\x00b"']
 HUGE = ["10**100", "99999999999999999999999", "1000000000", "2**63", "1e400", "0", "-1",
         "1e-300", "65536"]
 OPS = ("delete", "duplicate", "swap", "replace", "insert", "huge", "bytes", "truncate")
@@ -84,6 +88,8 @@ def check_arch(path: Path, source: Path) -> None:
     if source == FFN and code == 0:
         assert quietly(["run", str(path), "--input", str(ROOT / "examples" / "ffn_input.npy"),
                         "--max-memory", "256M"]) in (0, None)
+        assert quietly(["dump", "-O", str(path), "-o", str(path.with_suffix(".txt"))]) \
+            in (0, None)
 
 
 def check_run_random(path: Path, work: Path, rng: np.random.Generator) -> None:

@@ -1,59 +1,82 @@
-"""Bounded fuzzing: mutated examples/*.arch files and random or corrupted .npy inputs make
-archc succeed or raise ArchError, never anything else. Derandomized, so the suite is
-repeatable; tests/fuzz/fuzz_arch.py runs the same oracle for as long as you like."""
+"""Bounded fuzzing, one target per kind of input (targets.py): mutated .arch sources, random
+or corrupted .npy inputs, mutated safetensors headers, config.json files and checkpoint
+indexes. archc must succeed or raise ArchError, never anything else. Derandomized (a fixed
+seed), so CI repeats the same cases in about half a minute; tests/fuzz/fuzz_arch.py runs the
+same targets for as long as you like."""
 from __future__ import annotations
 
 import importlib.util
+import random
+import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
-_spec = importlib.util.spec_from_file_location(
-    "arch_mutations", Path(__file__).with_name("arch_mutations.py"))
-m = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(m)
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))       # targets.py imports arch_mutations as a sibling
+_spec = importlib.util.spec_from_file_location("fuzz_targets", HERE / "targets.py")
+t = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(t)
+m = t.m
+
+# cases per target in CI: about 25 s in all on a busy 2-core machine (.npy cases run the
+# compiled FFN, 0.6 s each)
+BUDGET = {"arch": 150, "npy": 20, "safetensors": 60, "config": 60, "index": 60}
+
 
 def bounded(n: int) -> settings:
     return settings(max_examples=n, deadline=None, derandomize=True, database=None,
                     phases=(Phase.explicit, Phase.generate, Phase.shrink),
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                            HealthCheck.function_scoped_fixture])
-step = st.tuples(st.sampled_from(m.OPS), st.integers(0, 10_000), st.integers(0, 10_000),
-                 st.sampled_from(m.VOCAB), st.binary(min_size=1, max_size=6))
 
 
-@bounded(200)
-@given(source=st.sampled_from(m.EXAMPLES), steps=st.lists(step, min_size=1, max_size=4),
-       n=st.integers(0, 2**31))
-def test_mutated_arch_files(tmp_path_factory, source, steps, n):
-    path = tmp_path_factory.mktemp("fuzz") / f"m{n % 1000}.arch"
-    path.write_bytes(m.mutate(source.read_text(), steps))
-    m.check_arch(path, source)
+def _target_test(kind: str):
+    @bounded(BUDGET[kind])
+    @given(seed=st.integers(0, 2 ** 32 - 1))
+    def test(tmp_path_factory, seed):
+        t.TARGETS[kind](random.Random(seed), tmp_path_factory.mktemp(kind))
+    test.__name__ = f"test_{kind}_target"
+    return test
 
 
-@bounded(60)
-@given(seed=st.integers(0, 2**32 - 1), corrupt=st.booleans())
-def test_random_npy_inputs(tmp_path_factory, seed, corrupt):
-    rng = np.random.default_rng(seed)
-    path = tmp_path_factory.mktemp("npy") / "x.npy"
-    np.save(path, m.random_array(rng))
-    if corrupt:
-        path.write_bytes(m.corrupt(path.read_bytes(), rng))
-    m.check_npy(path)
+test_arch_target = _target_test("arch")
+test_npy_target = _target_test("npy")
+test_safetensors_target = _target_test("safetensors")
+test_config_target = _target_test("config")
+test_index_target = _target_test("index")
 
 
-def test_the_oracle_catches_internal_errors(tmp_path, monkeypatch):
-    # a fuzz test that cannot fail is a defect: a broken lowering must fail the oracle
-    import archc.dsl.lower as lower
-    monkeypatch.setattr(lower, "load_program", lambda *a: (_ for _ in ()).throw(KeyError("x")))
-    path = tmp_path / "a.arch"
-    path.write_text(m.FFN.read_text())
-    try:
-        m.check_arch(path, m.FFN)
-    except KeyError:
-        return
-    raise AssertionError("the oracle let a KeyError through")
+def test_every_target_has_a_budget():
+    assert sorted(BUDGET) == sorted(t.TARGETS)
+
+
+def test_the_unmutated_checkpoint_loads(tmp_path):
+    import archc
+    (tmp_path / "tiny.arch").write_text(t.TINY)
+    (tmp_path / "w.safetensors").write_bytes(t.safetensors_bytes(t.tensors(random.Random(0))))
+    model = archc.load(tmp_path / "tiny.arch", weights=tmp_path / "w.safetensors")
+    assert sorted(model.params) == ["emb", "layers.0.b", "layers.0.k", "layers.0.q",
+                                    "layers.1.b", "layers.1.k", "layers.1.q"]
+
+
+@pytest.mark.parametrize("kind, module, name", [
+    ("arch", "archc.dsl.lower", "load_program"),
+    ("safetensors", "archc.runtime.safetensors", "read_header"),
+    ("config", "archc.runtime.checkpoint", "config_overrides"),
+    ("index", "archc.runtime.checkpoint", "read_checkpoint"),
+])
+def test_the_oracle_catches_internal_errors(tmp_path, monkeypatch, kind, module, name):
+    # a fuzz target that cannot fail is a defect: a broken reader must fail the target
+    import importlib
+    monkeypatch.setattr(importlib.import_module(module), name,
+                        lambda *a, **k: (_ for _ in ()).throw(KeyError("x")))
+    rng = random.Random(0)
+    with pytest.raises(KeyError):
+        for _ in range(20):        # some cases are refused before the reader is reached
+            t.TARGETS[kind](rng, tmp_path)
 
 
 def test_mutations_change_the_file():
@@ -61,3 +84,10 @@ def test_mutations_change_the_file():
     assert m.mutate(text, [("delete", 0, 0, "x", b"")]) != text.encode()
     assert m.mutate(text, [("huge", 0, 0, "x", b"")]).count(b"10**100") == 1
     assert b"\xff" in m.mutate(text, [("bytes", 3, 0, "x", b"\xff")])
+    assert b'"\\x"' in m.mutate(text, [("insert", 3, 0, '"\\x"', b"")])
+
+
+def test_json_mutations_reach_every_level():
+    rng = random.Random(3)
+    seen = {repr(t.mutate_json({"a": {"b": [1, {"c": 2}]}}, rng, 1)) for _ in range(200)}
+    assert any("'c'" in s and "2}" not in s for s in seen)     # the deepest value changed

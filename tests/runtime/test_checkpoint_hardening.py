@@ -76,7 +76,7 @@ def test_oversized_config_is_refused_before_reading(tmp_path, monkeypatch):
         read_checkpoint(tmp_path)
 
 
-@pytest.mark.parametrize("shard", ["", "../w.safetensors", ".hidden"])
+@pytest.mark.parametrize("shard", ["", "../w.safetensors", ".hidden", "a\x00b"])
 def test_index_naming_a_shard_outside_the_folder(tmp_path, shard):
     (tmp_path / "model.safetensors.index.json").write_text(
         json.dumps({"weight_map": {"a": shard}}))
@@ -102,3 +102,16 @@ def test_narrowing_warnings_see_overflow_and_ignore_nan():
     warnings.clear()
     _convert("w", np.array([np.nan, 0.5]), "float32", warnings)
     assert warnings == []
+
+
+def test_a_config_json_number_past_int64_names_its_key(tmp_path):
+    (tmp_path / "m.arch").write_text(
+        MODEL.replace("weights hf {", 'weights hf {\n    config d = "hidden"'))
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    save_file(tensors(), str(folder / "model.safetensors"))
+    (folder / "config.json").write_text('{"hidden": 1' + "0" * 400 + "}")
+    with pytest.raises(ArchError) as e:
+        archc.load(tmp_path / "m.arch", weights=folder)
+    assert e.value.message == ("config.json `hidden` = ...: a whole number of 401 digits "
+                               "exceeds 9223372036854775807 (int64); it cannot set `d`")
