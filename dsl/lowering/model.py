@@ -15,6 +15,10 @@ from ..weightmap import resolve as resolve_weights
 from .builder import DTYPES, POISON
 from .statements import Statements
 
+# how the runtime may store matrix-product weights: the config constant `weights_dtype`
+# (or --weights-dtype, or archc.load's weights_dtype=) chooses; runtime/packed.py packs
+WEIGHTS_DTYPES = ("float32", "int8", "bf16")
+
 
 class Lowerer(Statements):
     """Lowers one model of a `Program` to a `Graph`: `Lowerer(prog, config).lower_model(m)`."""
@@ -41,6 +45,11 @@ class Lowerer(Statements):
             except ArchError as e:
                 self.record(e)
                 self.consts[d.name] = POISON
+            if d.name == "weights_dtype" and self.consts[d.name] not in (POISON, *WEIGHTS_DTYPES):
+                self.record(ArchError(
+                    f"weights_dtype must be one of {', '.join(map(repr, WEIGHTS_DTYPES))}, got "
+                    f"{self.consts[d.name]!r}", d.span,
+                    "the config constant `weights_dtype` says how matrix weights are stored"))
         self.g.meta["config"] = {k: v for k, v in self.consts.items()
                                  if isinstance(v, (int, float, bool, str))}
         env: dict[str, Any] = {}
