@@ -2,6 +2,7 @@
 
     model = archc.load("examples/gpt2.arch", weights="model.safetensors", seed=0)
     out = model.run(ids=np.array([[1, 2, 3]]))      # {"logits": array, ...}
+    archc.load(..., weights_dtype="int8")            # matrix weights int8 (or "bf16")
     model.graph                                      # the layer graph (networkx inside)
     print(model.dump())
 """
@@ -34,13 +35,15 @@ def executor(graph: Graph, params: Mapping[str, np.ndarray], **options):
 
 class Model:
     def __init__(self, graph: Graph, params: dict[str, np.ndarray], warnings: list[str],
-                 max_memory: int | None = None, files: list[str] | None = None):
+                 max_memory: int | None = None, files: list[str] | None = None,
+                 optimised: tuple[Graph, list[str]] | None = None):
         self.max_memory = max_memory   # bytes; run() refuses inputs that would need more
         # (what, path) of every file the model was built from: no output may land on one
         self.files = source_files(graph) + [("weights", f) for f in files or []]
         self.graph = graph
         self.params = params
         self.warnings = warnings
+        self.optimised = optimised     # (graph, warnings) of the pipeline, if run already
 
     @property
     def name(self) -> str:
@@ -78,7 +81,7 @@ class Model:
         ex = getattr(self, "_executor", None)
         if ex is None or (threads is not None and ex.threads != threads):
             ex = self._executor = executor(self.graph, self.params, threads=threads,
-                                           share_params=True)
+                                           share_params=True, optimised=self.optimised)
         return ex
 
     def generate(self, prompt: np.ndarray, max_new_tokens: int = 32, **options):
@@ -98,19 +101,23 @@ class Model:
 def load(path: str | os.PathLike, weights: str | os.PathLike | None = None, seed: int = 0,
          model: str | None = None, allow_missing: bool = False,
          config: Mapping[str, object] | None = None, weights_map: str | None = None,
-         max_memory: int | str | None = None) -> Model:
+         max_memory: int | str | None = None, weights_dtype: str | None = None) -> Model:
     """Parse, check and build a model; parameters come from `weights` (a .safetensors file
     or a Hugging Face folder), inline values, or deterministic random initialisation from
     `seed`. `config` sets config constants (`{"n_layer": 2}`); a Hugging Face folder's
     config.json sets those its `weights` section maps, unless `config` sets them too.
     Checkpoint names go through the model's `weights` section (`weights_map` chooses one)
     unless they already are the parameter names. `max_memory` (bytes or "8G"; default 80%
-    of the RAM) refuses a model whose parameters would not fit, before allocating them."""
+    of the RAM) refuses a model whose parameters would not fit, before allocating them.
+    `weights_dtype` "int8" or "bf16" (default: the model's config constant `weights_dtype`,
+    else "float32") stores the matrix-product weights packed, each as it is loaded
+    (runtime/packed.py); the reference executor then computes with their float32 values."""
     from .dsl.lower import load_program
     from .runtime.checkpoint import choose_section, config_overrides, read_checkpoint
     from .runtime.weights import apply_weights, init_params
     from .runtime.budget import check_file, check_model, parse_size
     limit = parse_size(max_memory)
+    check_weights_dtype(weights_dtype)
     warnings: list[str] = []
     if weights is not None:
         check_file(weights, limit, "weights")
@@ -123,8 +130,10 @@ def load(path: str | os.PathLike, weights: str | os.PathLike | None = None, seed
             overrides, warnings = config_overrides(sections[chosen], ckpt.config)
     graph = lower(path, model, {**overrides, **dict(config or {})})
     check_model(graph, limit)
+    keep, optimised = _packing(graph, weights_dtype)
     if ckpt is None:
-        return Model(graph, init_params(graph, seed), warnings, limit)
+        return Model(graph, init_params(graph, seed, keep), warnings, limit,
+                     optimised=optimised)
     maps = graph.meta.get("weight_maps", {})
     names = {n.attrs["name"] for n in graph.params()}
     direct = weights_map is None and set(ckpt.tensors) <= names
@@ -136,13 +145,37 @@ def load(path: str | os.PathLike, weights: str | os.PathLike | None = None, seed
     try:
         params, more = apply_weights(graph, ckpt.tensors, seed, allow_missing,
                                      source=f"weights {weights}",
-                                     mapping=maps[chosen] if chosen is not None else None)
+                                     mapping=maps[chosen] if chosen is not None else None,
+                                     keep=keep)
     except ArchError as e:
         arch = (ckpt.config or {}).get("architectures")
         if isinstance(arch, list) and arch:     # LlamaModel (no head) vs LlamaForCausalLM
             e.notes.append(f"its config.json says architectures {', '.join(map(str, arch))}")
         raise
-    return Model(graph, params, warnings + more, limit, ckpt.files)
+    return Model(graph, params, warnings + more, limit, ckpt.files, optimised=optimised)
+
+
+def check_weights_dtype(weights_dtype: str | None) -> None:
+    from .dsl.lowering.model import WEIGHTS_DTYPES
+    if weights_dtype is not None and weights_dtype not in WEIGHTS_DTYPES:
+        raise ArchError(f"weights_dtype {weights_dtype!r} is not one of "
+                        f"{', '.join(WEIGHTS_DTYPES)}",
+                        hint="int8: per-block scales (GGUF Q8_0); bf16: the top 16 bits")
+
+
+def _packing(graph: Graph, weights_dtype: str | None):
+    """(keep, optimised): how loading stores each parameter, and the optimised graph the
+    packing plan was made on (kept for the executor, which would otherwise run the
+    pipeline again). Float32 weights: (None, None)."""
+    from .runtime.packed import PACKED_DTYPES, packing_plan, weights_dtype_of
+    from .runtime.weights import packing_keeper
+    kind = weights_dtype_of(graph, weights_dtype)
+    if kind not in PACKED_DTYPES:
+        return None, None
+    from .compiler.toolchain import COMPILER
+    warnings: list[str] = []
+    opt = COMPILER.optimise(graph, warnings)
+    return packing_keeper(packing_plan(opt), kind), (opt, warnings)
 
 
 def no_rule_matches(weights, ckpt, maps, partly: bool = False) -> ArchError:

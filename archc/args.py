@@ -1,5 +1,6 @@
 """The command line's small argument parsers, shared by the commands (cli.py,
-run_cmds.py, compile_cmds.py): NAME=FILE inputs, --dim and --set, and the number types.
+run_cmds.py, compile_cmds.py): NAME=FILE inputs, --dim and --set, --weights-dtype, and the
+number types.
 
 Every number on the command line goes through a type here, so a seed of -1, a token id
 of 10**30 or a NaN temperature is argparse's one-line usage error (exit 2) naming the
@@ -125,3 +126,12 @@ def add_weights_args(p: argparse.ArgumentParser,
     p.add_argument("--allow-missing", action="store_true",
                    help="initialise parameters missing from --weights randomly")
     p.add_argument("--seed", type=SEED, default=0, help=seed_help)
+
+
+def add_weights_dtype(p) -> None:
+    """--weights-dtype: how matrix-product weights are stored (checked by archc.load, so
+    building the parser imports nothing)."""
+    p.add_argument("--weights-dtype", metavar="DTYPE",
+                   help="int8 (per-block scales) or bf16: store the matrix-product weights "
+                        "packed, weight-only (default: float32, or the model's config "
+                        "constant weights_dtype)")

@@ -11,7 +11,8 @@ import signal
 import sys
 from typing import Sequence
 
-from .args import add_weights_args, input_files, parse_dims, parse_named_files, parse_sets
+from .args import (add_weights_args, add_weights_dtype, input_files, parse_dims,
+                   parse_named_files, parse_sets)
 from .dsl.dims import Dim
 from .dsl.errors import ArchError, closest, did_you_mean
 from .signals import quit_now
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-memory", metavar="SIZE",
                      help="refuse to run if parameters + activations would need more, e.g. "
                           "8G or 512M (default: 80%% of the RAM)")
+    add_weights_dtype(run)
 
     dump = sub.add_parser("dump", help="show the graph grouped by layer")
     _common(dump)
@@ -153,7 +155,8 @@ def cmd_run(args) -> int:
     check_output(args.output, reads)                 # before the weights are read
     model = load(args.model, weights=args.weights, seed=args.seed, model=args.model_name,
                  config=parse_sets(args.set), weights_map=args.weights_map,
-                 allow_missing=args.allow_missing, max_memory=args.max_memory)
+                 allow_missing=args.allow_missing, max_memory=args.max_memory,
+                 weights_dtype=args.weights_dtype)
     for w in model.warnings:
         print(f"warning: {w}", file=sys.stderr)
     arrays = read_inputs(model.graph, args.input, model.max_memory)

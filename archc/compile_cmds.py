@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .args import COUNT
+from .args import COUNT, add_weights_dtype
 from .dsl.errors import ArchError
 from .runtime.budget import parse_size
 
@@ -56,6 +56,7 @@ def add_stats_parser(sub, common) -> None:
                     help="sequence length (default: the model's declared context)")
     st.add_argument("--dim", action="append", default=[], metavar="NAME=N",
                     help="give another symbolic size a value")
+    add_weights_dtype(st)
     _plan_args(st)
 
 
@@ -117,6 +118,7 @@ def cmd_stats(args, graph, dims: dict[str, int]) -> str:
     for r in rows:
         lines.append(f"{r.name:<20} {r.params:>12,} {r.flops_per_token:>14,.0f} "
                      f"{r.act_peak:>12,} {r.kv_per_token:>11,} {r.kv_bytes:>14,}")
+    lines.append(weights_line(g, args.weights_dtype))
     if mp:
         lines.append(mp.summary())
     if kp:
@@ -155,3 +157,16 @@ def html_page(graph, args, dims: dict[str, int]) -> str:
         svg, why = None, e.message + (f" ({e.hint})" if e.hint else "")
         print(f"warning: the page has no picture: {why}", file=sys.stderr)
     return dump_html(shown, res, rows, svg=svg, picture_note=why, bindings=bindings)
+
+
+def weights_line(g, weights_dtype: str | None) -> str:
+    """Parameter bytes per stored dtype, with `weights_dtype` (or the model's config
+    constant): int8 counts its scales, one float32 per 32 weights."""
+    from .api import check_weights_dtype
+    from .compiler.sizes import fmt_bytes
+    from .runtime.packed import weight_bytes, weights_dtype_of
+    check_weights_dtype(weights_dtype)
+    per = weight_bytes(g, weights_dtype_of(g, weights_dtype))
+    total = sum(b for _, b in per.values())
+    parts = [f"{dtype} {n:,} values, {fmt_bytes(b)}" for dtype, (n, b) in per.items()]
+    return f"weights: {fmt_bytes(total)}: " + "; ".join(parts)

@@ -4,7 +4,7 @@
     archc generate MODEL --weights W --input prompt_ids.npy --max-new-tokens N
                    [--temperature T --top-k K --top-p P --seed S] [--eos ID ...]
                    [--tokenizer tokenizer.json --prompt "text"] [--no-cache] [--max-seq N]
-                   [--decoder-start ID]
+                   [--decoder-start ID] [--weights-dtype int8|bf16]
 
 Tokens stream to stdout as they are produced (ids, or text with --tokenizer), and the
 tokens/s of the decode loop is printed to stderr at the end. For an encoder-decoder (T5)
@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 
-from .args import COUNT, THREADS, TOKEN, add_weights_args, real, whole
+from .args import COUNT, THREADS, TOKEN, add_weights_args, add_weights_dtype, real, whole
 from .dsl.errors import ArchError
 
 
@@ -56,6 +56,7 @@ def add_generate_parser(sub, common, inputs_arg) -> None:
     gen.add_argument("--max-memory", metavar="SIZE",
                      help="refuse if parameters + KV cache would need more, e.g. 8G "
                           "(default: 80%% of the RAM)")
+    add_weights_dtype(gen)
     gen.add_argument("--no-cache", action="store_true",
                      help="recompute the whole sequence for every token (slow; for checking)")
     gen.add_argument("--tokenizer", metavar="FILE",
@@ -121,7 +122,8 @@ def cmd_generate(args, load, read_array) -> int:
                         "with --tokenizer)")
     model = load(args.model, weights=args.weights, seed=args.seed, model=args.model_name,
                  config=parse_sets(args.set), weights_map=args.weights_map,
-                 allow_missing=args.allow_missing, max_memory=args.max_memory)
+                 allow_missing=args.allow_missing, max_memory=args.max_memory,
+                 weights_dtype=args.weights_dtype)
     for w in model.warnings:
         print(f"warning: {w}", file=sys.stderr)
     check_output(args.output, model.files + input_files(args.input)

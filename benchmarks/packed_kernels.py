@@ -8,9 +8,10 @@ Decode: weight bytes read per second by the matrix-vector kernels (float32 gemv_
 bf16) over the 49 matrices a GPT-2 small decode step streams (~495 MB in float32, ~140 MB
 in int8: far past the L3, so this is read bandwidth), and the speed-up in weights per
 second over float32. Prompt: GFLOP/s of each matrix shape through OpenBLAS and gemm_nt's
-tiles, float32 and int8 (widened a panel at a time, then the same kernel). Times are `time.thread_time()`, min of N runs: CPU time of this
-thread, which another process taking the core does not inflate (on a busy machine the
-wall clock does), interleaved so the contenders see the same machine.
+tiles, float32 and int8 (widened a panel at a time, then the same kernel). Times are
+`time.thread_time()`, min of N runs: CPU time of this thread, which another process taking
+the core does not inflate (on a busy machine the wall clock does), interleaved so the
+contenders see the same machine.
 """
 from __future__ import annotations
 

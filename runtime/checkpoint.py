@@ -227,7 +227,7 @@ def _describe(dest, binding) -> str:
 
 
 def _deliver(dest, arr: np.ndarray, binding, shapes, out: dict, origin: dict, name: str,
-             problems: list[str]) -> None:
+             problems: list[str], keep) -> None:
     if isinstance(dest, Param):
         pname = dest.fill(binding)
         if pname in out:
@@ -236,10 +236,11 @@ def _deliver(dest, arr: np.ndarray, binding, shapes, out: dict, origin: dict, na
         # a transposed (out, in) matrix stays a view: Fortran order is the layout the
         # compiled executor keeps matrix weights in, so it is never copied
         contiguous = arr.flags.c_contiguous or (arr.ndim == 2 and arr.flags.f_contiguous)
-        out[pname] = arr if contiguous else np.ascontiguousarray(arr)
+        out[pname] = keep(pname, arr if contiguous else np.ascontiguousarray(arr))
         origin[pname] = name
     elif isinstance(dest, Transpose):
-        _deliver(dest.inner, np.transpose(arr), binding, shapes, out, origin, name, problems)
+        _deliver(dest.inner, np.transpose(arr), binding, shapes, out, origin, name, problems,
+                 keep)
     elif isinstance(dest, Split):
         ax = dest.axis % arr.ndim
         sizes = [dest_shape(d, binding, shapes)[ax] for d in dest.parts]
@@ -254,16 +255,18 @@ def _deliver(dest, arr: np.ndarray, binding, shapes, out: dict, origin: dict, na
         else:
             pieces = np.split(arr, np.cumsum(sizes)[:-1], axis=ax)
         for d, piece in zip(dest.parts, pieces):
-            _deliver(d, piece, binding, shapes, out, origin, name, problems)
+            _deliver(d, piece, binding, shapes, out, origin, name, problems, keep)
 
 
 def map_checkpoint(wmap: WeightMap, tensors: Mapping[str, np.ndarray],
-                   shapes: Mapping[str, tuple]) -> tuple[dict, dict, list[str]]:
+                   shapes: Mapping[str, tuple], keep=None) -> tuple[dict, dict, list[str]]:
     """Apply the rules to every checkpoint tensor. Returns (parameter arrays, parameter ->
     checkpoint name, problems); problems cover unexpected and mis-shaped checkpoint
     tensors, missing parameters are left to the caller. Tensor by tensor: with a lazy
     `tensors` (SafetensorsFiles) one raw checkpoint tensor at a time is alive beside the
-    parameters made so far."""
+    parameters made so far; `keep(param, array)` is the form each parameter is kept in
+    (runtime/weights.py: converted, and packed when its weights are)."""
+    keep = keep or (lambda pname, arr: arr)
     out: dict[str, np.ndarray] = {}
     origin: dict[str, str] = {}
     problems: list[str] = []
@@ -299,7 +302,7 @@ def map_checkpoint(wmap: WeightMap, tensors: Mapping[str, np.ndarray],
         if bad:
             continue
         for dest in rule.dests:
-            _deliver(dest, arr, binding, shapes, out, origin, name, problems)
+            _deliver(dest, arr, binding, shapes, out, origin, name, problems, keep)
     return out, origin, problems
 
 

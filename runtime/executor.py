@@ -23,7 +23,9 @@ output the plan does not hold is allocated on its own and counted in `Program.un
 
 Values computable from parameters alone (concatenated QKV / gate-up weights made by the
 fusion passes, transposes of weights) are folded once when the executor is made: that is
-where weights get their run-time layout.
+where weights get their run-time layout. Packed weights (int8, bf16: runtime/packed.py)
+arrive packed from loading, or are packed here with `weights_dtype=`; they fold as packed
+(a concatenation stacks their rows, a transpose is a view) and their steps read them so.
 
 Op -> steps translations live in runtime/steps/, one builder per op (an op without one
 is an error); a builder may answer `fallback(why)` for a case it does not compile: the
@@ -45,7 +47,9 @@ from ..dsl.graph import Graph, Node
 from ..dsl.ops import OPS, trait
 from .inputs import bind_inputs
 from .kernels import REFERENCE
+from .kernels._quant import pack_weight
 from .lanes import Lanes
+from .packed import concat_outputs, is_packed, packing_plan, weights_dtype_of
 from .reference import ExecutionError, resolve
 from .toolchain import Toolchain
 
@@ -165,9 +169,9 @@ class Program:
 
     def step(self, fn: Callable, *args, op: str | None = None, blas: bool = False) -> None:
         """Append fn(*args); blas=True for a Python step that calls BLAS inside (np.dot and
-        np.matmul themselves are recognised)."""
+        np.matmul themselves are recognised, and a function with `calls_blas` set)."""
         first = not self.steps or self.steps[-1].node != self._node.id
-        blas = blas or fn is np.dot or fn is np.matmul
+        blas = blas or _calls_blas(fn)
         self.steps.append(Step(fn, args, op or self._node.op, first, self._node.id, blas))
 
     @property
@@ -200,7 +204,7 @@ class Program:
             for fn, args in calls:
                 if isinstance(fn, CPUDispatcher):
                     self.deferred(fn, *args)
-        blas = any(fn is np.dot or fn is np.matmul for calls in per_lane for fn, _ in calls)
+        blas = any(_calls_blas(fn) for calls in per_lane for fn, _ in calls)
         self.step(self.ex.lanes.run, tuple(per_lane), op=op, blas=blas)
 
     def deferred(self, fn: Callable, *args) -> None:
@@ -334,6 +338,11 @@ class Program:
         return {name: self.values[nid] for name, nid in self.graph.outputs.items()}
 
 
+def _calls_blas(fn) -> bool:
+    """np.dot, np.matmul, or a Python step that says it calls BLAS (`fn.calls_blas`)."""
+    return fn is np.dot or fn is np.matmul or getattr(fn, "calls_blas", False)
+
+
 _SAID: set[tuple[str, str]] = set()
 
 
@@ -368,17 +377,23 @@ def kv_arena(kp) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, np.ndarray, np
 class Executor:
     def __init__(self, graph: Graph, params: Mapping[str, np.ndarray], *,
                  toolchain: Toolchain, optimize: bool = True, threads: int | None = None,
-                 share_params: bool = False):
+                 share_params: bool = False, weights_dtype: str | None = None,
+                 optimised: tuple[Graph, list[str]] | None = None):
         """Weights read only as matrix-product weights (in, out) are stored output-major
         (Fortran order: the same values, each output's column contiguous), the layout a
         decode step's matrix-vector product streams fastest and BLAS reads as well. With
         `share_params` the new arrays replace the originals in `params` (a dict) as they
-        are made, so the process keeps one copy of the weights. `toolchain` is the compiler
-        (runtime/toolchain.py): archc.api.executor() passes it."""
+        are made, so the process keeps one copy of the weights. `weights_dtype` "int8" or
+        "bf16" packs the matrix-product weights (runtime/packed.py) that are not packed
+        already. `toolchain` is the compiler (runtime/toolchain.py): archc.api.executor()
+        passes it; `optimised` is (graph, warnings) of its pipeline when already run."""
         self.source_graph = graph
         self.toolchain = toolchain
         self.warnings: list[str] = []
-        self.graph = toolchain.optimise(graph, self.warnings) if optimize else graph
+        if optimised is not None:
+            self.graph, self.warnings = optimised[0], list(optimised[1])
+        else:
+            self.graph = toolchain.optimise(graph, self.warnings) if optimize else graph
         self.threads = jit.set_threads(threads)
         # more than one core: heavy steps are cut into lanes, one BLAS thread each
         self.lanes = Lanes.shared(self.threads) if self.threads > 1 and jit.lanes_enabled() \
@@ -387,12 +402,19 @@ class Executor:
         by_name: dict[str, list[str]] = {}
         for n in self.graph.params():
             by_name.setdefault(n.attrs["name"], []).append(n.id)
+        weights_dtype = weights_dtype_of(self.graph, weights_dtype)
+        packing = packing_plan(self.graph) if weights_dtype != "float32" else {}
         self.weights = {}
         for name, nids in by_name.items():
             dtype = self.graph.node(nids[0]).dtype
             # one at a time, handed back at once: at most one extra matrix in memory (none
             # for a checkpoint's transposed (out, in) matrix: already output-major)
-            if all(nid in self.layout for nid in nids):
+            if is_packed(params[name]):
+                w = params[name]                    # packed as it was loaded
+            elif name in packing:
+                w = pack_weight(np.asarray(params[name], np.float32), weights_dtype,
+                                packing[name])
+            elif all(nid in self.layout for nid in nids):
                 w = np.asfortranarray(params[name], dtype=dtype)
             else:
                 w = np.ascontiguousarray(params[name], dtype=dtype)
@@ -485,6 +507,11 @@ class Executor:
                 values[nid] = np.asarray(node.attrs["value"])
             elif node.op == "getitem":
                 values[nid] = values[g.args(nid)[0]][node.attrs.get("index", 0)]
+            elif node.op == "concat" and all(is_packed(values[a]) for a in g.args(nid)):
+                values[nid] = concat_outputs([values[a] for a in g.args(nid)])
+                self._share_concatenated(nid, values, folded_only, params)
+            elif node.op == "transpose" and is_packed(values[g.args(nid)[0]]):
+                values[nid] = values[g.args(nid)[0]].T        # a tied head: the same rows
             elif node.op == "concat" and nid in self.layout:
                 # concatenated straight into output-major order: no C-order intermediate
                 parts = [values[a] for a in g.args(nid)]
@@ -521,8 +548,9 @@ class Executor:
             stop = start + part.shape[ax]
             node = g.node(a)
             if node.op == "param" and folded_only[node.attrs["name"]] \
-                    and part.dtype == whole.dtype:
-                view = whole[(slice(None),) * ax + (slice(start, stop),)]
+                    and part.dtype == whole.dtype and is_packed(part) == is_packed(whole):
+                view = whole.rows(start, stop) if is_packed(whole) else \
+                    whole[(slice(None),) * ax + (slice(start, stop),)]
                 name = node.attrs["name"]
                 values[a] = self.weights[name] = view
                 if params is not None and name in params:

@@ -41,28 +41,56 @@ def init_param(node, seed: int) -> np.ndarray:
     return out
 
 
-def init_params(g: Graph, seed: int = 0) -> dict[str, np.ndarray]:
-    return {n.attrs["name"]: init_param(n, seed) for n in g.params()}
+def packing_keeper(plan, kind: str):
+    """`keep(name, array)` for the loaders: the parameter as the executor holds it, packed
+    (int8 / bf16, runtime/packed.py) when `plan` (packing_plan) names it."""
+    from .kernels._quant import pack_weight
+    from .packed import is_packed
+
+    def keep(name: str, arr):
+        if name in plan and not is_packed(arr):
+            return pack_weight(np.asarray(arr, np.float32), kind, plan[name])
+        return arr
+    return keep
+
+
+def init_params(g: Graph, seed: int = 0, keep=None) -> dict[str, np.ndarray]:
+    """Every parameter's initial value; `keep(name, array)` (runtime/packed.py) is the form
+    it is stored in, applied to each as it is made."""
+    keep = keep or (lambda name, arr: arr)
+    return {n.attrs["name"]: keep(n.attrs["name"], init_param(n, seed)) for n in g.params()}
 
 
 def apply_weights(g: Graph, tensors: dict[str, np.ndarray], seed: int = 0,
-                  allow_missing: bool = False, source: str = "weights", mapping=None):
+                  allow_missing: bool = False, source: str = "weights", mapping=None,
+                  keep=None):
     """Match checkpoint tensors to parameters by name, through `mapping` (a resolved
     `weights` section, see runtime/checkpoint.py) when given. Every missing, unexpected or
-    mis-shaped tensor is listed in one error. Returns (params, warnings)."""
+    mis-shaped tensor is listed in one error. `keep(name, array)` is the form a parameter
+    is stored in (packed weights: runtime/packed.py), applied as each is made, so the
+    float32 matrices never all exist at once. Returns (params, warnings)."""
     params: dict[str, np.ndarray] = {}
     problems: list[str] = []
     warnings: list[str] = []
     expected = {n.attrs["name"]: n for n in g.params()}
+    store = keep or (lambda name, arr: arr)
+
+    def made(name: str, arr):
+        # a parameter as it arrives: converted to its dtype, then stored as `keep` says;
+        # a mis-shaped one is left as it is for the problem list
+        node = expected.get(name)
+        if node is None or tuple(arr.shape) != tuple(node.shape):
+            return arr
+        return store(name, _convert(name, arr, node.dtype, warnings))
     if mapping is not None:
         from .checkpoint import map_checkpoint
         tensors, _, problems = map_checkpoint(
-            mapping, tensors, {k: tuple(n.shape) for k, n in expected.items()})
+            mapping, tensors, {k: tuple(n.shape) for k, n in expected.items()}, made)
     trained_missing = False           # a missing parameter the mapping fills from a tensor
     for name, node in expected.items():
         if name not in tensors:
             if "value" in node.attrs or allow_missing:
-                params[name] = init_param(node, seed)
+                params[name] = store(name, init_param(node, seed))
             else:
                 src = mapping.source_of(name) if mapping is not None else None
                 trained_missing |= src is not None
@@ -75,7 +103,7 @@ def apply_weights(g: Graph, tensors: dict[str, np.ndarray], seed: int = 0,
             problems.append(f"mis-shaped: {name} is {shape_str(arr.shape)} in the file, the "
                             f"model expects {shape_str(node.shape)}")
             continue
-        params[name] = _convert(name, arr, node.dtype, warnings)
+        params[name] = made(name, arr)
     for name in tensors:
         if name not in expected:
             problems.append(f"unexpected: {name} {shape_str(tensors[name].shape)}")

@@ -1,7 +1,8 @@
 """Embedding lookups."""
 from __future__ import annotations
 
-from ..kernels import embedding as k_emb
+from ..kernels import _quant as k_quant, embedding as k_emb
+from ..packed import is_packed
 from ..reference import vocabulary_error
 from . import fallback, steps_for
 
@@ -14,10 +15,13 @@ def build_embedding(P, node, args, attrs):
     vocab = table.shape[0]
     span = node.span
     ids1, out2 = P.contiguous(ids, "ids").reshape(-1), out.reshape(-1, table.shape[1])
+    # a packed table (a tied embedding stored int8 / bf16) is widened row by row
+    kernel, tables = ((k_quant.gather_packed, (table.data, table.scales)) if is_packed(table)
+                      else (k_emb.embedding, (table,)))
 
     def lookup():
-        if k_emb.embedding(out2, ids1, table):
+        if kernel(out2, ids1, *tables):
             raise vocabulary_error(ids1, vocab, span)
     P.step(lookup)
-    P.deferred(k_emb.embedding, out2, ids1, table)
+    P.deferred(kernel, out2, ids1, *tables)
     return out

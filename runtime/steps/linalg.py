@@ -3,17 +3,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernels import elementwise as k_ew, ffn as k_ffn, linalg as k_linalg
+from ..kernels import _quant as k_quant, elementwise as k_ew, ffn as k_ffn, linalg as k_linalg
 from .. import tune
+from ..packed import is_packed
 from . import fallback, rows, steps_for, zeros
 
 GEMV_ROWS = 4     # up to this many rows (decode steps), our matrix-vector kernel; then BLAS
 
 
-def _product(x2, w, y2, c0: int, c1: int) -> tuple:
+def _product(P, x2, w, y2, c0: int, c1: int) -> tuple:
     """(fn, args) computing y2[:, c0:c1] = x2 @ w[:, c0:c1], by the kernel measured fastest
     on this machine for this class of product (runtime/tune.py): one of archc's own
     kernels, which read the output-major weight as it lies, or BLAS."""
+    if is_packed(w):
+        return _packed_product(P, x2, w, y2, c0, c1)
     wt = w.T
     own_ok = x2.flags.c_contiguous and y2.flags.c_contiguous and x2.dtype == w.dtype == y2.dtype
     kernel = tune.choose_product(x2, wt[c0:c1], c1 - c0) if own_ok else "blas"
@@ -24,26 +27,44 @@ def _product(x2, w, y2, c0: int, c1: int) -> tuple:
     return np.matmul, (x2, w[:, c0:c1], y2[:, c0:c1])
 
 
+def _packed_product(P, x2, w, y2, c0: int, c1: int) -> tuple:
+    """int8 / bf16 weights (runtime/packed.py): widened a panel at a time, each panel
+    multiplied by the kernel float32 weights of this class would use here."""
+    # the tuner times float32 candidates on a weight of this shape: a zero one, which is
+    # not even touched when the class is already measured (calloc)
+    stand_in = np.zeros((c1 - c0, x2.shape[1]), np.float32)
+    kernel = tune.choose_product(x2, stand_in, c1 - c0)
+    args = (y2, x2, w.data, w.scales, c0, c1,
+            None if kernel == "blas" else tune.KERNELS[kernel])
+    for fn, example in k_quant.gemm_packed_calls(*args):
+        P.deferred(fn, *example)
+    return k_quant.gemm_packed, args
+
+
 def _gemm(P, x, w, y2, bias, act: str | None):
     """y2 = act(x @ w + bias): BLAS, then one fused epilogue pass when there is one; for a
     few rows with an output-major weight, one kernel streaming the weight once; with
     lanes, each lane computes a range of output columns, epilogue included."""
     x2 = rows(P.contiguous(x, "x"))
-    if (y2.shape[0] <= GEMV_ROWS and w.T.flags.c_contiguous and w.dtype.kind == "f"
-            and y2.flags.c_contiguous):
+    if y2.shape[0] <= GEMV_ROWS and y2.flags.c_contiguous and (is_packed(w) or (
+            w.T.flags.c_contiguous and w.dtype.kind == "f")):
         b = bias if bias is not None else zeros(y2.shape[1], y2.dtype)
-        P.step(k_linalg.gemv_t, y2, x2, w.T, b, k_ew.ACT[act or "identity"], P.ex.threads)
+        kind = k_ew.ACT[act or "identity"]
+        if is_packed(w):
+            P.step(k_quant.gemv_packed, y2, x2, w.data, w.scales, b, kind, P.ex.threads)
+        else:
+            P.step(k_linalg.gemv_t, y2, x2, w.T, b, kind, P.ex.threads)
         return
     epilogue = bias is not None or act not in (None, "identity")
     b = bias if bias is not None else zeros(y2.shape[1], y2.dtype)
     kind = k_ew.ACT[act or "identity"]
     ranges = P.column_lanes(y2.shape[1], 2.0 * x2.shape[0] * x2.shape[1] * y2.shape[1])
     if len(ranges) > 1 and y2.flags.c_contiguous:
-        P.lane_step([[_product(x2, w, y2, c0, c1)] +
+        P.lane_step([[_product(P, x2, w, y2, c0, c1)] +
                      ([(k_ew.bias_act_cols, (y2, b, kind, c0, c1))] if epilogue else [])
                      for c0, c1 in ranges])
         return
-    fn, args = _product(x2, w, y2, 0, y2.shape[1])
+    fn, args = _product(P, x2, w, y2, 0, y2.shape[1])
     P.step(fn, *args)
     if epilogue:
         P.step(k_ew.bias_act, y2, b, kind)
@@ -79,7 +100,7 @@ def _glu(P, x, w, b, act, out2, tag):
         for c0, c1 in ranges:
             calls = []
             for lo, hi in ((c0, c1), (F + c0, F + c1)):
-                calls.append(_product(x2, w, h, lo, hi))
+                calls.append(_product(P, x2, w, h, lo, hi))
                 if b is not None:
                     calls.append((k_ew.bias_act_cols, (h, b, 0, lo, hi)))
             calls.append((k_ffn.glu_cols, (out2, h, kind, c0, c1)))
