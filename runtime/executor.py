@@ -286,17 +286,15 @@ class Program:
         from numba.core.registry import CPUDispatcher
         from numba import typeof
         seen = set()
-        for s in self.steps:
-            if isinstance(s.fn, CPUDispatcher):
-                sig = tuple(typeof(a) for a in s.args)
-                if (s.fn, sig) not in seen:
-                    seen.add((s.fn, sig))
-                    s.fn.compile(sig)
-        for fn, args in self._deferred_compiles:
-            sig = tuple(typeof(a) for a in args)
-            if (fn, sig) not in seen:
-                seen.add((fn, sig))
-                fn.compile(sig)
+        calls = [(s.fn, s.args) for s in self.steps if isinstance(s.fn, CPUDispatcher)]
+        for fn, args in calls + self._deferred_compiles:
+            # a program of many lanes makes thousands of calls of a few kinds: each kind is
+            # typed by Numba once (a warm-up only: a call of a kind not compiled here still
+            # compiles when it runs)
+            key = (fn, tuple(map(_arg_kind, args)))
+            if key not in seen:
+                seen.add(key)
+                fn.compile(tuple(typeof(a) for a in args))
         self.compiled = True
         if profile is not None:
             profile.compile_seconds += time.perf_counter() - t0
@@ -341,6 +339,17 @@ class Program:
 def _calls_blas(fn) -> bool:
     """np.dot, np.matmul, or a Python step that says it calls BLAS (`fn.calls_blas`)."""
     return fn is np.dot or fn is np.matmul or getattr(fn, "calls_blas", False)
+
+
+def _arg_kind(a) -> object:
+    """What Numba's type of a kernel argument depends on, found cheaply: an array's dtype,
+    rank, layout and writability; a scalar's Python type; anything else itself."""
+    if type(a) is np.ndarray:
+        f = a.flags
+        return a.dtype, a.ndim, f.c_contiguous, f.f_contiguous, f.writeable
+    if type(a) in (int, float, bool):
+        return type(a)
+    return a if isinstance(a, (str, type(None))) else id(a)
 
 
 _SAID: set[tuple[str, str]] = set()
@@ -559,10 +568,21 @@ class Executor:
 
     def program(self, bindings: Mapping[str, int], session=None) -> Program:
         key = (tuple(sorted(bindings.items())), id(session))
-        prog = self._programs.get(key)
+        prog = self._programs.pop(key, None)       # put back last: most recently used
         if prog is None:
-            prog = self._programs[key] = Program(self, bindings, session)
+            prog = Program(self, bindings, session)
+        self._programs[key] = prog
         return prog
+
+    def trim_programs(self, max_bytes: int) -> None:
+        """Forget the least recently used programs (one per set of input sizes) until the
+        arenas of those kept take at most `max_bytes`; the latest is always kept. For runs
+        that meet many sizes (batch inference), which keep the sizes they meet again."""
+        total = sum(p.arena_bytes for p in self._programs.values())
+        for key in list(self._programs)[:-1]:
+            if total <= max_bytes:
+                break
+            total -= self._programs.pop(key).arena_bytes
 
     def run(self, inputs: Mapping[str, np.ndarray], *, bindings: Mapping[str, int] | None = None,
             profile: Profile | None = None) -> dict[str, np.ndarray]:
