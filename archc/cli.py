@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_stats_parser(sub, _common)
     from .run_cmds import add_generate_parser, add_run_args
     add_run_args(run)
+    from .batch import add_batch_args
+    add_batch_args(run)
     add_generate_parser(sub, _common, _inputs_arg)
     from .tune_cmd import add_tune_parser
     add_tune_parser(sub, _common)
@@ -146,6 +148,9 @@ def read_inputs(graph, items: Sequence[str], limit: int | None = None) -> dict:
 
 
 def cmd_run(args) -> int:
+    if args.input_dir is not None or args.output_dir is not None:
+        from .batch import cmd_run_dir     # many inputs, one output each
+        return cmd_run_dir(args)
     import numpy as np
     from .api import load
     from .runtime.inputs import bind_inputs

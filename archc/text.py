@@ -10,6 +10,7 @@ mask (`mask`, `attention_mask`: 1 for real tokens) and the segment ids (`types`,
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -28,25 +29,28 @@ def read_texts(texts: list[str], text_file: str | None) -> list[str]:
     """--text items, then --text-file's lines (one item per line; blank lines skipped)."""
     out = list(texts)
     if text_file is not None:
-        from .dsl.files import open_regular
-        path = Path(text_file)
-        if not path.exists():
+        if not Path(text_file).exists():
             raise ArchError(f"--text-file: no such file: {text_file}")
-        with open_regular(path, "text") as f:
-            raw = f.read(MAX_TEXT_BYTES + 1)
-        if len(raw) > MAX_TEXT_BYTES:
-            raise ArchError(f"--text-file {text_file} is over {MAX_TEXT_BYTES:,} bytes")
-        try:
-            lines = raw.decode("utf-8-sig").splitlines()
-        except UnicodeDecodeError as e:
-            raise ArchError(f"--text-file {text_file} is not UTF-8 text (byte {e.start})") \
-                from None
-        out += [line for line in lines if line.strip()]
+        out += [line for line in read_lines(text_file, "--text-file") if line.strip()]
     return out
 
 
-def text_inputs(graph, tokenizer: str | None, texts: list[str], given: dict) -> dict:
-    """The model's token inputs made from `texts`; {} when there are none."""
+def read_lines(path: str | Path, what: str) -> list[str]:
+    """The lines of a UTF-8 text file (a regular file of at most MAX_TEXT_BYTES)."""
+    from .dsl.files import open_regular
+    with open_regular(Path(path), "text") as f:
+        raw = f.read(MAX_TEXT_BYTES + 1)
+    if len(raw) > MAX_TEXT_BYTES:
+        raise ArchError(f"{what} {path} is over {MAX_TEXT_BYTES:,} bytes")
+    try:
+        return raw.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as e:
+        raise ArchError(f"{what} {path} is not UTF-8 text (byte {e.start})") from None
+
+
+def text_inputs(graph, tokenizer, texts: list[str], given: dict) -> dict:
+    """The model's token inputs made from `texts`; {} when there are none. `tokenizer` is
+    a tokenizer.json's path, or a tokenizer loaded by `load_tokenizer`."""
     if not texts:
         if tokenizer is not None:
             raise ArchError("--tokenizer encodes text: give it with --text TEXT or "
@@ -69,7 +73,7 @@ def text_inputs(graph, tokenizer: str | None, texts: list[str], given: dict) -> 
         if name is not None and name in given:
             raise ArchError(f"input `{name}` is given twice: by --input and from --text",
                             hint=f"drop --input {name}=... (--text makes it)")
-    tok = load_tokenizer(tokenizer)
+    tok = load_tokenizer(tokenizer) if isinstance(tokenizer, (str, os.PathLike)) else tokenizer
     pad = tok.padding or {}
     # pad to the longest text, with the tokenizer's own pad token (not to a fixed length)
     tok.enable_padding(pad_id=pad.get("pad_id", 0), pad_type_id=pad.get("pad_type_id", 0),

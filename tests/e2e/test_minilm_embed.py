@@ -16,7 +16,6 @@ import archc
 
 ROOT = Path(__file__).resolve().parents[2]
 FIX = ROOT / "tests" / "fixtures"
-WORDS = ["the", "cat", "sat", "on", "mat", "a", "dog", "ran", "in", "park"]
 
 
 def archc_run(*args) -> subprocess.CompletedProcess:
@@ -41,20 +40,7 @@ def test_the_pooling_of_the_bert_fixture():
         assert np.max(np.abs(out["embedding"] - want)) < 1e-5
 
 
-def bert_tokenizer(path: Path):
-    """A word-level tokenizer with BERT's [CLS] ... [SEP] template, ids < the fixture's 128."""
-    tokenizers = pytest.importorskip("tokenizers")
-    from tokenizers import models, pre_tokenizers, processors
-    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]"] + WORDS)}
-    tok = tokenizers.Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    tok.save(str(path))
-    return vocab
-
-
-def test_text_in_through_the_cli(tmp_path):
+def test_text_in_through_the_cli(tmp_path, bert_tokenizer):
     vocab = bert_tokenizer(tmp_path / "tokenizer.json")
     texts = ["the cat sat on the mat", "a dog ran"]
     (tmp_path / "lines.txt").write_text("the cat sat on the mat\n\na dog ran\n")
@@ -82,14 +68,14 @@ def test_text_in_through_the_cli(tmp_path):
     (["--tokenizer", "TOK", "--text-file", "nope.txt"], "error: --text-file: no such file: "
                                                         "nope.txt"),
 ])
-def test_text_errors(tmp_path, args, message):
+def test_text_errors(tmp_path, args, message, bert_tokenizer):
     bert_tokenizer(tmp_path / "tokenizer.json")
     args = [str(tmp_path / "tokenizer.json") if a == "TOK" else a for a in args]
     r = archc_run("examples/minilm_embed.arch", *args)
     assert r.returncode == 2 and r.stderr.splitlines()[0] == message
 
 
-def test_text_needs_a_token_input(tmp_path):
+def test_text_needs_a_token_input(tmp_path, bert_tokenizer):
     bert_tokenizer(tmp_path / "tokenizer.json")
     r = archc_run("examples/ffn.arch", "--tokenizer", tmp_path / "tokenizer.json",
                   "--text", "the cat")

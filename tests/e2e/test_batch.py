@@ -1,0 +1,212 @@
+"""`archc run --input-dir DIR --output-dir OUT` in process: one output per input, equal to
+one-at-a-time runs; bad items reported and the rest written; --resume; the summary."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import archc
+from archc.batch import Reporter, Result, Summary, run_dir
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+BERT = ROOT / "tests" / "fixtures" / "hf" / "bert"
+TEXTS = ["the cat sat on the mat", "a dog ran", "the dog sat in the park", "cat",
+         "a cat ran on a mat in the park", "the mat"]
+
+
+def archc_run(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "archc", "run", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True)
+
+
+def ffn_items(d: Path, lengths=(3, 1, 5, 2, 5, 4, 1)) -> dict[str, np.ndarray]:
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    items = {}
+    for i, n in enumerate(lengths):
+        items[f"x{i}"] = rng.standard_normal((n, 4))
+        np.save(d / f"x{i}.npy", items[f"x{i}"])
+    return items
+
+
+def test_every_input_gets_its_output_equal_to_a_run_of_its_own(tmp_path):
+    items = ffn_items(tmp_path / "in")
+    r = archc_run(EXAMPLES / "ffn.arch", "--input-dir", tmp_path / "in",
+                  "--output-dir", tmp_path / "out", "--batch-size", 4)
+    assert r.returncode == 0, r.stderr
+    last = r.stderr.splitlines()[-1]
+    assert last.startswith("7 items: 7 written, 0 failed in ") and last.endswith(" items/s")
+    model = archc.load(EXAMPLES / "ffn.arch")
+    assert sorted(os.listdir(tmp_path / "out")) == sorted(f"{k}.npy" for k in items)
+    for name, x in items.items():
+        want = model.run(x=x, executor="numba")["y"]
+        got = np.load(tmp_path / "out" / f"{name}.npy")
+        assert got.shape == want.shape and np.max(np.abs(got - want)) < 1e-12
+
+
+def write_text_items(d: Path) -> dict[str, list[str]]:
+    """.txt files of one or two lines, and .jsonl files of strings or {"text": ...}."""
+    d.mkdir()
+    items = {}
+    for i, text in enumerate(TEXTS):
+        lines = [text] if i % 2 else [text, TEXTS[-1 - i]]
+        if i % 3 == 2:
+            rows = [json.dumps(x) if k else json.dumps({"text": x}) for k, x in enumerate(lines)]
+            (d / f"t{i}.jsonl").write_text("\n".join(rows) + "\n")
+        else:
+            (d / f"t{i}.txt").write_text("\n\n".join(lines) + "\n")    # blank lines skipped
+        items[f"t{i}"] = lines
+    return items
+
+
+def test_text_items_padded_together_equal_their_own_runs(tmp_path, bert_tokenizer):
+    bert_tokenizer(tmp_path / "tok.json")
+    items = write_text_items(tmp_path / "in")
+    summary = run_dir(EXAMPLES / "minilm_embed.arch", tmp_path / "in", tmp_path / "out",
+                      weights=BERT, tokenizer=tmp_path / "tok.json", batch_size=3)
+    assert (summary.items, summary.written, summary.failed) == (len(TEXTS), len(TEXTS), [])
+    model = archc.load(EXAMPLES / "minilm_embed.arch", weights=BERT)
+    from archc.text import text_inputs
+    for name, lines in items.items():
+        want = model.run(text_inputs(model.graph, str(tmp_path / "tok.json"), lines, {}),
+                         executor="numba")["embedding"]
+        got = np.load(tmp_path / "out" / f"{name}.npy")
+        assert got.shape == (len(lines), 64) and np.max(np.abs(got - want)) < 1e-6
+
+
+def bert_npz(path: Path, length: int, rows: int = 1, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(4, 128, size=(rows, length))
+    arrays = {"ids": ids, "mask": np.ones_like(ids), "types": np.zeros_like(ids)}
+    np.savez(path, **arrays)
+    return arrays
+
+
+def test_bad_items_are_reported_and_the_rest_written(tmp_path, bert_tokenizer):
+    d = tmp_path / "in"
+    d.mkdir()
+    good = {f"g{i}": bert_npz(d / f"g{i}.npz", n, seed=i) for i, n in enumerate((4, 9, 2, 6))}
+    oov = np.array([[5, 6, 500, 7]])                # fails inside a call: found alone
+    np.savez(d / "oov.npz", ids=oov, mask=np.ones_like(oov), types=np.zeros_like(oov))
+    (d / "junk.npy").write_bytes(b"not an array")
+    np.savez(d / "short.npz", ids=np.zeros((1, 3), np.int64))
+    (d / "words.txt").write_text("the cat\n")       # text, but no --tokenizer
+    (d / "notes.md").write_text("not an input")     # other suffixes are not items
+    r = archc_run(EXAMPLES / "minilm_embed.arch", "--weights", BERT, "--input-dir", d,
+                  "--output-dir", tmp_path / "out", "--batch-size", 8)
+    assert r.returncode == 1, r.stderr
+    errors = sorted(line for line in r.stderr.splitlines() if ": error: " in line)
+    assert errors == [
+        f"{d}/junk.npy: error: input {d}/junk.npy is not a .npy file (it does not start with "
+        "the NumPy magic bytes)",
+        f"{d}/oov.npz: error: token id 500 is outside the vocabulary (0..127); 1 id out of "
+        "range",
+        f"{d}/short.npz: error: missing inputs: `mask` (int[B, T]), `types` (int[B, T])",
+        f"{d}/words.txt: error: .txt input is text: it needs --tokenizer"]
+    assert r.stderr.splitlines()[-1].startswith("8 items: 4 written, 4 failed in ")
+    assert sorted(os.listdir(tmp_path / "out")) == sorted(f"{k}.npy" for k in good)
+    model = archc.load(EXAMPLES / "minilm_embed.arch", weights=BERT)
+    for name, arrays in good.items():
+        want = model.run(arrays, executor="numba")["embedding"]
+        assert np.max(np.abs(np.load(tmp_path / "out" / f"{name}.npy") - want)) < 1e-6
+
+
+def test_resume_skips_what_is_written_and_runs_the_rest(tmp_path):
+    items = ffn_items(tmp_path / "in")
+    out = tmp_path / "out"
+    out.mkdir()
+    np.save(out / "x1.npy", np.full((1, 4), 7.0))      # "written before the interrupt"
+    np.save(out / "x4.npy", np.full((5, 4), 7.0))
+    summary = run_dir(EXAMPLES / "ffn.arch", tmp_path / "in", out, resume=True)
+    assert (summary.items, summary.written, summary.skipped) == (5, 5, 2)
+    assert np.all(np.load(out / "x1.npy") == 7.0)       # not recomputed
+    assert sorted(os.listdir(out)) == sorted(f"{k}.npy" for k in items)
+    again = run_dir(EXAMPLES / "ffn.arch", tmp_path / "in", out, resume=True)
+    assert (again.items, again.skipped, again.failed) == (0, 7, [])
+    assert again.line().startswith("0 items: 0 written, 0 failed, 7 skipped")
+
+
+def test_two_inputs_with_one_stem_both_fail(tmp_path):
+    ffn_items(tmp_path / "in", lengths=(2, 3))
+    (tmp_path / "in" / "x0.npz").write_bytes((tmp_path / "in" / "x0.npy").read_bytes())
+    summary = run_dir(EXAMPLES / "ffn.arch", tmp_path / "in", tmp_path / "out")
+    assert summary.written == 1
+    assert sorted(summary.failed) == [
+        (str(tmp_path / "in" / n), "error: inputs x0.npy and x0.npz would both write x0.npy")
+        for n in ("x0.npy", "x0.npz")]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--input-dir", "{IN}"], "--input-dir needs --output-dir OUT (one output per input goes "
+                              "there)"),
+    (["--input-dir", "{IN}", "--output-dir", "{IN}"], "--output-dir {IN} is the input directory"),
+    (["--input-dir", "{IN}", "--output-dir", "{OUT}", "-i", "x.npy"],
+     "--input-dir takes its inputs from the directory: drop --input"),
+    (["--input-dir", "{NOPE}", "--output-dir", "{OUT}"], "--input-dir {NOPE}: no such directory"),
+    (["--input-dir", "{IN}", "--output-dir", "{OUT}", "--batch-size", "0"],
+     "--batch-size must be at least 1, got 0"),
+])
+def test_job_errors(tmp_path, capsys, args, message):
+    from archc.cli import main
+    ffn_items(tmp_path / "in", lengths=(2,))
+    paths = {"IN": tmp_path / "in", "OUT": tmp_path / "out", "NOPE": tmp_path / "nope"}
+    code = main(["run", str(EXAMPLES / "ffn.arch"), *[a.format(**paths) for a in args]])
+    assert code == 2
+    assert capsys.readouterr().err.splitlines()[0] == "error: " + message.format(**paths)
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_progress_bar_on_a_terminal():
+    stream = Terminal()
+    rep = Reporter(4, Summary(), stream)
+    for i, ok in enumerate([True, False, True, True]):
+        rep(Result(f"in/x{i}.npy", ok, "" if ok else "error: broken"))
+    rep(Result("in/x0.npy", True))                       # a retried shard's repeat: once
+    text = stream.getvalue()
+    assert "in/x1.npy: error: broken\n" in text
+    last = text.split("\r")[-1]
+    assert last.startswith("[########################] 4/4 items  ")
+    assert " items/s  ETA 0:00  1 failed" in last
+    assert rep.summary.items == 4 and rep.summary.written == 3
+
+
+def test_no_bar_when_not_a_terminal():
+    stream = io.StringIO()
+    rep = Reporter(2, Summary(), stream)
+    rep(Result("x.npy", True))
+    assert stream.getvalue() == ""
+
+
+def test_in_process_imports_no_ray(tmp_path):
+    ffn_items(tmp_path / "in", lengths=(2,))
+    argv = ["run", str(EXAMPLES / "ffn.arch"), "--input-dir", str(tmp_path / "in"),
+            "--output-dir", str(tmp_path / "out")]
+    code = f"import sys; from archc.cli import main; main({argv!r}); print('ray' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0 and r.stdout == "False\n", r.stderr
+
+
+def test_ray_not_installed_is_said_before_anything_runs(tmp_path, capsys, monkeypatch):
+    from archc.cli import main
+    monkeypatch.setitem(sys.modules, "ray", None)      # `import ray` fails
+    monkeypatch.delitem(sys.modules, "archc.batch_ray", raising=False)
+    ffn_items(tmp_path / "in", lengths=(2,))
+    code = main(["run", str(EXAMPLES / "ffn.arch"), "--input-dir", str(tmp_path / "in"),
+                 "--output-dir", str(tmp_path / "out"), "--ray"])
+    assert code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: --ray needs Ray (with Ray Data)",
+        "hint: pip install 'archc[ray]'  (or: pip install 'ray[data]')"]
+    assert not (tmp_path / "out").exists()
