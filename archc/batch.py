@@ -144,6 +144,7 @@ class Worker:
             self.pad_values = {n: pad for n in ROLES["ids"] if n in self.inputs}
         self.reads = self.model.files + ([("tokenizer", job.tokenizer)] if job.tokenizer else [])
         self.ex = None
+        self.fits: set[tuple] = set()         # call sizes checked against --max-memory
         if job.executor == "numba":
             self.ex = self.model.compiled(job.threads)
 
@@ -232,7 +233,10 @@ class Worker:
         from .runtime.budget import check_run
         from .runtime.inputs import bind_inputs
         _, sizes, _ = bind_inputs(self.graph, inputs)
-        check_run(self.graph, sizes, self.model.max_memory)
+        key = tuple(sorted(sizes.items()))
+        if key not in self.fits:          # the estimate walks the graph: once per sizes
+            check_run(self.graph, sizes, self.model.max_memory)
+            self.fits.add(key)
         if self.ex is None:
             return self.model.run(inputs, seed=self.job.seed)
         out = self.ex.run(inputs)
@@ -255,7 +259,7 @@ class Worker:
         try:
             outputs = join(self.layout, [o for _, _, o in sorted(parts, key=lambda p: p[0])])
             check_output(out, self.reads + [("input", path)])
-            save_outputs(out, outputs)
+            save_outputs(out, outputs, sync=False)     # the job sweeps and checks: io.py
         except Exception as e:  # noqa: BLE001
             return Result(path, False, one_line(e))
         return Result(path, True, "\n".join(f"warning: {w}" for w in warned),
@@ -369,7 +373,7 @@ def run_dir(model, input_dir, output_dir, *, weights=None, batch_size: int = 32,
     """Run every input of `input_dir` through `model` (an .arch path, or a Model from
     archc.load) and write one output per input into `output_dir`; see the module
     docstring. `ray`: None runs in this process; True (a local Ray) or an address ("auto",
-    "ray://head:10001") runs on Ray with `workers` workers of `threads` threads each;
+    "HEAD_IP:6379") runs on Ray with `workers` workers of `threads` threads each;
     `put_weights` loads the model here and hands it to the workers through Ray's object
     store instead of each reading `weights` (always so for a Model). `progress`: a stream
     for the progress bar and the failures as they come. Returns the Summary."""
@@ -405,6 +409,8 @@ def run_dir(model, input_dir, output_dir, *, weights=None, batch_size: int = 32,
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise ArchError(f"cannot make --output-dir {out_dir}: {e.strerror}") from None
+    from .dsl.cache import remove_stale_temps_in
+    remove_stale_temps_in(out_dir)        # of writes killed mid-way: before workers write
     todo, summary, clashes = plan_items(paths, out_dir, output_suffix(graph), resume)
     # workers get absolute paths (a Ray worker's directory is not ours); reports say DIR/name
     names = {str(p.resolve()): str(p) for p in paths}
@@ -415,11 +421,17 @@ def run_dir(model, input_dir, output_dir, *, weights=None, batch_size: int = 32,
             print(f"warning: {w}", file=progress)
     for p, why in clashes:
         reporter(Result(p, False, why))
-    t0 = time.perf_counter()
     work = shards(todo, batch_size)
+    t0 = time.perf_counter()
     try:
         if ray is None:
             worker = Worker(job, loaded)
+            if progress is not None and worker.ex is not None:
+                for w in worker.ex.warnings:
+                    print(f"warning: {w}", file=progress)
+            # the clock starts with the model ready, as a Ray worker's does before its first
+            # shard (on Ray it counts Ray's start and the workers' loading: its overhead)
+            t0 = reporter.start = time.perf_counter()
             for shard in work:
                 for r in worker.run(shard):
                     reporter(r)
@@ -442,7 +454,8 @@ def run_dir(model, input_dir, output_dir, *, weights=None, batch_size: int = 32,
 def plan_items(paths: list[Path], out_dir: Path, suffix: str, resume: bool):
     """(items to run, the Summary so far, (item, why) of items whose names clash): two
     inputs with one stem would write one output; with --resume an item whose output is
-    there is skipped."""
+    there, whole, is skipped (one torn by a machine that crashed is run again)."""
+    from .runtime.io import is_whole
     by_stem: dict[str, list[Path]] = {}
     for p in paths:
         by_stem.setdefault(p.stem, []).append(p)
@@ -453,7 +466,7 @@ def plan_items(paths: list[Path], out_dir: Path, suffix: str, resume: bool):
             names = " and ".join(p.name for p in ps)
             clashes += [(str(p), f"error: inputs {names} would both write {stem}{suffix}")
                         for p in ps]
-        elif stem + suffix in done:
+        elif stem + suffix in done and is_whole(out_dir / (stem + suffix)):
             summary.skipped += 1
         else:
             todo.append(str(ps[0]))
@@ -475,7 +488,7 @@ def add_batch_args(run) -> None:
                    help="skip inputs whose output is already in --output-dir")
     g.add_argument("--ray", nargs="?", const=True, metavar="ADDRESS",
                    help="run on Ray (pip install 'archc[ray]'): a local Ray, or the cluster "
-                        "at ADDRESS (e.g. auto, or ray://head:10001)")
+                        "at ADDRESS (auto, or HEAD_IP:6379; see docs/BATCH.md)")
     g.add_argument("--workers", type=int, metavar="N",
                    help="Ray workers (default: the cluster's CPUs / --threads)")
     g.add_argument("--put-weights", action="store_true",

@@ -114,15 +114,22 @@ def _temp_prefix(name: str) -> str:
     return f".{name.encode()[:100].decode(errors='ignore')}.archc-"
 
 
-def replace_atomically(path: Path, write, *, mode: int | None = None) -> None:
+def replace_atomically(path: Path, write, *, mode: int | None = None,
+                       sync: bool = True) -> None:
     """Call `write(binary file)` on a temporary file beside `path`, then rename it over
     `path`: readers see the old file or the complete new one, never a part. `mode`: the
     file's permissions (mkstemp makes it 0600).
 
     The temporary file is `.NAME.archc-PID-XXXX.tmp`; one left by a process that is gone
     (killed mid-write: SIGKILL, a power cut) is removed here, the next time `path` is
-    written."""
-    remove_stale_temps(path)
+    written.
+
+    `sync=False`, for a job writing many files into one folder (archc/batch.py): no fsync
+    (a killed process still leaves old or new; a crashed machine may leave a torn file)
+    and no look for stale temporary files (a listing of the folder per file: quadratic);
+    such a job sweeps the folder once (`remove_stale_temps_in`) and checks what it finds."""
+    if sync:
+        remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(prefix=f"{_temp_prefix(path.name)}{os.getpid()}-",
                                suffix=".tmp", dir=path.parent)
     try:
@@ -131,7 +138,8 @@ def replace_atomically(path: Path, write, *, mode: int | None = None) -> None:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -143,20 +151,29 @@ def replace_atomically(path: Path, write, *, mode: int | None = None) -> None:
 
 def remove_stale_temps(target: Path) -> list[Path]:
     """Remove the temporary files of earlier writes of `target` whose process is gone."""
+    return _remove_stale(target.parent, _temp_prefix(target.name))
+
+
+def remove_stale_temps_in(folder: Path) -> list[Path]:
+    """Remove the temporary files of earlier writes into `folder`, of any file, whose
+    process is gone (on this machine: run it before a job's writers start)."""
+    return _remove_stale(folder, ".")
+
+
+def _remove_stale(folder: Path, prefix: str) -> list[Path]:
     removed = []
-    prefix = _temp_prefix(target.name)
     try:
-        names = os.listdir(target.parent)
+        names = os.listdir(folder)
     except OSError:
         return removed
     for n in names:
-        if not (n.startswith(prefix) and n.endswith(".tmp")):
+        if not (n.startswith(prefix) and n.endswith(".tmp") and ".archc-" in n):
             continue
-        pid = n[len(prefix):].split("-", 1)[0]
+        pid = n[len(prefix):].rsplit(".archc-", 1)[-1].split("-", 1)[0]
         if pid.isdigit() and not _alive(int(pid)):
             try:
-                os.unlink(target.parent / n)
-                removed.append(target.parent / n)
+                os.unlink(folder / n)
+                removed.append(folder / n)
             except OSError:
                 pass
     return removed

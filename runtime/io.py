@@ -14,6 +14,11 @@
 
 Temporary files are named `.NAME.archc-PID-XXXX.tmp`; one whose process is gone (killed
 by SIGKILL mid-write) is removed the next time that output is written (dsl/cache.py).
+
+A job writing many outputs into one folder (archc/batch.py) writes with `sync=False`: no
+fsync per file and no look for stale temporary files per write; it sweeps the folder once
+(dsl/cache.py remove_stale_temps_in) and trusts an output only when `is_whole` says so (a
+machine that crashed mid-job may leave a torn file).
 """
 from __future__ import annotations
 
@@ -97,7 +102,7 @@ def _check_writable(p: Path) -> None:
                                                     f"in {parent}"))
 
 
-def write_atomic(path: str | os.PathLike, write: Callable) -> None:
+def write_atomic(path: str | os.PathLike, write: Callable, sync: bool = True) -> None:
     """Call `write(binary file)` for the output `path` (see the module docstring)."""
     name = str(path)
     if name in _STDOUT or name in _STDERR:
@@ -113,7 +118,7 @@ def write_atomic(path: str | os.PathLike, write: Callable) -> None:
     # a symlink stays: its target is replaced
     target = _target_dir(p) / Path(os.path.realpath(p)).name
     mode = stat.S_IMODE(st.st_mode) if st is not None else 0o666 & ~_umask()
-    _write_or_fail(p, lambda: _replace(target, mode, write))
+    _write_or_fail(p, lambda: _replace(target, mode, write, sync))
 
 
 def _write_or_fail(p, action: Callable) -> None:
@@ -174,9 +179,10 @@ def _umask() -> int:
     return mask
 
 
-def _replace(target: Path, mode: int, write) -> None:
-    replace_atomically(target, write, mode=mode)
-    _sync_dir(target.parent)
+def _replace(target: Path, mode: int, write, sync: bool) -> None:
+    replace_atomically(target, write, mode=mode, sync=sync)
+    if sync:
+        _sync_dir(target.parent)
 
 
 def _sync_dir(d: Path) -> None:
@@ -212,14 +218,35 @@ def output_format(p: str, names: Sequence[str]) -> str:
     return "npy"
 
 
-def save_outputs(path: str | os.PathLike, outputs: Mapping[str, np.ndarray]) -> None:
-    """Write `outputs` as `output_format` says."""
+def save_outputs(path: str | os.PathLike, outputs: Mapping[str, np.ndarray],
+                 sync: bool = True) -> None:
+    """Write `outputs` as `output_format` says; `sync` as write_atomic's."""
     p = str(path)
     if output_format(p, list(outputs)) == "npz":
-        write_atomic(p, lambda f: np.savez(f, **outputs))
+        write_atomic(p, lambda f: np.savez(f, **outputs), sync)
     else:
         (arr,) = outputs.values()
-        write_atomic(p, lambda f: np.save(f, arr, allow_pickle=False))
+        write_atomic(p, lambda f: np.save(f, arr, allow_pickle=False), sync)
+
+
+def is_whole(path: str | os.PathLike) -> bool:
+    """Is this output complete: an .npy whose data is as long as its header says, or an
+    .npz whose every member reads with the right checksum?"""
+    import zipfile
+    from numpy.lib import format as npy
+    try:
+        with open(path, "rb") as f:
+            if str(path).endswith(".npz"):
+                with zipfile.ZipFile(f) as z:
+                    return bool(z.namelist()) and z.testzip() is None
+            version = npy.read_magic(f)
+            read_header = npy.read_array_header_1_0 if version == (1, 0) \
+                else npy.read_array_header_2_0
+            shape, _, dtype = read_header(f)
+            size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            return os.fstat(f.fileno()).st_size == f.tell() + size
+    except Exception:  # noqa: BLE001 - anything unreadable is not whole
+        return False
 
 
 def _is_special(p: str) -> bool:

@@ -210,3 +210,51 @@ def test_ray_not_installed_is_said_before_anything_runs(tmp_path, capsys, monkey
         "error: --ray needs Ray (with Ray Data)",
         "hint: pip install 'archc[ray]'  (or: pip install 'ray[data]')"]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_killed_job_resumes_with_nothing_lost_or_recomputed(tmp_path):
+    """SIGKILL mid-job: every output there is whole (and right), and --resume runs only the
+    rest."""
+    import signal
+    import time
+    d = tmp_path / "in"
+    d.mkdir()
+    items = {f"g{i:03d}": bert_npz(d / f"g{i:03d}.npz", 3 + i % 5, seed=i) for i in range(200)}
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "archc", "run", str(EXAMPLES / "minilm_embed.arch"),
+            "--weights", str(BERT), "--input-dir", str(d), "--output-dir", str(out),
+            "--batch-size", "1"]
+    proc = subprocess.Popen(args, cwd=ROOT, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(out.glob("*.npy"))) < 3:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.npy")}
+    assert 3 <= len(before) < len(items)
+    model = archc.load(EXAMPLES / "minilm_embed.arch", weights=BERT)
+    for name in before:            # whole and right, though the job died
+        want = model.run(items[name[:-4]], executor="numba")["embedding"]
+        assert np.max(np.abs(np.load(out / name) - want)) < 1e-6
+    summary = run_dir(EXAMPLES / "minilm_embed.arch", d, out, weights=BERT, resume=True)
+    assert (summary.skipped, summary.written, summary.failed) == \
+        (len(before), len(items) - len(before), [])
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.npy") if p.name in before} \
+        == before                  # not recomputed
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{k}.npy" for k in items)
+
+
+def test_resume_runs_again_an_output_a_crash_tore(tmp_path):
+    """A machine that crashed mid-job may leave a torn output (the job does not fsync each
+    one): --resume trusts only whole ones, and sweeps temporary files of dead writers."""
+    items = ffn_items(tmp_path / "in", lengths=(2, 3, 4))
+    out = tmp_path / "out"
+    run_dir(EXAMPLES / "ffn.arch", tmp_path / "in", out)
+    whole = (out / "x2.npy").read_bytes()
+    (out / "x0.npy").write_bytes((out / "x0.npy").read_bytes()[:-8])      # torn
+    (out / "x1.npy").write_bytes(b"")
+    (out / ".x1.npy.archc-999999999-abcd.tmp").write_bytes(b"half")        # a dead writer's
+    summary = run_dir(EXAMPLES / "ffn.arch", tmp_path / "in", out, resume=True)
+    assert (summary.written, summary.skipped) == (2, 1)
+    assert (out / "x2.npy").read_bytes() == whole
+    assert sorted(os.listdir(out)) == sorted(f"{k}.npy" for k in items)

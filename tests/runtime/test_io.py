@@ -55,3 +55,15 @@ def test_output_errors(tmp_path):
     assert e.value.render() == ("error: the model has 2 outputs (a, b); "
                                 f"{tmp_path / 'one.npy'} can hold only one\n"
                                 "hint: write them all with --output out.npz")
+
+
+def test_is_whole_tells_a_complete_output_from_a_torn_one(tmp_path):
+    from archc.runtime.io import is_whole, save_outputs
+    save_outputs(tmp_path / "a.npy", {"y": np.arange(10.0)}, sync=False)
+    save_outputs(tmp_path / "b.npz", {"y": np.arange(10.0), "z": np.ones(3)}, sync=False)
+    assert is_whole(tmp_path / "a.npy") and is_whole(tmp_path / "b.npz")
+    for name in ("a.npy", "b.npz"):
+        data = (tmp_path / name).read_bytes()
+        (tmp_path / f"torn_{name}").write_bytes(data[:len(data) - 5])
+        assert not is_whole(tmp_path / f"torn_{name}")
+    assert not is_whole(tmp_path / "missing.npy")
