@@ -388,6 +388,8 @@ def run_dir(model, input_dir, output_dir, *, weights=None, batch_size: int = 32,
               batch_size=batch_size, threads=threads, executor=executor)
     if batch_size < 1:
         raise ArchError(f"--batch-size must be at least 1, got {batch_size}")
+    if workers is not None and workers < 1:
+        raise ArchError(f"--workers must be at least 1, got {workers}")
     if executor not in ("numba", "reference"):
         raise ArchError(f"unknown executor {executor!r}; expected numba or reference")
     if ray is not None:
@@ -482,7 +484,7 @@ def add_batch_args(run) -> None:
                         "with --tokenizer), one output each into --output-dir")
     g.add_argument("--output-dir", metavar="OUT", help="where --input-dir's outputs go "
                    "(OUT/<stem>.npy, or .npz for several outputs)")
-    g.add_argument("--batch-size", type=int, default=32, metavar="N",
+    g.add_argument("--batch-size", type=int, metavar="N",
                    help="rows per model call (default 32)")
     g.add_argument("--resume", action="store_true",
                    help="skip inputs whose output is already in --output-dir")
@@ -496,8 +498,22 @@ def add_batch_args(run) -> None:
                         "Ray's object store (else each worker reads --weights itself)")
 
 
+BATCH_FLAGS = (("--input-dir", "input_dir"), ("--output-dir", "output_dir"),
+               ("--batch-size", "batch_size"), ("--resume", "resume"), ("--ray", "ray"),
+               ("--workers", "workers"), ("--put-weights", "put_weights"))
+
+
+def wants_batch(args) -> bool:
+    """Did `archc run` get any flag of the batch job?"""
+    return any(getattr(args, name) not in (None, False) for _, name in BATCH_FLAGS)
+
+
 def cmd_run_dir(args) -> int:
     """`archc run --input-dir`: returns the exit code (1 when some item failed)."""
+    if args.input_dir is None:
+        flag = next(f for f, name in BATCH_FLAGS if getattr(args, name) not in (None, False))
+        raise ArchError(f"{flag} is for a directory of inputs: give --input-dir DIR "
+                        "--output-dir OUT")
     if args.output_dir is None:
         raise ArchError("--input-dir needs --output-dir OUT (one output per input goes there)")
     clash = [flag for flag, given in (("--input", args.input), ("--text", args.text),
@@ -507,8 +523,9 @@ def cmd_run_dir(args) -> int:
     if clash:
         raise ArchError(f"--input-dir takes its inputs from the directory: drop {clash[0]}")
     from .args import parse_sets
+    batch_size = 32 if args.batch_size is None else args.batch_size
     summary = run_dir(args.model, args.input_dir, args.output_dir, weights=args.weights,
-                      batch_size=args.batch_size, tokenizer=args.tokenizer, resume=args.resume,
+                      batch_size=batch_size, tokenizer=args.tokenizer, resume=args.resume,
                       ray=args.ray, workers=args.workers, put_weights=args.put_weights,
                       threads=args.threads, executor=args.executor, seed=args.seed,
                       config=parse_sets(args.set), model_name=args.model_name,

@@ -148,8 +148,8 @@ def read_inputs(graph, items: Sequence[str], limit: int | None = None) -> dict:
 
 
 def cmd_run(args) -> int:
-    if args.input_dir is not None or args.output_dir is not None:
-        from .batch import cmd_run_dir     # many inputs, one output each
+    from .batch import cmd_run_dir, wants_batch
+    if wants_batch(args):                 # many inputs, one output each
         return cmd_run_dir(args)
     import numpy as np
     from .api import load

@@ -153,6 +153,8 @@ def test_two_inputs_with_one_stem_both_fail(tmp_path):
     (["--input-dir", "{NOPE}", "--output-dir", "{OUT}"], "--input-dir {NOPE}: no such directory"),
     (["--input-dir", "{IN}", "--output-dir", "{OUT}", "--batch-size", "0"],
      "--batch-size must be at least 1, got 0"),
+    (["-i", "x.npy", "--ray"], "--ray is for a directory of inputs: give --input-dir DIR "
+                               "--output-dir OUT"),
 ])
 def test_job_errors(tmp_path, capsys, args, message):
     from archc.cli import main
