@@ -221,9 +221,10 @@ class Worker:
         from .text import read_lines, text_inputs
         if self.tokenizer is None:
             raise ArchError(f"{path.suffix} input is text: it needs --tokenizer")
-        lines = [line for line in read_lines(path, "input") if line.strip()]
-        if path.suffix == ".jsonl":
-            lines = [_json_text(line, n) for n, line in enumerate(lines, 1)]
+        numbered = [(n, line) for n, line in enumerate(read_lines(path, "input"), 1)
+                    if line.strip()]
+        lines = [_json_text(line, n) if path.suffix == ".jsonl" else line
+                 for n, line in numbered]
         if not lines:
             raise ArchError("no text in it (every line is blank)")
         return text_inputs(self.graph, self.tokenizer, lines, {})

@@ -260,3 +260,25 @@ def test_resume_runs_again_an_output_a_crash_tore(tmp_path):
     assert (summary.written, summary.skipped) == (2, 1)
     assert (out / "x2.npy").read_bytes() == whole
     assert sorted(os.listdir(out)) == sorted(f"{k}.npy" for k in items)
+
+
+def test_bad_text_items(tmp_path, bert_tokenizer):
+    bert_tokenizer(tmp_path / "tok.json")
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "fields.jsonl").write_text('"the cat"\n\n{"txt": "a dog"}\n')
+    (d / "broken.jsonl").write_text('"the cat"\n{"text": \n')
+    (d / "blank.txt").write_text("\n  \n")
+    (d / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+    (d / "fine.jsonl").write_text('{"text": "the cat sat"}\n"a dog"\n')
+    summary = run_dir(EXAMPLES / "minilm_embed.arch", d, tmp_path / "out", weights=BERT,
+                      tokenizer=tmp_path / "tok.json")
+    failed = {Path(p).name: m for p, m in summary.failed}
+    assert failed == {
+        "fields.jsonl": 'error: line 3: expected a JSON string or an object with a "text" '
+                        'string',
+        "broken.jsonl": failed["broken.jsonl"],
+        "blank.txt": "error: no text in it (every line is blank)",
+        "latin1.txt": f"error: input {d / 'latin1.txt'} is not UTF-8 text (byte 3)"}
+    assert failed["broken.jsonl"].startswith("error: line 2 is not JSON: ")
+    assert np.load(tmp_path / "out" / "fine.npy").shape == (2, 64)
