@@ -282,3 +282,15 @@ def test_bad_text_items(tmp_path, bert_tokenizer):
         "latin1.txt": f"error: input {d / 'latin1.txt'} is not UTF-8 text (byte 3)"}
     assert failed["broken.jsonl"].startswith("error: line 2 is not JSON: ")
     assert np.load(tmp_path / "out" / "fine.npy").shape == (2, 64)
+
+
+def test_a_worker_whose_model_does_not_load_fails_its_items(tmp_path):
+    """On Ray, a worker that raised in its constructor would be restarted for ever: it says
+    the error for each item instead."""
+    from archc.batch import Job, Worker
+    job = Job(model=str(tmp_path / "gone.arch"), output_dir=str(tmp_path))
+    with pytest.raises(archc.ArchError):
+        Worker(job)
+    results = Worker(job, keep_going=True).run(["a.npy", "b.npy"])
+    assert [(r.path, r.ok) for r in results] == [("a.npy", False), ("b.npy", False)]
+    assert results[0].message.endswith("(loading the model)")
