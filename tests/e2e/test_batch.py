@@ -294,3 +294,27 @@ def test_a_worker_whose_model_does_not_load_fails_its_items(tmp_path):
     results = Worker(job, keep_going=True).run(["a.npy", "b.npy"])
     assert [(r.path, r.ok) for r in results] == [("a.npy", False), ("b.npy", False)]
     assert results[0].message.endswith("(loading the model)")
+
+
+def test_without_a_mask_equal_shapes_share_calls_and_outputs_are_npz(tmp_path):
+    """GPT-2 (no mask input): items of one length share a call, others wait for theirs;
+    two outputs (hidden, logits) make an .npz per item."""
+    fixture = ROOT / "tests" / "fixtures" / "hf" / "gpt2"
+    d = tmp_path / "in"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    items = {}
+    for i, (rows, n) in enumerate([(1, 3), (2, 5), (1, 3), (1, 5), (3, 2), (1, 3)]):
+        items[f"p{i}"] = rng.integers(0, 100, size=(rows, n))
+        np.save(d / f"p{i}.npy", items[f"p{i}"])
+    summary = run_dir(EXAMPLES / "gpt2.arch", d, tmp_path / "out", weights=fixture,
+                      batch_size=2)
+    assert (summary.written, summary.failed) == (6, [])
+    model = archc.load(EXAMPLES / "gpt2.arch", weights=fixture)
+    for name, ids in items.items():
+        want = model.run(ids=ids, executor="numba")
+        with np.load(tmp_path / "out" / f"{name}.npz") as got:
+            assert sorted(got.files) == sorted(want)
+            for k in want:
+                assert got[k].shape == want[k].shape
+                assert np.max(np.abs(got[k] - want[k])) < 1e-5
