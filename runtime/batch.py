@@ -33,7 +33,7 @@ from ..dsl.graph import Graph
 from ..dsl.ops import trait
 
 Arrays = Mapping[str, np.ndarray]
-AXIS_ATTRS = ("axis", "axes", "perm")
+AXIS_ATTRS = ("axis", "axes")     # an op's axes (a transpose's perm moves B: its shape says)
 
 
 @dataclass(frozen=True)
@@ -43,10 +43,6 @@ class Layout:
     pad: str | None = None                   # the padded symbol, None: same shapes only
     pad_axes: Mapping[str, tuple[int, ...]] = None       # input name -> its axes of `pad`
     out_pad_axes: Mapping[str, tuple[int, ...]] = None   # output name -> its axes of `pad`
-
-    def why_alone(self) -> str | None:
-        return None if self.batch else "its inputs and outputs do not share a batch axis " \
-                                       "that no op reaches across"
 
 
 @dataclass(frozen=True)
@@ -108,7 +104,7 @@ def _keeps_rows(g: Graph, nid: str, b: str) -> bool:
         return False        # rows stay rows through a reshape only as its leading axis
     for name in AXIS_ATTRS:
         value = node.attrs.get(name)
-        if value is None or name == "perm":
+        if value is None:
             continue
         named = value if isinstance(value, (list, tuple)) else [value]
         for rank, axes in arg_axes:
