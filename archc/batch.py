@@ -485,14 +485,15 @@ def add_batch_args(run) -> None:
                         "with --tokenizer), one output each into --output-dir")
     g.add_argument("--output-dir", metavar="OUT", help="where --input-dir's outputs go "
                    "(OUT/<stem>.npy, or .npz for several outputs)")
-    g.add_argument("--batch-size", type=int, metavar="N",
+    from .args import COUNT
+    g.add_argument("--batch-size", type=COUNT, metavar="N",
                    help="rows per model call (default 32)")
     g.add_argument("--resume", action="store_true",
                    help="skip inputs whose output is already in --output-dir")
     g.add_argument("--ray", nargs="?", const=True, metavar="ADDRESS",
                    help="run on Ray (pip install 'archc[ray]'): a local Ray, or the cluster "
                         "at ADDRESS (auto, or HEAD_IP:6379; see docs/BATCH.md)")
-    g.add_argument("--workers", type=int, metavar="N",
+    g.add_argument("--workers", type=COUNT, metavar="N",
                    help="Ray workers (default: the cluster's CPUs / --threads)")
     g.add_argument("--put-weights", action="store_true",
                    help="with --ray: load the model here and give it to the workers through "

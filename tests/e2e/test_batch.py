@@ -144,6 +144,18 @@ def test_two_inputs_with_one_stem_both_fail(tmp_path):
         for n in ("x0.npy", "x0.npz")]
 
 
+def test_numbers_are_checked(tmp_path):
+    ffn_items(tmp_path / "in", lengths=(2,))
+    for flag in ("--batch-size", "--workers"):
+        r = archc_run(EXAMPLES / "ffn.arch", "--input-dir", tmp_path / "in", "--output-dir",
+                      tmp_path / "out", flag, "0")
+        assert r.returncode == 2
+        assert r.stderr.splitlines()[-1].endswith(
+            f"argument {flag}: expected a whole number from 1 to 2**63-1, got 0")
+    with pytest.raises(archc.ArchError, match="--batch-size must be at least 1, got 0"):
+        run_dir(EXAMPLES / "ffn.arch", tmp_path / "in", tmp_path / "out", batch_size=0)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--input-dir", "{IN}"], "--input-dir needs --output-dir OUT (one output per input goes "
                               "there)"),
@@ -151,8 +163,6 @@ def test_two_inputs_with_one_stem_both_fail(tmp_path):
     (["--input-dir", "{IN}", "--output-dir", "{OUT}", "-i", "x.npy"],
      "--input-dir takes its inputs from the directory: drop --input"),
     (["--input-dir", "{NOPE}", "--output-dir", "{OUT}"], "--input-dir {NOPE}: no such directory"),
-    (["--input-dir", "{IN}", "--output-dir", "{OUT}", "--batch-size", "0"],
-     "--batch-size must be at least 1, got 0"),
     (["-i", "x.npy", "--ray"], "--ray is for a directory of inputs: give --input-dir DIR "
                                "--output-dir OUT"),
 ])
