@@ -44,7 +44,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from machine import user_env  # noqa: E402
+from machine import describe, quiet_check, quiet_line, user_env  # noqa: E402
 
 MODEL = ROOT / "examples" / "minilm_embed.arch"
 WORDS = ("the a one my our this that people city river house music night water world day "
@@ -164,8 +164,8 @@ def main() -> None:
     common = [*model_args, "--tokenizer", tokenizer]
     n, bs = a.sentences, a.batch_size
     print(f"{n} sentences, batch size {bs}; model: {what}")
-    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores, load average "
-          f"{os.getloadavg()[0]:.1f} (a busy machine makes every row slower)")
+    print(f"machine: {describe()}")
+    print(quiet_line(quiet_check(exclude={os.getpid()})))
 
     # warm-up: kernel measurements and compilation for every thread count used below
     warm = work / "warm"
@@ -236,17 +236,6 @@ def main() -> None:
 
 def fmt(x, spec: str) -> str:
     return "-" if x is None else format(x, spec)
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 if __name__ == "__main__":
