@@ -8,8 +8,9 @@
 
 KIND is archc or a peer: hf-eager, hf-sdpa (Hugging Face transformers on PyTorch eager),
 ort (ONNX Runtime on a torch.onnx export, benchmarks/peer_ort.py), ort-archc (ONNX
-Runtime on archc's own export, once it exists), llama.cpp-f32, llama.cpp-q8_0
-(llama-cpp-python on GGUF files from llama.cpp's converter, benchmarks/peer_llamacpp.py).
+Runtime on archc's own export), llama.cpp-f32, llama.cpp-q8_0 (llama-cpp-python on GGUF
+files from llama.cpp's converter, benchmarks/peer_llamacpp.py), archc-int8 and archc-bf16
+(archc itself with `--weights-dtype int8|bf16`: 8-bit weights beside llama.cpp's q8_0).
 Each peer is optional: `missing(kind)` says what it lacks, and lm.py skips it with a note.
 
 A worker loads one model once and then answers JSON commands, one per line on stdin, with
@@ -84,6 +85,9 @@ PEERS = {
     "ort-archc": {"needs": HF_NEEDS + ("onnx", "onnxruntime"), "files": "onnx-archc"},
     "llama.cpp-f32": {"needs": HF_NEEDS + ("llama_cpp",), "files": "gguf"},
     "llama.cpp-q8_0": {"needs": HF_NEEDS + ("llama_cpp",), "files": "gguf"},
+    # archc with packed weights (runtime/packed.py): needs nothing archc does not
+    "archc-int8": {"needs": ()},
+    "archc-bf16": {"needs": ()},
 }
 # what to install for a missing module (torch first: `pip install torch==2.13.0`)
 PIP_NAMES = {"llama_cpp": "llama-cpp-python", "onnxruntime": "onnxruntime", "onnx": "onnx",
@@ -174,10 +178,14 @@ class Archc:
 
     name = "archc"
 
-    def __init__(self, family: str, weights: str | None, threads: int, config: dict | None):
+    def __init__(self, family: str, weights: str | None, threads: int, config: dict | None,
+                 weights_dtype: str = "float32"):
         import archc
         arch = ROOT / FAMILIES[family]["arch"]
-        self.model = archc.load(arch, weights=weights, config=config)
+        if weights_dtype != "float32":
+            self.name = f"archc-{weights_dtype}"
+        self.model = archc.load(arch, weights=weights, config=config,
+                                weights_dtype=weights_dtype)
         for w in self.model.warnings:
             print(f"archc warning: {w}", file=sys.stderr)
         self.threads = threads
@@ -366,6 +374,8 @@ def make(kind: str, family: str, weights: str | None, threads: int, config: dict
     decoded after it (llama.cpp sizes its context by it)."""
     if kind == "archc":
         return Archc(family, weights, threads, config)
+    if kind.startswith("archc-"):
+        return Archc(family, weights, threads, config, weights_dtype=kind[len("archc-"):])
     if kind.startswith("hf-"):
         return HF(family, weights, threads, kind[3:])
     if kind in ("ort", "ort-archc"):
@@ -384,7 +394,7 @@ def make(kind: str, family: str, weights: str | None, threads: int, config: dict
 
 def import_runtime(kind: str) -> None:
     """Import what contender `kind` runs on (a fresh process's import cost)."""
-    if kind == "archc":
+    if kind.startswith("archc"):
         import archc
         archc.Model.compiled, archc.Model.generate  # noqa: B018  (the API the run uses)
         from archc.runtime import executor, generate  # noqa: F401  (the runtime's imports)

@@ -10,9 +10,11 @@ The contenders, each optional (skipped with a note where its packages are missin
 - hf-eager, hf-sdpa: Hugging Face transformers on PyTorch eager (attention "eager" / "sdpa");
 - ort: ONNX Runtime, fp32, on a torch.onnx export of the same checkpoint (a prefill graph
   and a decode graph with past K/V, every graph optimisation on; benchmarks/peer_ort.py);
-- ort-archc: ONNX Runtime on archc's own export (a hook until `archc export` exists);
+- ort-archc: ONNX Runtime on archc's own export (`archc export`);
 - llama.cpp-f32, llama.cpp-q8_0: llama-cpp-python on GGUF files made from the same
-  checkpoint by llama.cpp's own converter (benchmarks/peer_llamacpp.py).
+  checkpoint by llama.cpp's own converter (benchmarks/peer_llamacpp.py);
+- archc-int8, archc-bf16 (not in the default set: `--peers ...,archc-int8`): archc with
+  `--weights-dtype int8|bf16`, weight-only packed weights beside llama.cpp's q8_0.
 Install them with `pip install torch==2.13.0` first (the CPU build; never let pip choose a
 torch), then `pip install -e '.[bench]'` (builds llama.cpp from source: a while on 2
 cores), then `python benchmarks/contenders.py fetch-converter` (llama.cpp's converter,
@@ -78,7 +80,8 @@ TITLES = {"gpt2": "GPT-2 small", "llama": "LLaMA-style"}
 # match). ggml computes GPT-2's GELU through an fp16 table: llama.cpp-f32 is ~1.5e-3 off
 # at full size (the LLaMA-style model 3e-6)
 LOGIT_TOL = {"archc": 1e-4, "hf-sdpa": 1e-4, "ort": 1e-4, "ort-archc": 1e-4,
-             "llama.cpp-f32": 5e-3, "llama.cpp-q8_0": None}
+             "llama.cpp-f32": 5e-3, "llama.cpp-q8_0": None, "archc-int8": None,
+             "archc-bf16": None}
 # short names for --peers
 PEER_ALIASES = {"eager": "hf-eager", "sdpa": "hf-sdpa"}
 DEFAULT_PEERS = "eager,sdpa,ort,ort-archc,llama.cpp-f32,llama.cpp-q8_0"
@@ -292,7 +295,7 @@ def bench_model(family: str, threads: int, args, weights, config, peers, limit: 
         if not args.skip_ttft:
             log("   time to first token: fresh processes (warm cache), then archc with a cold one")
             for n in workers:
-                runs = [ttft_run(n, family, weights, config if n == "archc" else None, threads,
+                runs = [ttft_run(n, family, weights, config if n.startswith("archc") else None, threads,
                                  args.prompt, args.ttft_new) for _ in range(args.ttft_repeats)]
                 ttft[n] = runs
             with tempfile.TemporaryDirectory(prefix="archc-cold-") as cold:
@@ -329,13 +332,22 @@ def check_logits(workers: dict, logdir: Path, T: int) -> tuple[list[str], list[s
     return notes, dropped
 
 
+def reference(names: list[str]) -> str:
+    """Whom the others are checked against: HF eager if it runs, else the first full-precision
+    peer, else archc itself (quantised contenders are never the reference)."""
+    if "hf-eager" in names:
+        return "hf-eager"
+    exact = [n for n in names if n != "archc" and LOGIT_TOL.get(n, 1e-4) is not None]
+    return exact[0] if exact else "archc"
+
+
 def compare_logits(outs: dict[str, np.ndarray], T: int) -> tuple[list[str], list[str]]:
     """Each contender's logits (1, T, V) against the reference's (hf-eager if present, else
     the first after archc): a note per contender with the max abs diff and, where the
     argmax differs, the share of positions whose top-1 token agrees; and the contenders
     outside their LOGIT_TOL."""
     names = list(outs)
-    ref = "hf-eager" if "hf-eager" in outs else next(n for n in names if n != "archc")
+    ref = reference(names)
     want = outs[ref].astype(np.float64)
     top = want.argmax(-1)
     notes, dropped = [], []
@@ -368,7 +380,7 @@ def check_tokens(tokens: dict[str, list]) -> list[str]:
     names = list(tokens)
     if len(names) < 2:
         return []
-    ref = "hf-eager" if "hf-eager" in tokens else next(n for n in names if n != "archc")
+    ref = reference(names)
     want = tokens[ref]
     same, notes = [], []
     for n in names:
