@@ -4,7 +4,8 @@
 
 Builds the compiled programs for a prompt of each --seq length (batch 1) and a decode
 step, which measures every product class this machine has not met yet (runtime/tune.py),
-and prints, per product, the kernel chosen and its GFLOP/s here. Runs do the same on
+and prints, per product, the kernel chosen and its GFLOP/s here; then every step that runs
+on its NumPy reference instead of a compiled kernel, and why (or that none does). Runs do the same on
 their own the first time they meet a class; this does it up front and shows the result.
 """
 from __future__ import annotations
@@ -40,14 +41,21 @@ def cmd_tune(args) -> int:
     symbols = _symbols(model.graph)
     print(f"machine: {tune.cpu_model()}; ISA {' '.join(tune.machine()['isa']) or '-'}; "
           f"{ex.threads} thread(s); wisdom {tune.wisdom().path}", file=sys.stderr)
-    rows = []
+    rows, on_reference = [], []
     for T in [*lengths, 1]:
         prog = ex.program({s: 1 if s == "B" else T for s in symbols})
         rows += [(f"T={T}", *r) for r in tune.kernel_report(prog)]
+        on_reference += [(f"T={T}", nid, model.graph.node(nid).op, why)
+                         for nid, why in prog.fallbacks.items()]
     width = max((len(r[1]) for r in rows), default=4)
     print(f"{'pass':<7} {'node':<{width}} {'product (M, K) x N':<22} {'kernel':<8} GFLOP/s")
     for pass_, node, _op, shape, kernel, rate in rows:
         print(f"{pass_:<7} {node:<{width}} {shape:<22} {kernel:<8} {rate:>7}")
+    print()
+    if not on_reference:
+        print("every step runs a compiled kernel (none on its NumPy reference)")
+    for pass_, node, op, why in on_reference:
+        print(f"{pass_:<7} {node} ({op}) runs on its NumPy reference: {why}")
     return 0
 
 

@@ -90,3 +90,18 @@ def test_archc_tune_measures_and_shows_each_product(tmp_path):
     assert all(row[-2] in {"blas", *tune.KERNELS} and float(row[-1]) > 0 for row in prompt)
     assert any(ln.startswith("T=1 ") and "gemv_t" in ln for ln in lines)
     assert list((tmp_path / "cache" / "numba" / "tune").glob("*.json"))
+    assert "every step runs a compiled kernel (none on its NumPy reference)" in lines
+
+
+def test_archc_tune_lists_the_steps_on_the_reference(tmp_path):
+    import os
+    import subprocess
+    import sys
+    src = tmp_path / "m.arch"
+    src.write_text("model m(x: float[T, 4]) {\n    return y = softmax(x, axis=0)\n}\n")
+    env = {**os.environ, "ARCHC_CACHE_DIR": str(tmp_path / "cache")}
+    r = subprocess.run([sys.executable, "-m", "archc", "tune", str(src), "--seq", "8",
+                        "--threads", "1"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "T=8     softmax (softmax) runs on its NumPy reference: compiled for a float x " \
+           "over its last axis" in r.stdout.splitlines()
