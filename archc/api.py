@@ -98,6 +98,43 @@ class Model:
                 "dot": dump.dump_dot}[format](self.graph, **options)
 
 
+def lower_with_checkpoint(path: str | os.PathLike, model: str | None = None,
+                          config: Mapping[str, object] | None = None,
+                          weights: str | os.PathLike | None = None,
+                          weights_map: str | None = None):
+    """The model's graph, its sizes set by the checkpoint's config.json (through the
+    chosen `weights` section's `config` lines) and then by `config`; no tensor is read.
+    Returns (graph, the Checkpoint or None, notes on config keys the file lacks)."""
+    from .dsl.lower import load_program
+    from .runtime.checkpoint import choose_section, config_overrides, read_checkpoint
+    ckpt = None if weights is None else read_checkpoint(weights)
+    overrides: dict = {}
+    notes: list[str] = []
+    if ckpt is not None and ckpt.config is not None:
+        sections = load_program(path).weights
+        chosen = choose_section(sections, ckpt.tensors, weights_map)
+        if chosen is not None:
+            overrides, notes = config_overrides(sections[chosen], ckpt.config)
+    return lower(path, model, {**overrides, **dict(config or {})}), ckpt, notes
+
+
+def weight_map(graph: Graph, ckpt, weights_map: str | None = None, weights=None):
+    """The resolved `weights` section that names `ckpt`'s tensors, or None when they
+    already are the parameter names (or the model has no section); an error when no
+    section's rules match any of its tensors."""
+    from .runtime.checkpoint import choose_section
+    maps = graph.meta.get("weight_maps", {})
+    names = {n.attrs["name"] for n in graph.params()}
+    if weights_map is None and set(ckpt.tensors) <= names:
+        return None
+    chosen = choose_section(maps, ckpt.tensors, weights_map)
+    if chosen is None and maps:
+        raise no_rule_matches(weights or ckpt.path, ckpt, maps)
+    if chosen is not None and 2 * key_matches(maps[chosen], ckpt.tensors) < len(ckpt.tensors):
+        raise no_rule_matches(weights or ckpt.path, ckpt, {chosen: maps[chosen]}, partly=True)
+    return maps[chosen] if chosen is not None else None
+
+
 def load(path: str | os.PathLike, weights: str | os.PathLike | None = None, seed: int = 0,
          model: str | None = None, allow_missing: bool = False,
          config: Mapping[str, object] | None = None, weights_map: str | None = None,
@@ -112,40 +149,22 @@ def load(path: str | os.PathLike, weights: str | os.PathLike | None = None, seed
     `weights_dtype` "int8" or "bf16" (default: the model's config constant `weights_dtype`,
     else "float32") stores the matrix-product weights packed, each as it is loaded
     (runtime/packed.py); the reference executor then computes with their float32 values."""
-    from .dsl.lower import load_program
-    from .runtime.checkpoint import choose_section, config_overrides, read_checkpoint
     from .runtime.weights import apply_weights, init_params
     from .runtime.budget import check_file, check_model, parse_size
     limit = parse_size(max_memory)
     check_weights_dtype(weights_dtype)
-    warnings: list[str] = []
     if weights is not None:
         check_file(weights, limit, "weights")
-    ckpt = None if weights is None else read_checkpoint(weights)
-    overrides: dict = {}
-    if ckpt is not None and ckpt.config is not None:
-        sections = load_program(path).weights
-        chosen = choose_section(sections, ckpt.tensors, weights_map)
-        if chosen is not None:
-            overrides, warnings = config_overrides(sections[chosen], ckpt.config)
-    graph = lower(path, model, {**overrides, **dict(config or {})})
+    graph, ckpt, warnings = lower_with_checkpoint(path, model, config, weights, weights_map)
     check_model(graph, limit)
     keep, optimised = _packing(graph, weights_dtype)
     if ckpt is None:
         return Model(graph, init_params(graph, seed, keep), warnings, limit,
                      optimised=optimised)
-    maps = graph.meta.get("weight_maps", {})
-    names = {n.attrs["name"] for n in graph.params()}
-    direct = weights_map is None and set(ckpt.tensors) <= names
-    chosen = None if direct else choose_section(maps, ckpt.tensors, weights_map)
-    if chosen is None and maps and not direct:
-        raise no_rule_matches(weights, ckpt, maps)
-    if chosen is not None and 2 * key_matches(maps[chosen], ckpt.tensors) < len(ckpt.tensors):
-        raise no_rule_matches(weights, ckpt, {chosen: maps[chosen]}, partly=True)
     try:
         params, more = apply_weights(graph, ckpt.tensors, seed, allow_missing,
                                      source=f"weights {weights}",
-                                     mapping=maps[chosen] if chosen is not None else None,
+                                     mapping=weight_map(graph, ckpt, weights_map, weights),
                                      keep=keep)
     except ArchError as e:
         arch = (ckpt.config or {}).get("architectures")
@@ -203,4 +222,4 @@ def no_rule_matches(weights, ckpt, maps, partly: bool = False) -> ArchError:
                      "section", notes)
 
 
-__all__ = ["ArchError", "Model", "executor", "load"]
+__all__ = ["ArchError", "Model", "executor", "load", "lower_with_checkpoint"]

@@ -113,16 +113,23 @@ def parse_sets(items: Sequence[str]) -> dict:
     return out
 
 
+def add_checkpoint_args(p: argparse.ArgumentParser, what: str = "") -> None:
+    """--weights and --weights-map: the checkpoint a command reads (`what` says what for,
+    beyond the names)."""
+    p.add_argument("--weights", "-w", metavar="FILE",
+                   help="a .safetensors checkpoint, or a Hugging Face folder (config.json + "
+                        "model.safetensors); names go through the model's `weights` section"
+                        + what)
+    p.add_argument("--weights-map", metavar="NAME",
+                   help="which `weights NAME { }` section maps the checkpoint's names")
+
+
 def add_weights_args(p: argparse.ArgumentParser,
                      seed_help: str = "seed for random initialisation of parameters without "
                                       "weights") -> None:
     """Where a command's parameters come from: --weights, --weights-map, --allow-missing,
     --seed (run, generate, export)."""
-    p.add_argument("--weights", "-w", metavar="FILE",
-                   help="a .safetensors checkpoint, or a Hugging Face folder (config.json + "
-                        "model.safetensors); names go through the model's `weights` section")
-    p.add_argument("--weights-map", metavar="NAME",
-                   help="which `weights NAME { }` section maps the checkpoint's names")
+    add_checkpoint_args(p)
     p.add_argument("--allow-missing", action="store_true",
                    help="initialise parameters missing from --weights randomly")
     p.add_argument("--seed", type=SEED, default=0, help=seed_help)

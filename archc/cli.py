@@ -11,8 +11,8 @@ import signal
 import sys
 from typing import Sequence
 
-from .args import (add_weights_args, add_weights_dtype, input_files, parse_dims,
-                   parse_named_files, parse_sets)
+from .args import (add_checkpoint_args, add_weights_args, add_weights_dtype, input_files,
+                   parse_dims, parse_named_files, parse_sets)
 from .dsl.dims import Dim
 from .dsl.errors import ArchError, closest, did_you_mean
 from .signals import quit_now
@@ -28,6 +28,19 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show Python tracebacks")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="set a config constant, e.g. --set n_layer=2; repeatable")
+
+
+def lower_args(args):
+    """The graph a command shows or checks: sizes from --weights's config.json (as `run`
+    takes them), then --set. Returns (graph, checkpoint or None); nothing is read of the
+    checkpoint but its config and headers."""
+    from .api import lower_with_checkpoint
+    graph, ckpt, notes = lower_with_checkpoint(
+        args.model, args.model_name, parse_sets(args.set), getattr(args, "weights", None),
+        getattr(args, "weights_map", None))
+    for n in notes:
+        print(f"warning: {n}", file=sys.stderr)
+    return graph, ckpt
 
 
 def _inputs_arg(p: argparse.ArgumentParser, help_text: str) -> None:
@@ -76,12 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
     dump.add_argument("--dim", action="append", default=[], metavar="NAME=N",
                       help="give a symbolic size a value for FLOP counts, e.g. --dim T=128")
     _inputs_arg(dump, "take symbolic sizes from these input arrays")
+    add_checkpoint_args(dump, "; its config.json sets the sizes")
     dump.add_argument("--output", "-o", metavar="FILE", help="write the dump to a file")
     from .compile_cmds import add_dump_args, add_stats_parser
     add_dump_args(dump)
 
     check = sub.add_parser("check", help="parse, build and infer shapes")
     _common(check)
+    add_checkpoint_args(check, "; its config.json sets the sizes, and its tensor names and "
+                              "shapes are checked against the model (headers only)")
     add_stats_parser(sub, _common)
     from .run_cmds import add_generate_parser, add_run_args
     add_run_args(run)
@@ -195,12 +211,12 @@ def cmd_run(args) -> int:
 
 
 def cmd_dump(args) -> int:
-    from .dsl.lower import lower
-    graph = lower(args.model, args.model_name, parse_sets(args.set))
+    graph, ckpt = lower_args(args)
     if args.output:            # before the pipeline runs, not after
         from .api import source_files
         from .runtime.io import check_output
-        check_output(args.output, source_files(graph) + input_files(args.input))
+        check_output(args.output, source_files(graph) + input_files(args.input)
+                     + [("weights", f) for f in (ckpt.files if ckpt else [])])
     bindings = parse_dims(args.dim)
     check_dims(graph, bindings)
     if args.input:
@@ -238,20 +254,26 @@ def _dump_bytes(graph, args, bindings: dict) -> bytes:
 
 def cmd_check(args) -> int:
     from .compiler.dump import layer_groups, totals
-    from .dsl.lower import lower
-    graph = lower(args.model, args.model_name, parse_sets(args.set))
+    graph, ckpt = lower_args(args)
     tot = totals(graph, layer_groups(graph))
     ins = ", ".join(f"{graph.node(n).attrs['name']}: {graph.node(n).type_str}"
                     for n in graph.inputs)
-    print(f"{args.model}: ok: model {graph.name}({ins}), {tot['layers']} layers, "
-          f"{tot['params']:,} parameters, {len(graph)} nodes")
+    line = (f"{args.model}: ok: model {graph.name}({ins}), {tot['layers']} layers, "
+            f"{tot['params']:,} parameters, {len(graph)} nodes")
+    if ckpt is not None:
+        from .api import weight_map
+        from .runtime.weights import check_weights
+        n = check_weights(graph, ckpt, f"weights {args.weights}",
+                          weight_map(graph, ckpt, args.weights_map))
+        total = len({p.attrs["name"] for p in graph.params()})
+        line += f"; weights {args.weights} fill {n} of {total} parameters"
+    print(line)
     return 0
 
 
 def cmd_stats(args) -> int:
     from .compile_cmds import cmd_stats as stats
-    from .dsl.lower import lower
-    graph = lower(args.model, args.model_name, parse_sets(args.set))
+    graph, _ = lower_args(args)
     dims = parse_dims(args.dim)
     check_dims(graph, dims)
     sys.stdout.write(stats(args, graph, dims))

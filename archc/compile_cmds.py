@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .args import COUNT, add_weights_dtype
+from .args import COUNT, add_checkpoint_args, add_weights_dtype
 from .dsl.errors import ArchError
 from .runtime.budget import parse_size
 
@@ -52,6 +52,9 @@ def add_stats_parser(sub, common) -> None:
     st = sub.add_parser("stats", help="parameters, FLOPs per token, activation peak and KV "
                                       "bytes, per layer and overall")
     common(st)
+    add_checkpoint_args(st, "; its config.json sets the sizes")
+    st.add_argument("--format", "-f", choices=("text", "json"), default="text",
+                    help="json: the same figures as one object (archc.stats/1)")
     st.add_argument("--seq", type=COUNT, metavar="T",
                     help="sequence length (default: the model's declared context)")
     st.add_argument("--dim", action="append", default=[], metavar="NAME=N",
@@ -111,6 +114,9 @@ def cmd_stats(args, graph, dims: dict[str, int]) -> str:
                                      "max_memory": args.max_memory, "dims": bindings}).graph
     mp, kp = g.meta.get("memory_plan"), g.meta.get("kv_plan")
     rows = layer_rows(g, bindings, args.batch * seq)
+    weights = weights_per_dtype(g, args.weights_dtype)
+    if args.format == "json":
+        return _stats_json(g.name, args.batch, seq, kp, rows, weights)
     head = (f"{'layer':<20} {'params':>12} {'FLOPs/token':>14} {'act. peak':>12} "
             f"{'KV B/token':>11} {'KV bytes':>14}")
     lines = [f"model {g.name}: B={args.batch}, T={seq}"
@@ -118,7 +124,7 @@ def cmd_stats(args, graph, dims: dict[str, int]) -> str:
     for r in rows:
         lines.append(f"{r.name:<20} {r.params:>12,} {r.flops_per_token:>14,.0f} "
                      f"{r.act_peak:>12,} {r.kv_per_token:>11,} {r.kv_bytes:>14,}")
-    lines.append(weights_line(g, args.weights_dtype))
+    lines.append(weights_line(weights))
     if mp:
         lines.append(mp.summary())
     if kp:
@@ -159,14 +165,37 @@ def html_page(graph, args, dims: dict[str, int]) -> str:
     return dump_html(shown, res, rows, svg=svg, picture_note=why, bindings=bindings)
 
 
-def weights_line(g, weights_dtype: str | None) -> str:
-    """Parameter bytes per stored dtype, with `weights_dtype` (or the model's config
-    constant): int8 counts its scales, one float32 per 32 weights."""
+def weights_per_dtype(g, weights_dtype: str | None) -> dict[str, tuple[int, int]]:
+    """Stored dtype -> (values, bytes) of the parameters with `weights_dtype` (or the model's
+    config constant): int8 counts its scales, one float32 per 32 weights."""
     from .api import check_weights_dtype
-    from .compiler.sizes import fmt_bytes
     from .runtime.packed import weight_bytes, weights_dtype_of
     check_weights_dtype(weights_dtype)
-    per = weight_bytes(g, weights_dtype_of(g, weights_dtype))
+    return weight_bytes(g, weights_dtype_of(g, weights_dtype))
+
+
+def weights_line(per: dict[str, tuple[int, int]]) -> str:
+    from .compiler.sizes import fmt_bytes
     total = sum(b for _, b in per.values())
     parts = [f"{dtype} {n:,} values, {fmt_bytes(b)}" for dtype, (n, b) in per.items()]
     return f"weights: {fmt_bytes(total)}: " + "; ".join(parts)
+
+
+def _stats_json(name: str, batch: int, seq: int, kp, rows, weights) -> str:
+    """`archc stats --format json`: {"format": "archc.stats/1", "model", "batch", "seq",
+    "max_seq", "layers": [{"name", params, flops_per_token, activation_peak_bytes,
+    kv_bytes_per_token, kv_bytes}, ...], "total": {the same keys; its activation peak is
+    the planned arena}, "weights": {stored dtype: {"values", "bytes"}}, "warnings": [...]}."""
+    import json
+
+    def figures(r):
+        return {"params": r.params, "flops_per_token": round(r.flops_per_token, 3),
+                "activation_peak_bytes": r.act_peak, "kv_bytes_per_token": r.kv_per_token,
+                "kv_bytes": r.kv_bytes}
+    *layers, total = rows
+    doc = {"format": "archc.stats/1", "model": name, "batch": batch, "seq": seq,
+           "max_seq": kp.max_seq if kp else None,
+           "layers": [{"name": r.name, **figures(r)} for r in layers], "total": figures(total),
+           "weights": {dtype: {"values": n, "bytes": b} for dtype, (n, b) in weights.items()},
+           "warnings": list(kp.warnings) if kp else []}
+    return json.dumps(doc, indent=2) + "\n"

@@ -274,36 +274,58 @@ def map_checkpoint(wmap: WeightMap, tensors: Mapping[str, np.ndarray],
     for name in tensors:
         arr = None          # drop the previous tensor before reading the next
         arr = tensors[name]
-        rule, binding = wmap.match(name)
-        if rule is None:
-            problems.append(f"unexpected: {name} {shape_str(arr.shape)} (no rule of "
-                            f"`weights {wmap.name}` matches it)")
-            continue
-        if isinstance(rule.dests[0], Skip):
-            continue
-        bad = False
-        for dest in rule.dests:
-            why = split_problem(dest, binding, shapes)
-            if why:
-                problems.append(f"cannot split: {name} {shape_str(arr.shape)} -> {why}")
-                bad = True
-                continue
-            want = dest_shape(dest, binding, shapes)
-            if want is None:
-                missing = [p for p in _param_names(dest, binding) if p not in shapes]
-                problems.append(f"unexpected: {name} {shape_str(arr.shape)} -> "
-                                f"{', '.join(missing) or _describe(dest, binding)}, which the "
-                                "model does not have")
-                bad = True
-            elif tuple(arr.shape) != tuple(want):
-                problems.append(f"mis-shaped: {name} is {shape_str(arr.shape)} in the file, "
-                                f"{_describe(dest, binding)} needs {shape_str(want)}")
-                bad = True
-        if bad:
+        rule, binding, bad = _match(wmap, name, tuple(arr.shape), shapes)
+        problems += bad
+        if rule is None or bad or isinstance(rule.dests[0], Skip):
             continue
         for dest in rule.dests:
             _deliver(dest, arr, binding, shapes, out, origin, name, problems, keep)
     return out, origin, problems
+
+
+def map_shapes(wmap: WeightMap, tensors: Mapping[str, tuple],
+               shapes: Mapping[str, tuple]) -> tuple[dict[str, str], list[str]]:
+    """`map_checkpoint` on the tensors' shapes alone (a checkpoint's headers): parameter ->
+    checkpoint name of every parameter the rules fill, and the same problems."""
+    origin: dict[str, str] = {}
+    problems: list[str] = []
+    for name, shape in tensors.items():
+        rule, binding, bad = _match(wmap, name, tuple(shape), shapes)
+        problems += bad
+        if rule is None or bad or isinstance(rule.dests[0], Skip):
+            continue
+        for pname in (p for d in rule.dests for p in _param_names(d, binding)):
+            if pname in origin:
+                problems.append(f"filled twice: {pname} from {origin[pname]} and {name}")
+            origin[pname] = name
+    return origin, problems
+
+
+def _match(wmap: WeightMap, name: str, shape: tuple, shapes: Mapping[str, tuple]):
+    """The rule matching checkpoint tensor `name`, its binding, and what is wrong with
+    the tensor for it (no rule, a split that cannot cut it, a shape its parameters lack)."""
+    rule, binding = wmap.match(name)
+    if rule is None:
+        return None, None, [f"unexpected: {name} {shape_str(shape)} (no rule of "
+                            f"`weights {wmap.name}` matches it)"]
+    if isinstance(rule.dests[0], Skip):
+        return rule, binding, []
+    problems = []
+    for dest in rule.dests:
+        why = split_problem(dest, binding, shapes)
+        if why:
+            problems.append(f"cannot split: {name} {shape_str(shape)} -> {why}")
+            continue
+        want = dest_shape(dest, binding, shapes)
+        if want is None:
+            missing = [p for p in _param_names(dest, binding) if p not in shapes]
+            problems.append(f"unexpected: {name} {shape_str(shape)} -> "
+                            f"{', '.join(missing) or _describe(dest, binding)}, which the "
+                            "model does not have")
+        elif shape != tuple(want):
+            problems.append(f"mis-shaped: {name} is {shape_str(shape)} in the file, "
+                            f"{_describe(dest, binding)} needs {shape_str(want)}")
+    return rule, binding, problems
 
 
 def _param_names(dest, binding) -> list[str]:

@@ -86,33 +86,69 @@ def apply_weights(g: Graph, tensors: dict[str, np.ndarray], seed: int = 0,
         from .checkpoint import map_checkpoint
         tensors, _, problems = map_checkpoint(
             mapping, tensors, {k: tuple(n.shape) for k, n in expected.items()}, made)
-    trained_missing = False           # a missing parameter the mapping fills from a tensor
+    shapes = {k: _shape(tensors, k) for k in tensors}
+    more, trained_missing = _coverage(expected, shapes, mapping, allow_missing)
+    _raise(problems + more, source, trained_missing, any(n in shapes for n in expected))
     for name, node in expected.items():
         if name not in tensors:
-            if "value" in node.attrs or allow_missing:
-                params[name] = store(name, init_param(node, seed))
-            else:
+            params[name] = store(name, init_param(node, seed))
+            continue
+        arr = None          # drop the previous raw tensor before reading the next
+        arr = tensors[name]
+        params[name] = made(name, arr)
+    return params, warnings
+
+
+def check_weights(g: Graph, ckpt, source: str = "weights", mapping=None) -> int:
+    """What `apply_weights` would report, from the checkpoint's headers alone (no tensor
+    is read): raises the same error, else returns how many parameters it fills."""
+    expected = {n.attrs["name"]: n for n in g.params()}
+    shapes = {k: _shape(ckpt.tensors, k) for k in ckpt.tensors}
+    problems: list[str] = []
+    if mapping is not None:
+        from .checkpoint import map_shapes
+        origin, problems = map_shapes(mapping, shapes,
+                                      {k: tuple(n.shape) for k, n in expected.items()})
+        # a parameter a rule fills has the shape the rule checked
+        shapes = {k: tuple(expected[k].shape) for k in origin if k in expected}
+    more, trained_missing = _coverage(expected, shapes, mapping, False)
+    _raise(problems + more, source, trained_missing, any(n in shapes for n in expected))
+    return len(shapes)
+
+
+def _shape(tensors, name: str) -> tuple:
+    """A tensor's shape, from a checkpoint's header when it has one (nothing read)."""
+    entries = getattr(tensors, "entries", None)
+    return tuple(entries[name].shape if entries is not None else tensors[name].shape)
+
+
+def _coverage(expected: dict, shapes: dict[str, tuple], mapping,
+              allow_missing: bool) -> tuple[list[str], bool]:
+    """Missing, mis-shaped and unexpected parameters, given the shapes of those filled;
+    and whether a missing one is mapped from a checkpoint tensor (a trained part)."""
+    problems = []
+    trained_missing = False
+    for name, node in expected.items():
+        if name not in shapes:
+            if "value" not in node.attrs and not allow_missing:
                 src = mapping.source_of(name) if mapping is not None else None
                 trained_missing |= src is not None
                 problems.append(f"missing: {name} {node.type_str}"
                                 + (f" (checkpoint tensor {src})" if src else ""))
-            continue
-        arr = None          # drop the previous raw tensor before reading the next
-        arr = tensors[name]
-        if tuple(arr.shape) != tuple(node.shape):
-            problems.append(f"mis-shaped: {name} is {shape_str(arr.shape)} in the file, the "
-                            f"model expects {shape_str(node.shape)}")
-            continue
-        params[name] = made(name, arr)
-    for name in tensors:
-        if name not in expected:
-            problems.append(f"unexpected: {name} {shape_str(tensors[name].shape)}")
+        elif shapes[name] != tuple(node.shape):
+            problems.append(f"mis-shaped: {name} is {shape_str(shapes[name])} in the file, "
+                            f"the model expects {shape_str(node.shape)}")
+    problems += [f"unexpected: {name} {shape_str(shape)}" for name, shape in shapes.items()
+                 if name not in expected]
+    return problems, trained_missing
+
+
+def _raise(problems: list[str], source: str, trained_missing: bool = False,
+           found: bool = True) -> None:
     if problems:
         raise ArchError(f"{source} do not match the model ({len(problems)} problem"
                         f"{'s' if len(problems) > 1 else ''}):\n  " + "\n  ".join(problems),
-                        hint=_missing_hint(problems, trained_missing,
-                                             found=any(n in tensors for n in expected)))
-    return params, warnings
+                        hint=_missing_hint(problems, trained_missing, found))
 
 
 def _missing_hint(problems: list[str], trained_missing: bool, found: bool) -> str | None:
