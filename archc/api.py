@@ -36,7 +36,8 @@ def executor(graph: Graph, params: Mapping[str, np.ndarray], **options):
 class Model:
     def __init__(self, graph: Graph, params: dict[str, np.ndarray], warnings: list[str],
                  max_memory: int | None = None, files: list[str] | None = None,
-                 optimised: tuple[Graph, list[str]] | None = None):
+                 optimised: tuple[Graph, list[str]] | None = None,
+                 generation: Mapping[str, object] | None = None):
         self.max_memory = max_memory   # bytes; run() refuses inputs that would need more
         # (what, path) of every file the model was built from: no output may land on one
         self.files = source_files(graph) + [("weights", f) for f in files or []]
@@ -44,6 +45,9 @@ class Model:
         self.params = params
         self.warnings = warnings
         self.optimised = optimised     # (graph, warnings) of the pipeline, if run already
+        # generate()'s defaults from the checkpoint (eos, sampling settings; see
+        # runtime/checkpoint.generation_defaults): what transformers would use
+        self.generation = dict(generation or {})
 
     @property
     def name(self) -> str:
@@ -55,23 +59,25 @@ class Model:
                 for n in self.graph.inputs}
 
     def run(self, inputs: Mapping[str, np.ndarray] | None = None, *, train: bool = False,
-            seed: int = 0, executor: str = "reference", profile=None,
-            **named: np.ndarray) -> dict[str, np.ndarray]:
-        """Run the model on named inputs; returns {output name: array}. `train` applies
-        dropout, deterministically from `seed`. `executor="numba"` runs the optimised graph
-        with compiled kernels (see `compiled()`); the reference executor is the oracle."""
+            seed: int = 0, executor: str = "numba", threads: int | None = None,
+            profile=None, **named: np.ndarray) -> dict[str, np.ndarray]:
+        """Run the model on named inputs; returns {output name: array}. The defaults are
+        `archc run`'s: the optimised graph with compiled kernels (`executor="numba"`, see
+        `compiled()`; `threads` as --threads); `executor="reference"` is the plain NumPy
+        oracle. `train` applies dropout, deterministically from `seed` (the reference
+        executor runs it)."""
         from .runtime.reference import run_reference
+        if executor not in ("numba", "reference"):
+            raise ArchError(f"unknown executor {executor!r}; expected numba or reference")
+        arrays = {**(inputs or {}), **named}
         if self.max_memory is not None:
             from .runtime.budget import check_run
             from .runtime.inputs import bind_inputs
-            _, sizes, _ = bind_inputs(self.graph, {**(inputs or {}), **named})
+            _, sizes, _ = bind_inputs(self.graph, arrays)
             check_run(self.graph, sizes, self.max_memory)
         if executor == "numba" and not train:
-            return self.compiled().run({**(inputs or {}), **named}, profile=profile)
-        if executor not in ("numba", "reference"):
-            raise ArchError(f"unknown executor {executor!r}; expected numba or reference")
-        return run_reference(self.graph, {**(inputs or {}), **named}, self.params,
-                             train=train, seed=seed)
+            return self.compiled(threads).run(arrays, profile=profile)
+        return run_reference(self.graph, arrays, self.params, train=train, seed=seed)
 
     def compiled(self, threads: int | None = None):
         """The compiled (Numba) executor of this model, made once and kept. It shares the
@@ -86,11 +92,36 @@ class Model:
 
     def generate(self, prompt: np.ndarray, max_new_tokens: int = 32, **options):
         """Continue token ids `prompt` (B, T): greedy unless `temperature` > 0 (`top_k`,
-        `top_p`, `seed`); stops early at `eos`. Returns a GenerateResult (`.ids` are the
-        new tokens, (B, n)); see runtime/generate.py for every option."""
-        from .runtime.generate import generate
-        return generate(self.compiled(options.pop("threads", None)), prompt, max_new_tokens,
-                        **options)
+        `top_p`, `seed`); stops early at `eos` (an id or several; `()` for none), or when
+        the text holds one of `stop_strings` (with `tokenizer`, anything with `.decode`).
+        `eos`, `temperature`, `top_k` and `top_p` left unset (or None) take the
+        checkpoint's defaults (`self.generation`), as `archc generate` does. Returns a
+        GenerateResult (`.ids` are the new tokens, (B, n)); see runtime/generate.py for
+        every option."""
+        from .runtime.generate import StopStrings, check_options, generate
+        given = {k: v for k, v in options.items() if v is not None}
+        taken = {k: v for k, v in self.generation.items() if k not in given}
+        try:          # the checkpoint's values, said as such (generate checks the rest)
+            check_options(**{"max_new_tokens": 0, "temperature": 0.0, "top_k": None,
+                             "top_p": None, "seed": None, "eos": None, "max_seq": None,
+                             "decoder_start": None, **taken})
+        except ArchError as e:
+            raise ArchError(f"the checkpoint's generation defaults: {e.message}",
+                            hint="its generation_config.json (or config.json's eos_token_id) "
+                                 "holds it; give the setting (--temperature, --top-k, "
+                                 "--top-p, --eos) to override it") from None
+        opts = {**taken, **given}
+        strings, tokenizer = opts.pop("stop_strings", None), opts.pop("tokenizer", None)
+        if strings:
+            if tokenizer is None:
+                raise ArchError("stop strings need a tokenizer to decode the tokens",
+                                hint="generate(..., stop_strings=[...], tokenizer=tok); "
+                                     "archc generate --stop TEXT --tokenizer tokenizer.json")
+            opts["stop"] = StopStrings(list(strings), tokenizer.decode)
+        if opts.get("eos") is not None and np.size(opts["eos"]) == 0:
+            opts["eos"] = None
+        return generate(self.compiled(opts.pop("threads", None)), prompt, max_new_tokens,
+                        **opts)
 
     def dump(self, format: str = "text", **options) -> str:
         from .compiler import dump
@@ -149,8 +180,9 @@ def load(path: str | os.PathLike, weights: str | os.PathLike | None = None, seed
     `weights_dtype` "int8" or "bf16" (default: the model's config constant `weights_dtype`,
     else "float32") stores the matrix-product weights packed, each as it is loaded
     (runtime/packed.py); the reference executor then computes with their float32 values."""
-    from .runtime.weights import apply_weights, init_params
     from .runtime.budget import check_file, check_model, parse_size
+    from .runtime.checkpoint import generation_defaults
+    from .runtime.weights import apply_weights, init_params
     limit = parse_size(max_memory)
     check_weights_dtype(weights_dtype)
     if weights is not None:
@@ -171,7 +203,8 @@ def load(path: str | os.PathLike, weights: str | os.PathLike | None = None, seed
         if isinstance(arch, list) and arch:     # LlamaModel (no head) vs LlamaForCausalLM
             e.notes.append(f"its config.json says architectures {', '.join(map(str, arch))}")
         raise
-    return Model(graph, params, warnings + more, limit, ckpt.files, optimised=optimised)
+    return Model(graph, params, warnings + more, limit, ckpt.files, optimised=optimised,
+                 generation=generation_defaults(ckpt))
 
 
 def check_weights_dtype(weights_dtype: str | None) -> None:

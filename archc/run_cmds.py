@@ -2,12 +2,16 @@
 
     archc run MODEL --input x.npy [--executor numba|reference] [--threads N] [--profile]
     archc generate MODEL --weights W --input prompt_ids.npy --max-new-tokens N
-                   [--temperature T --top-k K --top-p P --seed S] [--eos ID ...]
-                   [--tokenizer tokenizer.json --prompt "text"] [--no-cache] [--max-seq N]
-                   [--decoder-start ID] [--weights-dtype int8|bf16]
+                   [--temperature T --top-k K --top-p P --seed S] [--eos ID ...] [--ignore-eos]
+                   [--tokenizer tokenizer.json --prompt "text" --stop TEXT ...] [--no-cache]
+                   [--max-seq N] [--decoder-start ID] [--output-logits FILE]
+                   [--weights-dtype int8|bf16]
 
-Tokens stream to stdout as they are produced (ids, or text with --tokenizer), and the
-tokens/s of the decode loop is printed to stderr at the end. For an encoder-decoder (T5)
+Tokens stream to stdout as they are produced (ids, or text with --tokenizer); the figures
+printed to stderr at the end keep loading, compiling, the prompt and decoding apart (the
+tokens/s of either never includes compilation or loading). Unset, --eos and the sampling
+settings are the checkpoint's (config.json's eos_token_id, generation_config.json), as
+transformers takes them. For an encoder-decoder (T5)
 the prompt is the encoder's input and decoding starts from --decoder-start (default: the
 model's config constant `decoder_start`).
 """
@@ -42,12 +46,22 @@ def add_generate_parser(sub, common, inputs_arg) -> None:
     inputs_arg(gen, "prompt token ids (.npy, int, shape (T,) or (B, T))")
     add_weights_args(gen, "seed for sampling and for parameters without weights")
     gen.add_argument("--max-new-tokens", "-n", type=whole(0), default=32, metavar="N")
-    gen.add_argument("--temperature", type=real(0), default=0.0,
-                     help="0 (the default) is greedy decoding")
-    gen.add_argument("--top-k", type=COUNT, metavar="K")
-    gen.add_argument("--top-p", type=real(0, 1, low_open=True), metavar="P")
+    gen.add_argument("--temperature", type=real(0), metavar="T",
+                     help="0 is greedy decoding (the default, unless the checkpoint's "
+                          "generation_config.json samples)")
+    gen.add_argument("--top-k", type=whole(0), metavar="K",
+                     help="sample among the K most likely tokens (0: all)")
+    gen.add_argument("--top-p", type=real(0, 1, low_open=True), metavar="P",
+                     help="sample among the most likely tokens holding P of the "
+                          "probability, 0 < P <= 1")
     gen.add_argument("--eos", type=TOKEN, action="append", metavar="ID",
-                     help="stop when this token is produced; repeatable (any of them stops)")
+                     help="stop when this token is produced; repeatable (any of them stops; "
+                          "default: the checkpoint's eos_token_id)")
+    gen.add_argument("--ignore-eos", action="store_true",
+                     help="never stop at an end-of-sequence token")
+    gen.add_argument("--stop", action="append", metavar="TEXT",
+                     help="stop when the generated text contains TEXT (needs --tokenizer); "
+                          "repeatable")
     gen.add_argument("--decoder-start", type=TOKEN, metavar="ID",
                      help="encoder-decoder models: the token decoding starts from (default: "
                           "the config constant decoder_start)")
@@ -63,6 +77,8 @@ def add_generate_parser(sub, common, inputs_arg) -> None:
                      help="a Hugging Face tokenizer.json: text in (--prompt), text out")
     gen.add_argument("--prompt", metavar="TEXT", help="the prompt as text (needs --tokenizer)")
     gen.add_argument("--output", "-o", metavar="FILE", help="write the new ids to a .npy file")
+    gen.add_argument("--output-logits", metavar="FILE",
+                     help="write each step's logits, (B, new tokens, vocab), to a .npy file")
     _threads_arg(gen)
     gen.add_argument("--profile", action="store_true", help="print a per-op time table")
 
@@ -70,7 +86,8 @@ def add_generate_parser(sub, common, inputs_arg) -> None:
 def run_model(model, arrays: dict, args) -> dict:
     """`archc run`'s execution: the chosen executor, with --profile and --threads."""
     if getattr(args, "executor", "reference") == "reference" or getattr(args, "train", False):
-        return model.run(arrays, train=getattr(args, "train", False), seed=args.seed)
+        return model.run(arrays, train=getattr(args, "train", False), seed=args.seed,
+                         executor="reference")
     from .runtime.executor import Profile
     ex = model.compiled(args.threads)
     for w in ex.warnings:
@@ -98,13 +115,20 @@ def _tokenizer(path: str):
 
 
 def cmd_generate(args, load, read_array) -> int:
+    import time
     from .args import input_files, parse_named_files, parse_sets
     from .runtime.executor import Profile
     from .runtime.budget import parse_size
-    from .runtime.generate import generate, prompt_ids, token_io
+    from .runtime.generate import prompt_ids, token_io
     from .runtime.io import check_output, save_outputs, to_stdout
     check_output(args.output, input_files(args.input))     # before anything is read
+    check_output(args.output_logits, input_files(args.input))
+    if args.output and args.output_logits and args.output == args.output_logits:
+        raise ArchError("--output and --output-logits name the same file")
     tok = _tokenizer(args.tokenizer) if args.tokenizer else None
+    if args.stop and tok is None:
+        raise ArchError("--stop is text and needs --tokenizer tokenizer.json to decode the "
+                        "tokens", hint="or stop at token ids with --eos ID")
     named = None
     if args.prompt is not None:
         if tok is None:
@@ -120,23 +144,30 @@ def cmd_generate(args, load, read_array) -> int:
     else:
         raise ArchError("generate needs a prompt: --input prompt_ids.npy (or --prompt TEXT "
                         "with --tokenizer)")
+    t0 = time.perf_counter()
     model = load(args.model, weights=args.weights, seed=args.seed, model=args.model_name,
                  config=parse_sets(args.set), weights_map=args.weights_map,
                  allow_missing=args.allow_missing, max_memory=args.max_memory,
                  weights_dtype=args.weights_dtype)
+    load_seconds = time.perf_counter() - t0
     for w in model.warnings:
         print(f"warning: {w}", file=sys.stderr)
-    check_output(args.output, model.files + input_files(args.input)
-                 + ([("tokenizer", args.tokenizer)] if args.tokenizer else []), ["ids"])
+    reads = model.files + input_files(args.input) \
+        + ([("tokenizer", args.tokenizer)] if args.tokenizer else [])
+    check_output(args.output, reads, ["ids"])
+    check_output(args.output_logits, reads, ["logits"])
     if args.prompt is None and named is not None and named not in model.inputs:
         from .dsl.errors import did_you_mean
         raise ArchError(f"the model has no input named `{named}`",
                         hint=did_you_mean(named, model.inputs) or
                         "inputs: " + ", ".join(model.inputs))
+    t0 = time.perf_counter()
     ex = model.compiled(args.threads)
+    build_seconds = time.perf_counter() - t0
     from .runtime.budget import check_generate
-    check_generate(ex, prompt.shape[0], args.max_seq, model.max_memory,
-                   args.max_new_tokens)        # before the KV cache is allocated
+    check_generate(ex, prompt.shape[0], args.max_seq, model.max_memory,   # before the KV
+                   args.max_new_tokens,                                    # cache is made
+                   token_io(ex.graph).vocab if args.output_logits else 0)
     for w in ex.warnings:
         print(f"warning: {w}", file=sys.stderr)
     prompt = np.asarray(prompt)
@@ -169,20 +200,23 @@ def cmd_generate(args, load, read_array) -> int:
         out.flush()
 
     prof = Profile() if args.profile else None
-    res = generate(ex, prompt, args.max_new_tokens, temperature=args.temperature,
-                   top_k=args.top_k, top_p=args.top_p, seed=args.seed, eos=args.eos,
-                   max_seq=args.max_seq, use_cache=not args.no_cache, on_token=show,
-                   profile=prof, decoder_start=args.decoder_start)
+    res = model.generate(prompt, args.max_new_tokens, temperature=args.temperature,
+                         top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                         eos=() if args.ignore_eos else args.eos, stop_strings=args.stop,
+                         tokenizer=tok, max_seq=args.max_seq, use_cache=not args.no_cache,
+                         on_token=show, profile=prof, decoder_start=args.decoder_start,
+                         keep_logits=bool(args.output_logits), threads=args.threads)
     out.write("\n")
     out.flush()
     for w in res.warnings:
         print(f"warning: {w}", file=sys.stderr)
     if args.output:
         save_outputs(args.output, {"ids": res.ids})
-    n = res.ids.size
-    print(f"{n} token{'s' if n != 1 else ''} in {res.prefill_seconds + res.seconds:.2f} s "
-          f"(prefill {res.prefill_seconds * 1e3:.0f} ms; decode {res.tokens_per_second:.1f} "
-          f"tokens/s{'' if res.cached else ', no KV cache'})", file=sys.stderr)
+    if args.output_logits:
+        logits = np.stack(res.logits, axis=1) if res.logits else \
+            np.zeros((batch, 0, token_io(ex.graph).vocab), np.float32)
+        save_outputs(args.output_logits, {"logits": logits})
+    print(res.summary(load_seconds, build_seconds), file=sys.stderr)
     if prof is not None:
         print(prof.table(), file=sys.stderr)
     return 0

@@ -50,10 +50,12 @@ class Estimate:
     activations: int | None = None   # None: depends on sizes not known yet
     kv_cache: int = 0
     new_ids: int = 0
+    kept_logits: int = 0             # generate's --output-logits: every step's logits
 
     @property
     def total(self) -> int:
-        return self.parameters + (self.activations or 0) + self.kv_cache + self.new_ids
+        return self.parameters + (self.activations or 0) + self.kv_cache + self.new_ids \
+            + self.kept_logits
 
     def describe(self) -> str:
         parts = [f"parameters {fmt(self.parameters)}"]
@@ -63,6 +65,8 @@ class Estimate:
             parts.append(f"KV cache {fmt(self.kv_cache)}")
         if self.new_ids >= 1 << 20:       # said when it matters, not "16 B"
             parts.append(f"new token ids {fmt(self.new_ids)}")
+        if self.kept_logits:
+            parts.append(f"kept logits {fmt(self.kept_logits)}")
         return " + ".join(parts)
 
 
@@ -244,19 +248,22 @@ def check_run(g: Graph, bindings: Mapping[str, int], limit: int) -> Estimate:
 
 
 def check_generate(ex, batch: int, max_seq: int | None, limit: int,
-                   new_tokens: int = 0) -> Estimate:
+                   new_tokens: int = 0, vocab: int = 0) -> Estimate:
     """Before generating: parameters + the KV cache the compiler plans for this batch, on
     the graph the executor `ex` runs (the optimised one: a hand-written attention is one
-    fused, cached attention there, not per-head products with no cache), + the new ids."""
+    fused, cached attention there, not per-head products with no cache), + the new ids,
+    + every step's float32 logits when they are kept (`vocab` > 0; twice: the steps and
+    their stacked copy)."""
     g = ex.graph
     kp = ex.toolchain.plan_kv_cache(g, batch, max_seq, None)
     est = Estimate(param_bytes(g), None, kp.total_bytes if kp is not None else 0,
-                   batch * new_tokens * 8)
+                   batch * new_tokens * 8, 2 * batch * new_tokens * vocab * 4)
     if est.total > limit:
         seq = f", {kp.max_seq} positions" if kp is not None else ""
+        many = est.new_ids + est.kept_logits >= 1 << 20
         raise _refuse(f"generating with `{g.name}` (batch {batch}{seq})", est.describe(), limit,
-                      ("ask for fewer --max-new-tokens, lower" if est.new_ids >= 1 << 20
-                       else "lower") + " --max-seq or the batch, or raise --max-memory")
+                      ("ask for fewer --max-new-tokens, lower" if many else "lower")
+                      + " --max-seq or the batch, or raise --max-memory")
     return est
 
 

@@ -31,6 +31,7 @@ class Checkpoint:
     tensors: Mapping[str, np.ndarray]           # read lazily, one tensor per lookup
     config: dict[str, Any] | None = None        # config.json of a Hugging Face folder
     files: list[str] = field(default_factory=list)   # every file read (outputs must not hit)
+    generation: dict[str, Any] | None = None    # generation_config.json, if the folder has one
 
 
 def read_checkpoint(path) -> Checkpoint:
@@ -47,6 +48,13 @@ def read_checkpoint(path) -> Checkpoint:
         config = bounded_json(_read(cfg), str(cfg))
         if not isinstance(config, dict):
             raise ArchError(f"{cfg} should hold a JSON object")
+    generation = None
+    gen = p / "generation_config.json"
+    if gen.is_file():
+        read.append(gen)
+        generation = bounded_json(_read(gen), str(gen))
+        if not isinstance(generation, dict):
+            raise ArchError(f"{gen} should hold a JSON object")
     index = p / "model.safetensors.index.json"
     if index.is_file():
         read.append(index)
@@ -69,7 +77,7 @@ def read_checkpoint(path) -> Checkpoint:
         raise ArchError(f"weights folder {p} has no model.safetensors",
                         hint="a Hugging Face folder holds config.json and model.safetensors "
                              "(save_pretrained(..., safe_serialization=True))")
-    return Checkpoint(str(p), tensors, config, [str(f) for f in read])
+    return Checkpoint(str(p), tensors, config, [str(f) for f in read], generation)
 
 
 def _read(path: Path) -> bytes:
@@ -81,6 +89,27 @@ def _read(path: Path) -> bytes:
             raise ArchError(f"{path} is {size:,} bytes; archc reads checkpoint JSON files of "
                             f"at most {MAX_JSON_BYTES:,} bytes")
         return f.read(MAX_JSON_BYTES + 1)
+
+
+def generation_defaults(ckpt: Checkpoint) -> dict[str, Any]:
+    """What transformers' `generate` would take from the checkpoint unless told otherwise:
+    the end-of-sequence ids (generation_config.json's, else config.json's), and, when
+    generation_config.json says `do_sample`, its temperature / top_k / top_p (with
+    transformers' defaults 1.0 / 50 / 1.0 for those it leaves out)."""
+    out: dict[str, Any] = {}
+    gen = ckpt.generation or {}
+    for source in (gen, ckpt.config or {}):
+        eos = source.get("eos_token_id")
+        ids = eos if isinstance(eos, list) else [eos]
+        if eos is not None and all(isinstance(i, int) and not isinstance(i, bool)
+                                   for i in ids):
+            out["eos"] = ids
+            break
+    if gen.get("do_sample") is True:
+        for key, default in (("temperature", 1.0), ("top_k", 50), ("top_p", 1.0)):
+            value = gen.get(key, default)
+            out[key] = default if value is None else value
+    return out
 
 
 def choose_section(sections: Mapping[str, Any], names, want: str | None = None):

@@ -39,15 +39,35 @@ DECODER_START = ("decoder_start", "decoder_start_token_id", "decoder_start_token
 class GenerateResult:
     ids: np.ndarray                    # (B, n_new) generated tokens
     logits: list[np.ndarray] = field(default_factory=list)   # per step (B, vocab), if kept
-    seconds: float = 0.0               # decode loop time, prefill excluded
-    prefill_seconds: float = 0.0       # encoder (if any) + prompt
+    seconds: float = 0.0               # decode loop time: prompt and compilation excluded
+    prefill_seconds: float = 0.0       # encoder (if any) + prompt, compilation excluded
+    compile_seconds: float = 0.0       # building and compiling (or loading) the programs
+    prompt_tokens: int = 0             # B * prompt length
     cached: bool = True
     warnings: list[str] = field(default_factory=list)
 
     @property
     def tokens_per_second(self) -> float:
+        """Decode speed: every token but each row's first (made by the prompt pass)."""
         n = self.ids.shape[0] * max(self.ids.shape[1] - 1, 0)
         return n / self.seconds if self.seconds > 0 else float("nan")
+
+    @property
+    def prompt_tokens_per_second(self) -> float:
+        return self.prompt_tokens / self.prefill_seconds if self.prefill_seconds > 0 \
+            else float("nan")
+
+    def summary(self, load_seconds: float | None = None, build_seconds: float = 0.0) -> str:
+        """One line of figures, each phase apart: loading (if given), compiling (the
+        executor's build, if given, and the programs'), the prompt, and decoding."""
+        n = self.ids.size
+        decode = f"{self.tokens_per_second:.1f} tokens/s" if self.ids.shape[1] > 1 else "-"
+        load = "" if load_seconds is None else f"load {load_seconds:.2f} s; "
+        return (f"{n} token{'s' if n != 1 else ''}: {load}compile "
+                f"{build_seconds + self.compile_seconds:.2f} s; prompt {self.prompt_tokens} "
+                f"tokens in {self.prefill_seconds * 1e3:.0f} ms "
+                f"({self.prompt_tokens_per_second:.1f} tokens/s); decode {decode}"
+                + ("" if self.cached else ", no KV cache"))
 
 
 @dataclass
@@ -145,6 +165,30 @@ def token_io(graph) -> TokenIO:
     return io
 
 
+class StopStrings:
+    """Rows are done when their generated text contains one of `strings` (decoded by
+    `decode(ids) -> str`, a tokenizer's): `generate(..., stop=StopStrings(...))`."""
+
+    def __init__(self, strings: Sequence[str], decode: Callable[[list[int]], str]):
+        self.strings = [s for s in strings if s]
+        if len(self.strings) != len(strings):
+            raise ArchError("a stop string must not be empty")
+        self.decode = decode
+        self.ids: list[list[int]] = []
+        # tokens enough to hold the longest stop string, each at least a byte's worth
+        self.window = 4 * max((len(s.encode()) for s in self.strings), default=0) + 8
+
+    def __call__(self, step: int, toks: np.ndarray) -> np.ndarray:
+        if step == 0:
+            self.ids = [[] for _ in toks]
+        done = np.zeros(len(toks), bool)
+        for b, t in enumerate(toks):
+            self.ids[b].append(int(t))
+            text = self.decode(self.ids[b][-self.window:])
+            done[b] = any(s in text for s in self.strings)
+        return done
+
+
 def sample(logits: np.ndarray, rng: np.random.Generator, temperature: float = 0.0,
            top_k: int | None = None, top_p: float | None = None) -> np.ndarray:
     """Next token per row of logits (B, vocab): argmax when temperature is 0."""
@@ -187,11 +231,12 @@ class _Cached:
         out = self.session.forward(inputs, sizes, self.profile, last_of=io.logits)
         return np.array(out[io.logits][:, -1, :])
 
-    def prepare(self, B: int) -> None:
-        """Build and compile the one-token step now, so the timed decode builds nothing."""
+    def prepare(self, B: int, T: int = 1) -> None:
+        """Build and compile the pass of T tokens now (a prompt, or the one-token step),
+        so the timed pass builds nothing."""
         io, sess = self.io, self.session
-        sizes = {**sess.dims, io.length: 1, **({io.batch: B} if io.batch else {})}
-        sess.ex.program(sizes, sess).compile(self.profile)
+        sizes = {io.length: T, **({io.batch: B} if io.batch else {})}
+        sess.program(sizes, last_of=io.logits).compile(self.profile)
 
 
 class _Recompute:
@@ -237,7 +282,9 @@ def prompt_ids(prompt) -> np.ndarray:
 def check_options(max_new_tokens, temperature, top_k, top_p, seed, eos, max_seq,
                   decoder_start) -> None:
     """The numbers of a generate call, as the CLI's argument types check them: whole
-    numbers in range, finite floats (a NaN temperature would sample from NaNs)."""
+    numbers in range, finite floats (a NaN temperature would sample from NaNs). Each
+    sampling setting has a value that turns it off, as in transformers: temperature 0
+    (greedy), top_k 0, top_p 1."""
     def whole(name, v, low, none_ok=True):
         if v is None and none_ok:
             return
@@ -245,7 +292,7 @@ def check_options(max_new_tokens, temperature, top_k, top_p, seed, eos, max_seq,
                 low <= v <= MAX_INT:
             raise ArchError(f"{name} must be a whole number from {low} to 2**63-1, got {v!r}")
     whole("max_new_tokens", max_new_tokens, 0, none_ok=False)
-    whole("top_k", top_k, 1)
+    whole("top_k", top_k, 0)
     whole("seed", seed, 0)
     whole("max_seq", max_seq, 1)
     whole("decoder_start", decoder_start, 0)
@@ -263,10 +310,12 @@ def generate(ex, prompt: np.ndarray, max_new_tokens: int, *, temperature: float 
              eos: int | Sequence[int] | None = None, max_seq: int | None = None,
              use_cache: bool = True,
              keep_logits: bool = False, on_token: Callable[[int, np.ndarray], None] | None = None,
-             profile=None, decoder_start: int | None = None) -> GenerateResult:
+             profile=None, decoder_start: int | None = None,
+             stop: Callable[[int, np.ndarray], np.ndarray] | None = None) -> GenerateResult:
     """Generate up to `max_new_tokens` after `prompt` (B, T) with executor `ex` (for an
     encoder-decoder, `prompt` is the encoder's input). `eos`: a token id, or several (a
-    sequence stops at the first of them it produces; later positions repeat that id)."""
+    sequence stops at the first of them it produces; later positions repeat that id).
+    `stop(step, tokens) -> rows done` ends rows too (e.g. StopStrings)."""
     check_options(max_new_tokens, temperature, top_k, top_p, seed, eos, max_seq,
                   decoder_start)
     stops = None if eos is None else np.asarray([eos] if np.ndim(eos) == 0 else list(eos),
@@ -301,7 +350,7 @@ def generate(ex, prompt: np.ndarray, max_new_tokens: int, *, temperature: float 
     limit = max_seq or context or need
     limit_from = f"--max-seq {max_seq}" if max_seq else context_from
 
-    t0 = time.perf_counter()
+    t0, clock0 = time.perf_counter(), _compile_clock()
     step = None
     if use_cache:
         try:
@@ -313,8 +362,12 @@ def generate(ex, prompt: np.ndarray, max_new_tokens: int, *, temperature: float 
             raise ArchError(f"{start.shape[1]} start token{'s' if start.shape[1] > 1 else ''}"
                             f" + {max_new_tokens} new need {need} positions but the KV cache "
                             f"holds {limit} ({limit_from})",
-                            hint="ask for fewer --max-new-tokens" + (
-                                "" if max_seq is None and context else " or a larger --max-seq"))
+                            hint="ask for fewer --max-new-tokens, " + (
+                                "or a larger --max-seq" if not context else
+                                f"or a larger --max-seq, up to the model's context {context}"
+                                if limit < context else
+                                f"or a model with a longer context: --max-seq can not go "
+                                f"past its {context} ({context_from})"))
     if step is None:
         step = _Recompute(ex, io, fixed, profile)
     else:
@@ -322,30 +375,54 @@ def generate(ex, prompt: np.ndarray, max_new_tokens: int, *, temperature: float 
 
     new = np.zeros((B, max_new_tokens), np.int64)
     done = np.zeros(B, bool)
+    ending = stops is not None or stop is not None
+    built = _compile_clock() - clock0           # an encoder's kernels, compiled as it ran
+    if isinstance(step, _Cached):
+        tb = time.perf_counter()
+        step.prepare(B, start.shape[1])         # built and compiled now: the prompt's time
+        built += time.perf_counter() - tb       # is its own
+    res.prompt_tokens = B * T0
+    clock1 = _compile_clock()
     last = step(start)
-    res.prefill_seconds = time.perf_counter() - t0
+    res.compile_seconds = built + _compile_clock() - clock1
+    res.prefill_seconds = time.perf_counter() - t0 - res.compile_seconds
     t0 = time.perf_counter()
     n = 0
     for n in range(1, max_new_tokens + 1):
         tok = sample(last, rng, temperature, top_k, top_p)
-        if stops is not None:
+        if ending:
             tok = np.where(done, new[:, max(n - 2, 0)], tok)    # a finished row repeats its stop
-            done |= np.isin(tok, stops)
+            now = np.isin(tok, stops) if stops is not None else np.zeros(B, bool)
+            if stop is not None:
+                now |= np.asarray(stop(n - 1, tok), bool)
+            done |= now
         new[:, n - 1] = tok
         if keep_logits:
             res.logits.append(last)
         if on_token is not None:
             on_token(n - 1, tok)
-        if n == max_new_tokens or (stops is not None and done.all()):
+        if n == max_new_tokens or (ending and done.all()):
             break
         if n == 1:
             if isinstance(step, _Cached):
+                tb = time.perf_counter()
                 step.prepare(B)
-            t0 = time.perf_counter()     # tokens/s counts decode steps, not the prefill
+                res.compile_seconds += time.perf_counter() - tb
+            # tokens/s counts decode steps: not the prompt, not compilation
+            t0, clock0 = time.perf_counter(), _compile_clock()
         last = step(tok[:, None].copy())
     res.seconds = time.perf_counter() - t0
+    if n > 1:
+        late = _compile_clock() - clock0        # a program the decode loop had to compile
+        res.seconds -= late
+        res.compile_seconds += late
     res.ids = new[:, :n]
     return res
+
+
+def _compile_clock() -> float:
+    from .executor import Program
+    return Program.compile_clock
 
 
 def _cached_decoder(ex, io: TokenIO, B: int, T0: int, limit: int, fixed, profile) -> _Cached:

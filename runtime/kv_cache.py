@@ -214,16 +214,20 @@ class Session:
         if not self.bounded and self.pos + T > self.max_seq:
             raise ArchError(f"the KV cache holds {self.max_seq} positions; generating past "
                             f"position {self.pos + T} needs a larger --max-seq")
-        ex = self.ex
-        if last_of is not None and T > 1:
-            axis = self._position_axis(last_of)
-            if axis is not None:
-                ex = ex.last_position(last_of, axis)
-        prog = ex.program({**self.dims, **bindings}, self)
+        prog = self.program(bindings, last_of=last_of)
         prog.compile(profile)
         prog.execute(inputs, profile)
         self.pos += T
         return prog.output_values()
+
+    def program(self, bindings: dict[str, int], *, last_of: str | None = None):
+        """The program `forward` runs for these sizes (made once, kept by the executor)."""
+        ex = self.ex
+        if last_of is not None and bindings[self.length] > 1:
+            axis = self._position_axis(last_of)
+            if axis is not None:
+                ex = ex.last_position(last_of, axis)
+        return ex.program({**self.dims, **bindings}, self)
 
     def _position_axis(self, output: str) -> int | None:
         # the axis of `output` that the session's length (T) sizes

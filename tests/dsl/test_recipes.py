@@ -34,7 +34,7 @@ def test_a_new_layer(scale_layer, tmp_path):
     m = archc.load(src)
     assert {n.attrs["name"] for n in m.graph.params()} == {"s.gain"}
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
-    (y,) = m.run(x=x).values()
+    (y,) = m.run(x=x, executor="reference").values()
     np.testing.assert_array_equal(y, x)          # the gain starts at ones
     bad = tmp_path / "bad.arch"
     bad.write_text("model m(x: float[T, 3]) {\n    return Scale(x, gian=2.0) as s\n}\n")

@@ -52,6 +52,19 @@ def test_every_input_gets_its_output_equal_to_a_run_of_its_own(tmp_path):
         assert got.shape == want.shape and np.max(np.abs(got - want)) < 1e-12
 
 
+def test_the_reference_executor_compiles_nothing(tmp_path, monkeypatch):
+    """--executor reference: every call is the NumPy oracle's (Model.run's default is the
+    compiled executor, so the worker asks for the reference)."""
+    items = ffn_items(tmp_path / "in", lengths=(3, 2))
+
+    def no_compiling(self, threads=None):
+        raise AssertionError("compiled with --executor reference")
+    monkeypatch.setattr(archc.api.Model, "compiled", no_compiling)
+    summary = run_dir(EXAMPLES / "ffn.arch", tmp_path / "in", tmp_path / "out",
+                      executor="reference")
+    assert (summary.written, summary.failed) == (len(items), [])
+
+
 def write_text_items(d: Path) -> dict[str, list[str]]:
     """.txt files of one or two lines, and .jsonl files of strings or {"text": ...}."""
     d.mkdir()

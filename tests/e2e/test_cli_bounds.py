@@ -54,7 +54,7 @@ def usage_error(capsys, *argv) -> str:
     (["--temperature", "nan"], "argument --temperature: expected a finite number >= 0, got nan"),
     (["--temperature", "-1"], "argument --temperature: expected a finite number >= 0, got -1"),
     (["--top-p", "1.5"], "argument --top-p: expected a finite number > 0 and <= 1, got 1.5"),
-    (["--top-k", "0"], "argument --top-k: expected a whole number from 1 to 2**63-1, got 0"),
+    (["--top-k", "-2"], "argument --top-k: expected a whole number from 0 to 2**63-1, got -2"),
     (["--eos", str(10 ** 30)], "argument --eos: expected a whole number from 0 to 2**63-1, "
                                f"got {10 ** 30}"),
     (["--max-new-tokens", "x"], "argument --max-new-tokens/-n: expected a whole number from "
@@ -111,7 +111,7 @@ def test_the_api_checks_generate_numbers_too(work):
     from archc.dsl.errors import ArchError
     m = archc.load("lm.arch")
     for bad, message in [(dict(temperature=float("nan")), "temperature must be a finite"),
-                         (dict(top_k=0), "top_k must be a whole number from 1"),
+                         (dict(top_k=-1), "top_k must be a whole number from 0"),
                          (dict(eos=[2, -1]), "eos must be a whole number from 0"),
                          (dict(seed=-1), "seed must be a whole number from 0")]:
         with pytest.raises(ArchError, match=message):

@@ -34,7 +34,7 @@ def run_fixture(family: str):
     model = archc.load(ROOT / "examples" / f"{example_of(family)}.arch", weights=FIX / family)
     io = np.load(FIX / family / "io.npz")
     inputs = {INPUTS[k]: io[k] for k in INPUTS if k in io and INPUTS[k] in model.inputs}
-    return model, model.run(inputs), io
+    return model, model.run(inputs, executor="reference"), io
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -63,7 +63,7 @@ def test_mistral_window_is_what_makes_it_match():
     io = np.load(FIX / "mistral" / "io.npz")
     wide = archc.load(ROOT / "examples" / "mistral.arch", weights=FIX / "mistral",
                       config={"window": 1000})
-    out = wide.run(ids=io["input_ids"])
+    out = wide.run(ids=io["input_ids"], executor="reference")
     assert np.max(np.abs(out["logits"] - io["logits"])) > 1e-2
 
 
@@ -133,7 +133,7 @@ def test_palm_matches_independent_numpy():
               for k, v in model.params.items()}
     model.params = params
     ids = rng.integers(0, 50, size=(2, 7))
-    out = model.run(ids=ids)
+    out = model.run(ids=ids, executor="reference")
     hidden, logits = palm_numpy(params, ids, 2, 4, 8, 1e-6)
     assert np.max(np.abs(out["hidden"] - hidden)) <= 1e-4
     assert np.max(np.abs(out["logits"] - logits)) <= 1e-4 * max(1.0, np.abs(logits).max())

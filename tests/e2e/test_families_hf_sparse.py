@@ -27,7 +27,7 @@ def run_fixture(family: str, **config):
     inputs = {INPUTS[k]: io[k] for k in INPUTS if k in io and INPUTS[k] in model.inputs}
     if "decoder_ids" in inputs:   # HF's default decoder mask: every token real
         inputs["decoder_mask"] = np.ones_like(inputs["decoder_ids"])
-    return model, model.run(inputs), io
+    return model, model.run(inputs, executor="reference"), io
 
 
 def max_diff(out, io, ours="logits") -> float:
@@ -76,7 +76,7 @@ def test_switch_dense_and_sparse_layers_alternate():
 def test_longformer_global_tokens_and_window_matter():
     io = np.load(FIX / "longformer" / "io.npz")
     model, _, _ = run_fixture("longformer")
-    no_global = model.run(ids=io["input_ids"], mask=io["attention_mask"],
+    no_global = model.run(ids=io["input_ids"], mask=io["attention_mask"], executor="reference",
                           global_mask=np.zeros_like(io["global_attention_mask"]))
     assert max_diff(no_global, io) > 1e-2
     _, wide, _ = run_fixture("longformer", window=24)

@@ -133,7 +133,7 @@ def test_retro_matches_an_independent_numpy_transcription():
     rng = np.random.default_rng(2)
     ids = rng.integers(0, 40, (2, 10))                 # T = 10: the last chunk is partial
     nbrs = rng.integers(0, 40, (2, 3, 2, 5))           # C = ceil(10 / 4) = 3, K = 2, R = 5
-    out = model.run(ids=ids, neighbours=nbrs)
+    out = model.run(ids=ids, neighbours=nbrs, executor="reference")
     hidden, logits = retro_numpy(P, ids, nbrs, RETRO)
     assert np.max(np.abs(out["hidden"] - hidden)) < 1e-4
     assert np.max(np.abs(out["logits"] - logits)) < 1e-4
@@ -146,8 +146,8 @@ def test_retro_first_tokens_do_not_see_neighbours_and_later_ones_do():
     ids, nbrs = rng.integers(0, 40, (1, 10)), rng.integers(0, 40, (1, 3, 2, 5))
     other = nbrs.copy()
     other[0, 1] = (other[0, 1] + 7) % 40               # change the neighbours of chunk 1 only
-    a = model.run(ids=ids, neighbours=nbrs)["hidden"]
-    b = model.run(ids=ids, neighbours=other)["hidden"]
+    a = model.run(ids=ids, neighbours=nbrs, executor="reference")["hidden"]
+    b = model.run(ids=ids, neighbours=other, executor="reference")["hidden"]
     changed = np.abs(a - b).max(-1)[0] > 1e-6
     # chunk 1's neighbours are read from its last token, position 2*4 - 1 = 7, onwards
     assert changed.tolist() == [False] * 7 + [True] * 3
@@ -179,7 +179,7 @@ def test_memory_model_matches_an_independent_numpy_transcription():
     model = archc.load(ROOT / "examples" / "memory.arch", config=MEMORY)
     P = perturbed(model, 5)
     ids = np.random.default_rng(6).integers(0, 40, (2, 7))
-    out = model.run(ids=ids)
+    out = model.run(ids=ids, executor="reference")
     cfg = MEMORY
     for b in range(2):
         x = P["wte"][ids[b]] + P["wpe.weight"][:7]

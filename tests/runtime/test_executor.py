@@ -72,7 +72,7 @@ def _example(fam):
 @pytest.mark.parametrize("fam", list(_examples()))
 def test_example_matches_reference(fam):
     model, inputs = _example(fam)
-    want = model.run(inputs)
+    want = model.run(inputs, executor="reference")
     ex = executor(model.graph, model.params)
     got = ex.run(inputs)
     # every buffer came from the compiler's memory plan; no op fell back to its ref_
@@ -93,7 +93,7 @@ def test_example_matches_reference_in_lanes(fam, monkeypatch):
     monkeypatch.setattr(lanes_mod, "MIN_LANE_FLOPS", 0)
     monkeypatch.setattr(lanes_mod, "MIN_LANE_ELEMENTS", 0)
     monkeypatch.setattr(lanes_mod, "COLUMN_ALIGN", 1)
-    want = model.run(inputs)
+    want = model.run(inputs, executor="reference")
     ex = executor(model.graph, model.params, threads=2)
     if ex.lanes is None:
         pytest.skip("one core: no lanes")

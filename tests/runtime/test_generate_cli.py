@@ -77,7 +77,7 @@ def test_text_in_text_out_streamed(tmp_path, monkeypatch, capsys):
     # the prompt, then one piece per new token, then the newline
     assert out.writes[0] == tok.decode(ids) and len(out.writes) == 1 + 5 + 1
     assert "".join(out.writes[1:6]) == text[len(tok.decode(ids)):]
-    assert "5 tokens in" in err and "tokens/s" in err
+    assert "5 tokens: " in err and "tokens/s" in err
 
 
 def test_missing_tokenizers_package_is_a_clear_error(tmp_path, monkeypatch, capsys):
@@ -180,3 +180,30 @@ def test_named_prompt_input_and_several_stop_tokens(tmp_path, monkeypatch, capsy
     np.testing.assert_array_equal(got[:first + 1], full[:first + 1])
     assert main(["generate", "tiny.arch", "-i", "idz=p.npy", "-n", "2"]) == 2
     assert "no input named `idz`" in capsys.readouterr().err
+
+
+def test_stop_strings_end_the_text(tmp_path, monkeypatch, capsys):
+    tok = _tokenizer(tmp_path / "tokenizer.json", 32)
+    (tmp_path / "tiny.arch").write_text(TINY)
+    ids = tok.encode("the cat sat on").ids
+    free = archc.load(tmp_path / "tiny.arch").generate(np.array([ids]), 8).ids[0]
+    words = tok.decode([int(t) for t in free]).split()
+    stop = words[2]
+    first = words.index(stop)               # the stop word's first place in the text
+    code, out, err = _run(["generate", str(tmp_path / "tiny.arch"), "--tokenizer",
+                           str(tmp_path / "tokenizer.json"), "--prompt", "the cat sat on",
+                           "-n", "8", "--stop", stop, "--stop", "no such words here"],
+                          monkeypatch, capsys)
+    assert code == 0, err
+    assert out.getvalue() == tok.decode(ids + [int(t) for t in free[:first + 1]]) + "\n"
+    assert err.splitlines()[-1].startswith(f"{first + 1} token")
+
+
+def test_stop_strings_need_a_tokenizer(tmp_path, monkeypatch, capsys):
+    (tmp_path / "tiny.arch").write_text(TINY)
+    np.save(tmp_path / "p.npy", np.array([[1, 2]]))
+    code, _, err = _run(["generate", str(tmp_path / "tiny.arch"), "-i",
+                         str(tmp_path / "p.npy"), "--stop", "x"], monkeypatch, capsys)
+    assert code == 2 and "--stop is text and needs --tokenizer" in err
+    with pytest.raises(archc.ArchError, match="stop strings need a tokenizer"):
+        archc.load(tmp_path / "tiny.arch").generate(np.array([[1, 2]]), 2, stop_strings=["x"])

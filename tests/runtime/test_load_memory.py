@@ -80,7 +80,8 @@ def test_transposed_matrix_is_not_copied_at_load_or_compile(tmp_path):
     ex = m.compiled()
     assert ex.weights["w"] is w and m.params["w"] is w       # already output-major
     x = np.random.default_rng(1).standard_normal((3, D)).astype(np.float32)
-    np.testing.assert_allclose(m.run(x=x)["y"], x @ t["w"].T, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(m.run(x=x, executor="reference")["y"], x @ t["w"].T,
+                               rtol=1e-5, atol=1e-6)
 
 
 def _bases(arrays) -> dict[int, int]:
@@ -99,7 +100,7 @@ def test_concatenated_layouts_replace_their_parameters():
     m = archc.load(ROOT / "examples" / "llama.arch", config=cfg, seed=3)
     before = {k: v.copy() for k, v in m.params.items()}
     ids = np.random.default_rng(0).integers(0, 128, (1, 7))
-    ref = m.run(ids=ids)["logits"]
+    ref = m.run(ids=ids, executor="reference")["logits"]
     ex = m.compiled()
     concats = [v for n, v in ex.folded_values.items() if ex.graph.node(n).op == "concat"]
     assert concats, "the fusion passes made no concatenated weights"
@@ -114,6 +115,7 @@ def test_concatenated_layouts_replace_their_parameters():
     for k, v in before.items():
         np.testing.assert_array_equal(m.params[k], v, err_msg=k)
     # both executors still compute the model from the shared weights
-    np.testing.assert_allclose(m.run(ids=ids)["logits"], ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(m.run(ids=ids, executor="reference")["logits"], ref,
+                               rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(m.run(ids=ids, executor="numba")["logits"], ref,
                                rtol=1e-4, atol=1e-5)

@@ -53,7 +53,7 @@ def test_packing_plan_takes_product_weights_and_a_tied_head():
 def test_compiled_equals_the_reference_on_the_packed_values(kind):
     m = archc.load(ROOT / "examples" / "gpt2.arch", config=GPT2, seed=1, weights_dtype=kind)
     ids = np.random.default_rng(0).integers(0, 100, (2, 9))
-    ref = m.run(ids=ids)["logits"]                 # the reference dequantises, in float32
+    ref = m.run(ids=ids, executor="reference")["logits"]   # dequantises, in float32
     np.testing.assert_allclose(m.run(ids=ids, executor="numba")["logits"], ref, atol=1e-5)
     ex = m.compiled()
     # no float32 matrix kept but the learned positions (a lookup table)
