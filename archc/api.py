@@ -13,6 +13,7 @@ from typing import Mapping
 
 import numpy as np
 
+from .dsl import progress
 from .dsl.errors import ArchError
 from .dsl.graph import Graph
 from .dsl.lower import lower
@@ -146,7 +147,9 @@ def lower_with_checkpoint(path: str | os.PathLike, model: str | None = None,
         chosen = choose_section(sections, ckpt.tensors, weights_map)
         if chosen is not None:
             overrides, notes = config_overrides(sections[chosen], ckpt.config)
-    return lower(path, model, {**overrides, **dict(config or {})}), ckpt, notes
+    with progress.task("reading the model"):
+        graph = lower(path, model, {**overrides, **dict(config or {})})
+    return graph, ckpt, notes
 
 
 def weight_map(graph: Graph, ckpt, weights_map: str | None = None, weights=None):
@@ -181,7 +184,7 @@ def load(path: str | os.PathLike, weights: str | os.PathLike | None = None, seed
     else "float32") stores the matrix-product weights packed, each as it is loaded
     (runtime/packed.py); the reference executor then computes with their float32 values."""
     from .runtime.budget import check_file, check_model, parse_size
-    from .runtime.checkpoint import generation_defaults
+    from .runtime.checkpoint import Reported, generation_defaults
     from .runtime.weights import apply_weights, init_params
     limit = parse_size(max_memory)
     check_weights_dtype(weights_dtype)
@@ -194,10 +197,13 @@ def load(path: str | os.PathLike, weights: str | os.PathLike | None = None, seed
         return Model(graph, init_params(graph, seed, keep), warnings, limit,
                      optimised=optimised)
     try:
-        params, more = apply_weights(graph, ckpt.tensors, seed, allow_missing,
-                                     source=f"weights {weights}",
-                                     mapping=weight_map(graph, ckpt, weights_map, weights),
-                                     keep=keep)
+        with progress.task("loading weights", unit="MB") as task:
+            tensors = Reported(ckpt.tensors, task)
+            task.total = tensors.nbytes()
+            params, more = apply_weights(graph, tensors, seed, allow_missing,
+                                         source=f"weights {weights}",
+                                         mapping=weight_map(graph, ckpt, weights_map, weights),
+                                         keep=keep)
     except ArchError as e:
         arch = (ckpt.config or {}).get("architectures")
         if isinstance(arch, list) and arch:     # LlamaModel (no head) vs LlamaForCausalLM

@@ -26,6 +26,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", dest="model_name", metavar="NAME",
                    help="which model, when the file defines several")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress (shown on a terminal for any step over a second)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="print each step (reading, passes, loading, compiling) with its time")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="set a config constant, e.g. --set n_layer=2; repeatable")
 
@@ -307,6 +311,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ArchError as e:   # an argument `type=` that checks its value (e.g. --max-memory)
         print(e.render(), file=sys.stderr)
         return EXIT_USER_ERROR
+    from .progress_view import show_progress
+    show_progress(sys.stderr, quiet=args.quiet, verbose=args.verbose)
     try:
         return COMMANDS[args.command](args)
     except ArchError as e:
@@ -334,6 +340,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"internal error: {type(e).__name__}: {e}\n"
               "this is a bug in archc; rerun with --debug for the traceback", file=sys.stderr)
         return EXIT_INTERNAL
+    finally:
+        from .dsl import progress
+        progress.listen(None)
 
 
 def out_of_memory(e: MemoryError) -> ArchError:

@@ -16,6 +16,7 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from ..dsl import progress
 from ..dsl.graph import Graph
 from .ir import PassResult
 from .passes.fuse_attention import fuse_attention
@@ -84,7 +85,8 @@ def run_pipeline(g: Graph, only: list[str] | None = None, skip: tuple[str, ...] 
         accepted = inspect.signature(fn).parameters
         kwargs = {k: v for k, v in options.items() if k in accepted}
         before = len(res.graph)
-        step = fn(res.graph, **kwargs)
+        with progress.task(f"pass {name}"):
+            step = fn(res.graph, **kwargs)
         if verify:
             verify_graph(step.graph, name, ran, lowerable)
         ran.append(name)

@@ -91,6 +91,34 @@ def _read(path: Path) -> bytes:
         return f.read(MAX_JSON_BYTES + 1)
 
 
+class Reported(Mapping):
+    """A checkpoint's tensors that report each read to a progress task (its file bytes)."""
+
+    def __init__(self, tensors: Mapping[str, np.ndarray], task) -> None:
+        self.tensors, self.task = tensors, task
+        self.entries = getattr(tensors, "entries", None)
+
+    def nbytes(self) -> int:
+        if self.entries is None:
+            return sum(np.asarray(a).nbytes for a in self.tensors.values())
+        return sum(e.end - e.begin for e in self.entries.values())
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        arr = self.tensors[name]
+        e = self.entries[name] if self.entries is not None else None
+        self.task.advance(e.end - e.begin if e is not None else arr.nbytes)
+        return arr
+
+    def __iter__(self):
+        return iter(self.tensors)
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+    def __contains__(self, name) -> bool:
+        return name in self.tensors
+
+
 def generation_defaults(ckpt: Checkpoint) -> dict[str, Any]:
     """What transformers' `generate` would take from the checkpoint unless told otherwise:
     the end-of-sequence ids (generation_config.json's, else config.json's), and, when

@@ -419,6 +419,14 @@ class Executor:
         # more than one core: heavy steps are cut into lanes, one BLAS thread each
         self.lanes = Lanes.shared(self.threads) if self.threads > 1 and jit.lanes_enabled() \
             else None
+        with progress.task("preparing weights"):
+            self._prepare_weights(params, share_params, weights_dtype)
+        self._programs: dict[Any, Program] = {}
+
+    def _prepare_weights(self, params: Mapping[str, np.ndarray], share_params: bool,
+                         weights_dtype: str | None) -> None:
+        """Weights in their run-time layout (packed as `weights_dtype` says), and the values
+        folded from them."""
         self.layout = self._weight_nodes()
         by_name: dict[str, list[str]] = {}
         for n in self.graph.params():
@@ -446,7 +454,6 @@ class Executor:
         self.folded_values = self._fold(params if share_params and isinstance(params, dict)
                                         else None)
         self.folded = self._folded_only()
-        self._programs: dict[Any, Program] = {}
 
     def _folded_only(self) -> set[str]:
         """Folded values no step reads (only other folded values do)."""

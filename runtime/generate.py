@@ -378,9 +378,13 @@ def generate(ex, prompt: np.ndarray, max_new_tokens: int, *, temperature: float 
     ending = stops is not None or stop is not None
     built = _compile_clock() - clock0           # an encoder's kernels, compiled as it ran
     if isinstance(step, _Cached):
+        # the prompt's pass and the one-token step built and compiled now: the prompt's
+        # time is its own, and nothing compiles once tokens are streaming out
         tb = time.perf_counter()
-        step.prepare(B, start.shape[1])         # built and compiled now: the prompt's time
-        built += time.perf_counter() - tb       # is its own
+        step.prepare(B, start.shape[1])
+        if max_new_tokens > 1:
+            step.prepare(B)
+        built += time.perf_counter() - tb
     res.prompt_tokens = B * T0
     clock1 = _compile_clock()
     last = step(start)
@@ -404,10 +408,6 @@ def generate(ex, prompt: np.ndarray, max_new_tokens: int, *, temperature: float 
         if n == max_new_tokens or (ending and done.all()):
             break
         if n == 1:
-            if isinstance(step, _Cached):
-                tb = time.perf_counter()
-                step.prepare(B)
-                res.compile_seconds += time.perf_counter() - tb
             # tokens/s counts decode steps: not the prompt, not compilation
             t0, clock0 = time.perf_counter(), _compile_clock()
         last = step(tok[:, None].copy())
