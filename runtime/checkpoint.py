@@ -40,21 +40,9 @@ def read_checkpoint(path) -> Checkpoint:
     p = Path(path)
     if not p.is_dir():
         return Checkpoint(str(p), SafetensorsFiles([p]), files=[str(p)])
-    config = None
     read: list[Path] = []
-    cfg = p / "config.json"
-    if cfg.is_file():
-        read.append(cfg)
-        config = bounded_json(_read(cfg), str(cfg))
-        if not isinstance(config, dict):
-            raise ArchError(f"{cfg} should hold a JSON object")
-    generation = None
-    gen = p / "generation_config.json"
-    if gen.is_file():
-        read.append(gen)
-        generation = bounded_json(_read(gen), str(gen))
-        if not isinstance(generation, dict):
-            raise ArchError(f"{gen} should hold a JSON object")
+    config = _json_object(p / "config.json", read)
+    generation = _json_object(p / "generation_config.json", read)
     index = p / "model.safetensors.index.json"
     if index.is_file():
         read.append(index)
@@ -78,6 +66,17 @@ def read_checkpoint(path) -> Checkpoint:
                         hint="a Hugging Face folder holds config.json and model.safetensors "
                              "(save_pretrained(..., safe_serialization=True))")
     return Checkpoint(str(p), tensors, config, [str(f) for f in read], generation)
+
+
+def _json_object(path: Path, read: list[Path]) -> dict | None:
+    """A JSON object file of the folder (added to `read`), or None if there is none."""
+    if not path.is_file():
+        return None
+    read.append(path)
+    doc = bounded_json(_read(path), str(path))
+    if not isinstance(doc, dict):
+        raise ArchError(f"{path} should hold a JSON object")
+    return doc
 
 
 def _read(path: Path) -> bytes:
