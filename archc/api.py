@@ -8,8 +8,9 @@
 """
 from __future__ import annotations
 
+import copy
 import os
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -61,15 +62,20 @@ class Model:
 
     def run(self, inputs: Mapping[str, np.ndarray] | None = None, *, train: bool = False,
             seed: int = 0, executor: str = "numba", threads: int | None = None,
-            profile=None, **named: np.ndarray) -> dict[str, np.ndarray]:
+            taps: Sequence[str] = (), profile=None,
+            **named: np.ndarray) -> dict[str, np.ndarray]:
         """Run the model on named inputs; returns {output name: array}. The defaults are
         `archc run`'s: the optimised graph with compiled kernels (`executor="numba"`, see
         `compiled()`; `threads` as --threads); `executor="reference"` is the plain NumPy
         oracle. `train` applies dropout, deterministically from `seed` (the reference
-        executor runs it)."""
+        executor runs it). `taps` names more values to return (`["layers.3.ffn",
+        "layers.*.moe.router"]`, see `tapped`)."""
         from .runtime.reference import run_reference
         if executor not in ("numba", "reference"):
             raise ArchError(f"unknown executor {executor!r}; expected numba or reference")
+        if taps:
+            return self.tapped(taps).run(inputs, train=train, seed=seed, executor=executor,
+                                         threads=threads, profile=profile, **named)
         arrays = {**(inputs or {}), **named}
         if self.max_memory is not None:
             from .runtime.budget import check_run
@@ -79,6 +85,23 @@ class Model:
         if executor == "numba" and not train:
             return self.compiled(threads).run(arrays, profile=profile)
         return run_reference(self.graph, arrays, self.params, train=train, seed=seed)
+
+    def tapped(self, taps: Sequence[str]) -> "Model":
+        """This model with the values `taps` names as more outputs, by name: a scope (a
+        layer's result, inside a repeat too: `layers.3.ffn`), an MoE's `router` (the chosen
+        experts), or a node id; `*` matches as in file names (dsl/taps.py). Made once per
+        set of taps; the parameters are shared."""
+        from .dsl.taps import add_taps
+        kept = self.__dict__.setdefault("_tapped", {})
+        key = tuple(taps)
+        if key not in kept:
+            model = copy.copy(self)
+            model.graph = add_taps(self.graph, key)
+            model.optimised = None          # the untapped graph's pipeline has no taps
+            model.__dict__.pop("_executor", None)
+            model.__dict__.pop("_tapped", None)
+            kept[key] = model
+        return kept[key]
 
     def compiled(self, threads: int | None = None):
         """The compiled (Numba) executor of this model, made once and kept. It shares the

@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="apply dropout (inverted scaling), deterministically from --seed")
     run.add_argument("--output", "-o", metavar="FILE",
                      help="write outputs (.npy for one output, .npz for several)")
+    run.add_argument("--tap", action="append", default=[], metavar="NAME",
+                     help="return this value too, as an output of its name: a scope "
+                          "(layers.3.ffn, inside a repeat too), an MoE's router (its chosen "
+                          "experts: layers.*.moe.router), or a node id; * matches as in file "
+                          "names; repeatable")
     run.add_argument("--full", action="store_true", help="print every value, unabbreviated")
     run.add_argument("--max-memory", metavar="SIZE",
                      help="refuse to run if parameters + activations would need more, e.g. "
@@ -184,6 +189,8 @@ def cmd_run(args) -> int:
                  weights_dtype=args.weights_dtype)
     for w in model.warnings:
         print(f"warning: {w}", file=sys.stderr)
+    if args.tap:
+        model = model.tapped(args.tap)
     arrays = read_inputs(model.graph, args.input, model.max_memory)
     from .text import read_texts, text_inputs
     texts = read_texts(args.text, args.text_file)

@@ -22,6 +22,8 @@ RULES: dict[str, Callable] = {}
 NOT_EXPORTABLE: dict[str, str] = {
     "moe": "expert routing with a per-expert capacity keeps or drops a token by a running "
            "count over the sequence; archc has no ONNX form for it yet",
+    "moe_router": "an MoE's chosen experts, made only by `archc run --tap` (which export "
+                  "does not take), with the same capacity count as moe",
     "product_key_memory": "two-level top-k key search over product keys; archc has no ONNX "
                           "form for it yet",
     "chunked_cross_attention": "RETRO's chunk-shifted cross-attention over retrieved "

@@ -92,3 +92,20 @@ def moe(x: TT, router: TT, w_up: TT, w_down: TT, w_gate: TT | None = None, top_k
         raise ShapeError(f"moe: capacity_factor must be a positive number, got "
                          f"{capacity_factor!r}")
     return x
+
+
+def _router_flops(out: TT, x: TT, router: TT, **_a) -> DimLike:
+    return dim_mul(numel(x.shape[:-1]), dim_mul(2, dim_mul(x.shape[-1], router.shape[1])))
+
+
+@op("moe_router", inputs=("x", "router"),
+    attrs={"top_k": 1, "capacity": None, "capacity_factor": None, "normalize": False},
+    flops=_router_flops)
+def moe_router(x: TT, router: TT, top_k: int = 1, capacity=None, capacity_factor=None,
+               normalize: bool = False) -> TT:
+    """moe_router(x, router, top_k=1, ...): the experts a `moe` with these settings sends
+    each token to, (..., T, top_k), most probable first; -1 where the expert was full (the
+    token's assignment dropped). What a tap on an MoE's `router` shows."""
+    if len(x.shape) < 2 or not is_float(x.dtype):
+        raise ShapeError(f"moe_router: x must be a float tensor (..., T, C), got {x}", arg=0)
+    return TT(tuple(x.shape[:-1]) + (top_k,), "int64")

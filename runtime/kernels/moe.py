@@ -40,6 +40,14 @@ def moe_route(x, router, top_k=1, capacity=None, capacity_factor=None, normalize
     return order, weights, kept
 
 
+def ref_moe_router(x, router, top_k=1, capacity=None, capacity_factor=None,
+                   normalize=False):
+    shape = x.shape
+    experts, _, kept = moe_route(x.reshape((-1,) + shape[-2:]), router, top_k, capacity,
+                                 capacity_factor, normalize)
+    return np.where(kept, experts, -1).astype(np.int64).reshape(shape[:-1] + (top_k,))
+
+
 def ref_moe(x, router, w_up, w_down, w_gate=None, top_k=1, act="relu", capacity=None,
             capacity_factor=None, normalize=False, scale=True):
     shape = x.shape

@@ -38,3 +38,8 @@ def build_moe(P, node, args, attrs):
     P.deferred(k_moe.expert_act, h, hg, bool(gate), act)
     P.deferred(k_moe.scatter_add_rows, acc, y, slot_tok, slot_w)
     return out
+
+
+@steps_for("moe_router")
+def build_moe_router(P, node, args, attrs):
+    return None      # only a tap reads it (dsl/taps.py): the reference kernel serves
