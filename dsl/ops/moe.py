@@ -31,18 +31,27 @@ def _moe_flops(out: TT, x: TT, router: TT, w_up: TT, w_down: TT, *gate, top_k=1,
     return dim_mul(tokens, per_token)
 
 
+def _routing_scratch(node, args, cache):
+    # router logits and the routing: weights of the choices, per-expert token lists (the
+    # choices themselves are moe_router's output; `moe` adds them as scratch "choice")
+    x, router = args[:2]
+    M, E = rows(x), router.shape[1]
+    k = node.attrs.get("top_k", 1)
+    return copy_unless_contiguous("x", x) + [
+        ("logits", (M, E), x.dtype), ("weight", (M, k), "float64"),
+        ("offsets", (E + 1,), "int64"), ("used", (E,), "int64"),
+        ("slot_tok", (M * k,), "int64"), ("slot_w", (M * k,), "float64")]
+
+
 def _moe_scratch(node, args, cache):
-    # router logits, the routing (choices, weights, per-expert token lists), the gathered
-    # tokens / hidden / expert outputs of one expert at a time, a float64 accumulator
+    # the routing, then the gathered tokens / hidden / expert outputs of one expert at a
+    # time, and a float64 accumulator
     x, router, w_up = args[:3]
     M, C = rows(x), x.shape[-1]
-    E, F = router.shape[1], w_up.shape[2]
-    k = node.attrs.get("top_k", 1)
+    F = w_up.shape[2]
     gate = len(args) > 4
-    return copy_unless_contiguous("x", x) + [
-        ("logits", (M, E), x.dtype), ("choice", (M, k), "int64"), ("weight", (M, k), "float64"),
-        ("offsets", (E + 1,), "int64"), ("used", (E,), "int64"),
-        ("slot_tok", (M * k,), "int64"), ("slot_w", (M * k,), "float64"),
+    return _routing_scratch(node, args, cache) + [
+        ("choice", (M, node.attrs.get("top_k", 1)), "int64"),
         ("xg", (M, C), x.dtype), ("h", (M, F), x.dtype), ("hg", (M if gate else 0, F), x.dtype),
         ("y", (M, C), x.dtype), ("acc", (M, C), "float64")]
 
@@ -100,12 +109,21 @@ def _router_flops(out: TT, x: TT, router: TT, **_a) -> DimLike:
 
 @op("moe_router", inputs=("x", "router"),
     attrs={"top_k": 1, "capacity": None, "capacity_factor": None, "normalize": False},
-    flops=_router_flops)
+    flops=_router_flops, traits=("moe",), scratch=_routing_scratch)
 def moe_router(x: TT, router: TT, top_k: int = 1, capacity=None, capacity_factor=None,
                normalize: bool = False) -> TT:
     """moe_router(x, router, top_k=1, ...): the experts a `moe` with these settings sends
     each token to, (..., T, top_k), most probable first; -1 where the expert was full (the
-    token's assignment dropped). What a tap on an MoE's `router` shows."""
+    token's assignment dropped). What a tap on an MoE's `router` shows (dsl/taps.py); its
+    compiled kernel is the routing step of `moe`'s."""
     if len(x.shape) < 2 or not is_float(x.dtype):
         raise ShapeError(f"moe_router: x must be a float tensor (..., T, C), got {x}", arg=0)
+    C = x.shape[-1]
+    if len(router.shape) != 2 or router.shape[0] != C:
+        raise ShapeError(f"moe_router: router must be (C, E) = ({C}, experts), got "
+                         f"{shape_str(router.shape)}", arg=1)
+    E = router.shape[1]
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= E:
+        raise ShapeError(f"moe_router: top_k must be a whole number from 1 to the {E} "
+                         f"experts, got {top_k!r}")
     return TT(tuple(x.shape[:-1]) + (top_k,), "int64")

@@ -157,3 +157,30 @@ def test_binary_rows(op, R, K, a_rows, b_rows):
     out = E(R, K)
     ke.binary_rows(out, a, b, ke.BINARY[op])
     np.testing.assert_allclose(out, getattr(ke, f"ref_{op}")(a, b), rtol=1e-6)
+
+
+@pytest.mark.parametrize("T,E,k,routing", [
+    (5, 4, 1, ""),
+    (7, 3, 2, ", capacity_factor=1.0"),            # capacity from a factor
+    (6, 5, 2, ", capacity=1, normalize=true"),     # tight capacity drops tokens: -1
+])
+def test_moe_router_steps(arch_file, T, E, k, routing):
+    """A tap's moe_router runs compiled (moe's routing steps, planned scratch, no fallback)
+    and chooses what its reference does."""
+    import archc
+    m = archc.load(arch_file(f"""
+        model m(x: float[B, T, 6]) {{
+            y = MoE(x, {E}, 8, top_k={k}{routing}) as moe
+            return y
+        }}
+        """), seed=3)
+    x = np.random.default_rng(0).standard_normal((2, T, 6)).astype(np.float32)
+    tapped = m.tapped(["moe.router"])
+    got = tapped.run(x=x)["moe.router"]
+    want = tapped.run(x=x, executor="reference")["moe.router"]
+    np.testing.assert_array_equal(got, want)
+    assert got.shape == (2, T, k) and got.dtype == np.int64
+    if "capacity=1" in routing:
+        assert (got == -1).any()
+    programs = list(tapped.compiled()._programs.values())
+    assert programs and all(not p.fallbacks and not p.unplanned for p in programs)
