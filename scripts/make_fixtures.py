@@ -52,6 +52,7 @@ FAMILIES = [
     # variants: the same family's .arch (meta.json "example") on a config flag's other value
     "llama_tied",
     "mistral_nowindow",
+    "qwen2",
 ]
 
 BASE_SEED = {name: 1000 + 100 * i for i, name in enumerate(FAMILIES)}
@@ -409,11 +410,24 @@ def spec_mistral_nowindow():
     return spec
 
 
+def spec_qwen2():
+    cfg = transformers.Qwen2Config(
+        vocab_size=V, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-6, use_sliding_window=False,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}, tie_word_embeddings=True,
+        bos_token_id=None, eos_token_id=None, **EAGER,
+    )
+    return dict(cls=transformers.Qwen2ForCausalLM, config=cfg, kind="causal", T=10, std=0.15, emb_std=0.5,
+                notes=["biases on q/k/v projections only (none on o_proj, none in the MLP)",
+                       "GQA 4 query / 2 KV heads; lm_head tied to model.embed_tokens (not stored)",
+                       "RoPE rotate_half convention, theta 1e6"])
+
+
 SPECS = {
     "gpt2": spec_gpt2, "bert": spec_bert, "t5": spec_t5, "t5_gated": spec_t5_gated, "llama": spec_llama,
     "mistral": spec_mistral, "gpt_neox": spec_gpt_neox, "falcon": spec_falcon, "longformer": spec_longformer,
     "switch": spec_switch, "mixtral": spec_mixtral, "llama_tied": spec_llama_tied,
-    "mistral_nowindow": spec_mistral_nowindow,
+    "mistral_nowindow": spec_mistral_nowindow, "qwen2": spec_qwen2,
 }
 
 

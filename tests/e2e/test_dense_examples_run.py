@@ -22,9 +22,11 @@ TINY = {
     "falcon": dict(n_layer=1, n_head=2, d_model=16, vocab=32),
     "palm": dict(n_layer=1, n_head=2, head_dim=8, d_model=16, vocab=32),
     "minilm_embed": dict(n_layer=1, n_head=2, d_model=16, d_ff=32, vocab=32, n_ctx=16),
+    "qwen2": dict(n_layer=1, n_head=4, n_kv_head=2, d_model=16, head_dim=4, d_ff=24, vocab=32),
 }
 REAL = {"gpt2": "124,439,808", "bert": "109,482,240", "llama": "1,100,048,384",
-        "gpt_neox": "162,322,944", "falcon": "6,921,720,704", "mistral": "7,241,732,096"}
+        "gpt_neox": "162,322,944", "falcon": "6,921,720,704", "mistral": "7,241,732,096",
+        "qwen2": "7,615,616,512"}
 
 
 def cli(*args):

@@ -21,7 +21,7 @@ INPUTS = {"input_ids": "ids", "attention_mask": "mask", "token_type_ids": "types
 OUTPUTS = {"hidden": "last_hidden_state", "logits": "logits", "pooled": "pooler_output"}
 # llama_tied (`tie_word_embeddings`) and mistral_nowindow (`"sliding_window": null`) are
 # variants: the family's own .arch, its config flag the other way
-FAMILIES = ["gpt2", "bert", "llama", "mistral", "gpt_neox", "falcon", "llama_tied",
+FAMILIES = ["gpt2", "bert", "llama", "mistral", "qwen2", "gpt_neox", "falcon", "llama_tied",
             "mistral_nowindow"]
 
 

@@ -16,7 +16,7 @@ from archc.runtime.reference import run_reference
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "hf"
-DECODERS = ["gpt2", "llama", "mistral", "gpt_neox", "falcon", "mixtral", "llama_tied",
+DECODERS = ["gpt2", "llama", "mistral", "qwen2", "gpt_neox", "falcon", "mixtral", "llama_tied",
             "mistral_nowindow"]
 
 
