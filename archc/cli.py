@@ -1,4 +1,4 @@
-"""The `archc` command line: run, dump, check.
+"""The `archc` command line: run, dump, check, stats, generate, tune, export, import.
 
 User errors print `file:line:col: error: ...` with the source line and a caret, and exit 2;
 no traceback unless --debug. `check` and `dump` import no Numba and compile nothing.
@@ -9,6 +9,7 @@ import argparse
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from .args import (add_checkpoint_args, add_weights_args, add_weights_dtype, input_files,
@@ -108,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_checkpoint_args(check, "; its config.json sets the sizes, and its tensor names and "
                               "shapes are checked against the model (headers only)")
     add_stats_parser(sub, _common)
+    imp = sub.add_parser("import", help="write a .arch for a Hugging Face checkpoint folder")
+    imp.add_argument("checkpoint", metavar="CHECKPOINT_DIR",
+                     help="a Hugging Face folder: config.json and model.safetensors")
+    imp.add_argument("--output", "-o", metavar="FILE", help="write the .arch here "
+                     "(default: print it)")
+    imp.add_argument("--debug", action="store_true", help="show Python tracebacks")
+    imp.set_defaults(quiet=False, verbose=False)
     from .run_cmds import add_generate_parser, add_run_args
     add_run_args(run)
     from .batch import add_batch_args
@@ -308,8 +316,27 @@ def cmd_export(args) -> int:
     return export(args)
 
 
+def cmd_import(args) -> int:
+    from .importer import import_checkpoint
+    text = import_checkpoint(args.checkpoint)
+    if not args.output:
+        sys.stdout.write(text)
+        return 0
+    if not args.output.endswith(".arch"):
+        raise ArchError(f"--output {args.output}: an imported model is a .arch file",
+                        hint=f"-o {Path(args.output).stem}.arch")
+    from .runtime.io import check_output, write_atomic
+    from .runtime.checkpoint import read_checkpoint
+    check_output(args.output, [("checkpoint", f) for f in read_checkpoint(args.checkpoint).files])
+    write_atomic(args.output, lambda f: f.write(text.encode()))
+    print(f"wrote {args.output}: archc run {args.output} --weights {args.checkpoint} ...",
+          file=sys.stderr)
+    return 0
+
+
 COMMANDS = {"run": cmd_run, "dump": cmd_dump, "check": cmd_check, "stats": cmd_stats,
-            "generate": cmd_generate, "tune": cmd_tune, "export": cmd_export}
+            "generate": cmd_generate, "tune": cmd_tune, "export": cmd_export,
+            "import": cmd_import}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
