@@ -215,6 +215,7 @@ def load(path: str | os.PathLike, weights: str | os.PathLike | None = None, seed
         check_file(weights, limit, "weights")
     graph, ckpt, warnings = lower_with_checkpoint(path, model, config, weights, weights_map)
     check_model(graph, limit)
+    mapping = None if ckpt is None else weight_map(graph, ckpt, weights_map, weights)
     keep, optimised = _packing(graph, weights_dtype)
     if ckpt is None:
         return Model(graph, init_params(graph, seed, keep), warnings, limit,
@@ -224,8 +225,7 @@ def load(path: str | os.PathLike, weights: str | os.PathLike | None = None, seed
             tensors = Reported(ckpt.tensors, task)
             task.total = tensors.nbytes()
             params, more = apply_weights(graph, tensors, seed, allow_missing,
-                                         source=f"weights {weights}",
-                                         mapping=weight_map(graph, ckpt, weights_map, weights),
+                                         source=f"weights {weights}", mapping=mapping,
                                          keep=keep)
     except ArchError as e:
         arch = (ckpt.config or {}).get("architectures")
