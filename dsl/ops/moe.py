@@ -22,6 +22,20 @@ from ..scratch import copy_unless_contiguous, rows
 from . import TT, ShapeError, activations, is_float, op
 
 
+def _check_routing(name: str, x: TT, router: TT, top_k) -> DimLike:
+    """x (..., T, C), router (C, E) and top_k as `moe` and `moe_router` take them; returns E."""
+    if len(x.shape) < 2 or not is_float(x.dtype):
+        raise ShapeError(f"{name}: x must be a float tensor (..., T, C), got {x}", arg=0)
+    C = x.shape[-1]
+    if len(router.shape) != 2 or router.shape[0] != C:
+        raise ShapeError(f"{name}: router must be (C, E) = ({C}, experts), got "
+                         f"{shape_str(router.shape)}", arg=1)
+    E = router.shape[1]
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= E:
+        raise ShapeError(f"{name}: top_k must be a whole number from 1 to the {E} experts, "
+                         f"got {top_k!r}")
+    return E
+
 
 def _moe_flops(out: TT, x: TT, router: TT, w_up: TT, w_down: TT, *gate, top_k=1, **_a) -> DimLike:
     tokens = numel(out.shape[:-1])
@@ -67,13 +81,8 @@ def moe(x: TT, router: TT, w_up: TT, w_down: TT, w_gate: TT | None = None, top_k
     capacity_factor=none, normalize=false, scale=true): softmax router, top-k experts per
     token; normalize=true renormalises the k chosen probabilities to sum to 1 (Mixtral,
     GLaM); scale=false adds expert outputs unweighted. Overflowing tokens get 0."""
-    if len(x.shape) < 2 or not is_float(x.dtype):
-        raise ShapeError(f"moe: x must be a float tensor (..., T, C), got {x}", arg=0)
+    E = _check_routing("moe", x, router, top_k)
     C = x.shape[-1]
-    if len(router.shape) != 2 or router.shape[0] != C:
-        raise ShapeError(f"moe: router must be (C, E) = ({C}, experts), got "
-                         f"{shape_str(router.shape)}", arg=1)
-    E = router.shape[1]
     if len(w_up.shape) != 3 or w_up.shape[0] != E or w_up.shape[1] != C:
         raise ShapeError(f"moe: w_up must be (E, C, F) = ({E}, {C}, d_ff), got "
                          f"{shape_str(w_up.shape)}", arg=2)
@@ -84,9 +93,6 @@ def moe(x: TT, router: TT, w_up: TT, w_down: TT, w_gate: TT | None = None, top_k
     if w_gate is not None and tuple(w_gate.shape) != tuple(w_up.shape):
         raise ShapeError(f"moe: w_gate must have the shape of w_up {shape_str(w_up.shape)}, "
                          f"got {shape_str(w_gate.shape)}", arg=4)
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= E:
-        raise ShapeError(f"moe: top_k must be a whole number from 1 to the {E} experts, "
-                         f"got {top_k!r}")
     if act not in activations():
         raise ShapeError(f"moe: unknown activation {act!r}; expected one of "
                          f"{', '.join(activations())}")
@@ -116,14 +122,5 @@ def moe_router(x: TT, router: TT, top_k: int = 1, capacity=None, capacity_factor
     each token to, (..., T, top_k), most probable first; -1 where the expert was full (the
     token's assignment dropped). What a tap on an MoE's `router` shows (dsl/taps.py); its
     compiled kernel is the routing step of `moe`'s."""
-    if len(x.shape) < 2 or not is_float(x.dtype):
-        raise ShapeError(f"moe_router: x must be a float tensor (..., T, C), got {x}", arg=0)
-    C = x.shape[-1]
-    if len(router.shape) != 2 or router.shape[0] != C:
-        raise ShapeError(f"moe_router: router must be (C, E) = ({C}, experts), got "
-                         f"{shape_str(router.shape)}", arg=1)
-    E = router.shape[1]
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= E:
-        raise ShapeError(f"moe_router: top_k must be a whole number from 1 to the {E} "
-                         f"experts, got {top_k!r}")
+    _check_routing("moe_router", x, router, top_k)
     return TT(tuple(x.shape[:-1]) + (top_k,), "int64")

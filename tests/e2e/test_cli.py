@@ -94,8 +94,11 @@ def test_the_command_skips_numbas_scipy_probe():
 
 
 def test_check_and_dump_do_not_import_numba():
+    # check --weights reads the checkpoint's config and headers, not its tensors
+    gpt2, ckpt = ROOT / "examples" / "gpt2.arch", ROOT / "tests" / "fixtures" / "hf" / "gpt2"
     code = ("import sys; from archc.cli import main; "
             f"main(['check', {str(FFN)!r}]); main(['dump', {str(FFN)!r}]); "
+            f"assert main(['check', {str(gpt2)!r}, '-w', {str(ckpt)!r}]) == 0; "
             "assert 'numba' not in sys.modules, 'numba imported'")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
