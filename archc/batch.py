@@ -524,6 +524,9 @@ def cmd_run_dir(args) -> int:
              if given]
     if clash:
         raise ArchError(f"--input-dir takes its inputs from the directory: drop {clash[0]}")
+    if args.tap:
+        raise ArchError("--tap is for a run of its own: a batch over --input-dir writes the "
+                        "model's outputs only", hint="archc run ... --input FILE --tap NAME")
     from .args import parse_sets
     batch_size = 32 if args.batch_size is None else args.batch_size
     summary = run_dir(args.model, args.input_dir, args.output_dir, weights=args.weights,

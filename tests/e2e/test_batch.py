@@ -175,6 +175,8 @@ def test_numbers_are_checked(tmp_path):
     (["--input-dir", "{IN}", "--output-dir", "{IN}"], "--output-dir {IN} is the input directory"),
     (["--input-dir", "{IN}", "--output-dir", "{OUT}", "-i", "x.npy"],
      "--input-dir takes its inputs from the directory: drop --input"),
+    (["--input-dir", "{IN}", "--output-dir", "{OUT}", "--tap", "layers.0"],
+     "--tap is for a run of its own: a batch over --input-dir writes the model's outputs only"),
     (["--input-dir", "{NOPE}", "--output-dir", "{OUT}"], "--input-dir {NOPE}: no such directory"),
     (["-i", "x.npy", "--ray"], "--ray is for a directory of inputs: give --input-dir DIR "
                                "--output-dir OUT"),
