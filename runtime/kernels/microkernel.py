@@ -107,7 +107,7 @@ def _micro_kernel(MR: int, VL: int):
 
 @intrinsic
 def _at(typingctx, arr, offset):
-    # a pointer to element `offset` of a C-contiguous array's data
+    # a pointer to the element `offset` elements past the start of an array's data
     sig = types.CPointer(arr.dtype)(arr, types.intp)
 
     def codegen(context, builder, signature, args):
@@ -118,9 +118,14 @@ def _at(typingctx, arr, offset):
 
 @njit(cache=True, inline="always")
 def _gemm_packed(y, x, wt, n0, n1, kernel, MR, NR):
-    # y[:, n0:n1] = x @ wt[n0:n1].T   y: (M, N)  x: (M, K)  wt: (N, K), float32, C-contiguous
+    # y[:, n0:n1] = x @ wt[n0:n1].T   y: (M, N)  x: (M, K)  wt: (N, K), float32; y and x
+    # may be row views (a column slice of a wider y: the packed-weight product's panels),
+    # so the micro-kernel gets their row strides, not their widths
     M, K = x.shape
-    ldy = y.shape[1]
+    if (K > 1 and x.strides[1] != 4) or (n1 - n0 > 1 and y.strides[1] != 4):
+        raise ValueError("gemm_uk: y and x need unit column strides")
+    ldy = y.strides[0] // 4
+    lda = x.strides[0] // 4
     panel = np.zeros((K, NR), np.float32)          # NR weight rows, k-major
     tile = np.empty((MR, NR), np.float32)          # a partial tile's result
     xpad = np.zeros((MR, K), np.float32)           # the last rows, zero-padded to MR
@@ -136,9 +141,9 @@ def _gemm_packed(y, x, wt, n0, n1, kernel, MR, NR):
         pp = _at(panel, 0)
         for i in range(0, mfull, MR):
             if nr == NR:
-                kernel(_at(y, i * ldy + j), ldy, _at(x, i * K), K, pp, K)
+                kernel(_at(y, i * ldy + j), ldy, _at(x, i * lda), lda, pp, K)
             else:
-                kernel(_at(tile, 0), NR, _at(x, i * K), K, pp, K)
+                kernel(_at(tile, 0), NR, _at(x, i * lda), lda, pp, K)
                 for r in range(MR):
                     for jj in range(nr):
                         y[i + r, j + jj] = tile[r, jj]

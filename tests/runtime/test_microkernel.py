@@ -35,3 +35,19 @@ def test_micro_kernel_propagates_nan_and_inf(name):
     y = np.zeros((8, 40), np.float32)
     KERNELS[name](y, x, wt, 0, 40)
     assert np.isnan(y[1]).all() and np.isposinf(y[6]).all() and (y[0] == 16).all()
+
+
+@pytest.mark.parametrize("name", sorted(KERNELS))
+def test_micro_kernel_writes_into_a_column_slice_and_reads_a_row_view(name):
+    # y and x as views with row strides wider than their widths (a packed-weight product
+    # hands each panel's y[:, j0:j1] to the kernel)
+    rng = np.random.default_rng(7)
+    x_wide = rng.standard_normal((13, 50)).astype(np.float32)
+    x = x_wide[:, 3:40]
+    wt = rng.standard_normal((37, 37)).astype(np.float32)
+    y_wide = np.full((13, 90), np.nan, np.float32)
+    y = y_wide[:, 20:57]
+    KERNELS[name](y, x, wt, 0, 37)
+    np.testing.assert_allclose(y, kl.ref_linear(np.ascontiguousarray(x), wt.T),
+                               atol=1e-4, rtol=1e-5)
+    assert np.isnan(y_wide[:, :20]).all() and np.isnan(y_wide[:, 57:]).all()

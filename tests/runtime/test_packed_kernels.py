@@ -8,6 +8,7 @@ import pytest
 from archc.runtime.kernels import _quant as kq
 from archc.runtime.kernels import elementwise as ke
 from archc.runtime.kernels import linalg as kl
+from archc.runtime import tune
 from archc.runtime.packed import BLOCK, QMAX, dequantize
 
 KINDS = ["int8", "bf16"]
@@ -104,16 +105,17 @@ def test_gemv_packed(M, K, N, nt, kind):
 
 @pytest.mark.parametrize("M,K,N", [(5, 1, 1), (8, 33, 12), (13, 64, 37), (200, 17, 9),
                                    (7, 100, 600)])
-@pytest.mark.parametrize("kernel", [None, *kl.TILES])
+@pytest.mark.parametrize("kernel", [None, *tune.KERNELS])
 @pytest.mark.parametrize("kind", KINDS)
 def test_gemm_packed(M, K, N, kernel, kind):
-    # through BLAS and through each gemm_nt tile; several panels (N = 600), one lane's columns
+    # through BLAS and through each kernel the tuner may choose (gemm_nt tiles, micro-
+    # kernels: each panel is a column slice of y); several panels (N = 600), one lane's columns
     assert kq.PANEL < 600
     rng = np.random.default_rng(M * 1000 + K + N)
     x = rng.standard_normal((M, K)).astype(np.float32)
     data, scales = packed(rng.standard_normal((N, K)).astype(np.float32), kind)
     want = kq.ref_packed_product(x, data, scales)
-    tile = kl.TILES[kernel] if kernel else None
+    tile = tune.KERNELS[kernel] if kernel else None
     for c0, c1 in ((0, N), (N // 3, N - N // 4)):
         y = np.full((M, N), np.nan, np.float32)
         kq.gemm_packed(y, x, data, scales, c0, c1, tile)

@@ -67,6 +67,21 @@ def test_every_winner_computes_the_reference(wisdom, winner, monkeypatch):
     assert own == (set() if winner == "blas" else {tune.KERNELS[winner]})
 
 
+@pytest.mark.parametrize("winner", ["blas", *tune.KERNELS])
+@pytest.mark.parametrize("kind", ["int8", "bf16"])
+def test_every_winner_computes_the_reference_with_packed_weights(wisdom, winner, kind,
+                                                                 monkeypatch):
+    # packed weights widen a panel at a time into the chosen float32 kernel (runtime/kernels
+    # /_quant.py): the kernel then writes a column slice of the product
+    monkeypatch.setattr(tune, "measure_product",
+                        lambda M, wt, dtype, own_ok: {winner: 1.0})
+    model = archc.load("examples/gpt2.arch", seed=3, weights_dtype=kind, config={
+        "n_layer": 1, "d_model": 32, "n_head": 2, "vocab": 300, "n_ctx": 40})
+    ids = np.arange(24).reshape(1, 24) % 300
+    want = model.run(ids=ids, executor="reference")["logits"]
+    np.testing.assert_allclose(model.compiled(2).run({"ids": ids})["logits"], want, atol=2e-5)
+
+
 def test_rows_are_bucketed():
     assert [tune.bucket(n) for n in (1, 8, 9, 128, 129, 5000)] == [8, 8, 16, 128, 256, 1024]
 
