@@ -59,6 +59,7 @@ class Job:
     batch_size: int = 32
     threads: int | None = None
     executor: str = "numba"
+    weights_dtype: str | None = None
     model_ref: Any = None       # a loaded Model put in Ray's object store, instead of paths
 
     def load(self):
@@ -68,7 +69,8 @@ class Job:
         from .api import load
         return load(self.model, weights=self.weights, seed=self.seed, model=self.model_name,
                     config=self.config, weights_map=self.weights_map,
-                    allow_missing=self.allow_missing, max_memory=self.max_memory)
+                    allow_missing=self.allow_missing, max_memory=self.max_memory,
+                    weights_dtype=self.weights_dtype)
 
 
 @dataclass
@@ -370,13 +372,15 @@ def run_dir(model, input_dir, output_dir, *, weights=None, batch_size: int = 32,
             workers: int | None = None, put_weights: bool = False, threads: int | None = None,
             executor: str = "numba", seed: int = 0, config: Mapping[str, Any] | None = None,
             model_name: str | None = None, weights_map: str | None = None,
-            allow_missing: bool = False, max_memory=None, progress=None) -> Summary:
+            allow_missing: bool = False, max_memory=None, weights_dtype: str | None = None,
+            progress=None) -> Summary:
     """Run every input of `input_dir` through `model` (an .arch path, or a Model from
     archc.load) and write one output per input into `output_dir`; see the module
     docstring. `ray`: None runs in this process; True (a local Ray) or an address ("auto",
     "HEAD_IP:6379") runs on Ray with `workers` workers of `threads` threads each;
     `put_weights` loads the model here and hands it to the workers through Ray's object
-    store instead of each reading `weights` (always so for a Model). `progress`: a stream
+    store instead of each reading `weights` (always so for a Model). `weights_dtype`: as
+    archc.load's (an .arch path only; a Model keeps its own). `progress`: a stream
     for the progress bar and the failures as they come. Returns the Summary."""
     from .api import Model
     loaded = model if isinstance(model, Model) else None
@@ -386,7 +390,8 @@ def run_dir(model, input_dir, output_dir, *, weights=None, batch_size: int = 32,
               model_name=model_name, config=dict(config or {}), weights_map=weights_map,
               allow_missing=allow_missing, seed=seed, max_memory=max_memory,
               tokenizer=None if tokenizer is None else str(Path(tokenizer).resolve()),
-              batch_size=batch_size, threads=threads, executor=executor)
+              batch_size=batch_size, threads=threads, executor=executor,
+              weights_dtype=weights_dtype)
     if batch_size < 1:
         raise ArchError(f"--batch-size must be at least 1, got {batch_size}")
     if workers is not None and workers < 1:
@@ -535,7 +540,8 @@ def cmd_run_dir(args) -> int:
                       threads=args.threads, executor=args.executor, seed=args.seed,
                       config=parse_sets(args.set), model_name=args.model_name,
                       weights_map=args.weights_map, allow_missing=args.allow_missing,
-                      max_memory=args.max_memory, progress=sys.stderr)
+                      max_memory=args.max_memory,
+                      weights_dtype=args.weights_dtype, progress=sys.stderr)
     print(summary.line(), file=sys.stderr)
     if summary.interrupted:
         print("interrupted: what was written is whole; --resume continues from there",

@@ -343,3 +343,21 @@ def test_without_a_mask_equal_shapes_share_calls_and_outputs_are_npz(tmp_path):
             for k in want:
                 assert got[k].shape == want[k].shape
                 assert np.max(np.abs(got[k] - want[k])) < 1e-5
+
+
+def test_weights_dtype_reaches_the_batch_job(tmp_path):
+    """--weights-dtype int8 with --input-dir: each output equals the int8 model's own run
+    (not the float32 model's)."""
+    fixture = ROOT / "tests" / "fixtures" / "hf" / "gpt2"
+    d = tmp_path / "in"
+    d.mkdir()
+    ids = np.random.default_rng(1).integers(0, 100, size=(1, 6))
+    np.save(d / "p.npy", ids)
+    r = archc_run(EXAMPLES / "gpt2.arch", "--weights", fixture, "--weights-dtype", "int8",
+                  "--input-dir", d, "--output-dir", tmp_path / "out")
+    assert r.returncode == 0, r.stderr
+    got = np.load(tmp_path / "out" / "p.npz")["logits"]
+    int8 = archc.load(EXAMPLES / "gpt2.arch", weights=fixture, weights_dtype="int8")
+    fp32 = archc.load(EXAMPLES / "gpt2.arch", weights=fixture)
+    np.testing.assert_allclose(got, int8.run(ids=ids)["logits"], atol=1e-5)
+    assert np.max(np.abs(got - fp32.run(ids=ids)["logits"])) > 1e-6
