@@ -84,6 +84,45 @@ def softmax_masked(scores, qpos0, mask, bias, causal, window, scale):
             seen[j] = seen[j] * inv
 
 
+# at most this many (query, key) pairs per head, one compiled call does a lane's every head
+# (attention_rows); above it, BLAS per head. Short prompts (a batch of sentences) make
+# thousands of tiny per-head products whose calls cost more than their arithmetic
+SMALL_PAIRS = 2048
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
+def attention_rows(out4, q4, kc, vc, n_keys, qpos0, mask, bias4, causal, window, scale, row,
+                   p0, p1):
+    # heads p0:p1 of the (batch, head) pairs, b = p // H, a query row at a time: row (1, W >=
+    # n_keys) takes the row's q.k products, softmax_masked (query i at qpos0 + i), then
+    # out_h[i] = row @ V_h. out4, q4: (B, T, H, D)  kc, vc: (B, Hkv, S, D)  mask: (B, S_mask)
+    # bias4: (B, H, T, S_bias)
+    B, T, H, D = q4.shape
+    group = H // kc.shape[1]
+    s = row[:, :n_keys]
+    for p in range(p0, p1):
+        b = p // H
+        h = p - b * H
+        hk = h // group
+        mb = mask[b, :min(n_keys, mask.shape[1])]
+        for i in range(T):
+            for j in range(n_keys):
+                acc = np.float32(0.0)
+                for d in range(D):
+                    acc += q4[b, i, h, d] * kc[b, hk, j, d]
+                s[0, j] = acc
+            softmax_masked(s, qpos0 + i, mb, bias4[b, h, i:i + 1, :min(n_keys, bias4.shape[3])],
+                           causal, window, scale)
+            o = out4[b, i, h]
+            for d in range(D):
+                o[d] = 0.0
+            for j in range(n_keys):
+                w = s[0, j]
+                v = vc[b, hk, j]
+                for d in range(D):
+                    o[d] += w * v[d]
+
+
 def query_blocks(T: int, n_keys: int, qpos0: int, causal: bool, window: int,
                  step: int) -> list[tuple[int, int, int, int]]:
     """[(i0, i1, j0, j1)]: query rows i0:i1 (row i at position qpos0 + i), `step` rows at a
@@ -110,7 +149,8 @@ def block_rows(T: int, causal: bool, window: int, lanes: int, step: int) -> int:
 
 def attention_calls(out4, q4, kc, vc, n_keys, qpos0, mask, bias4, causal, window, scale,
                     probs, step, lanes=1) -> list[list]:
-    """A prompt's attention as [(fn, args), ...] per lane (runtime/lanes.py): per (batch,
+    """A prompt's attention as [(fn, args), ...] per lane (runtime/lanes.py). A short one
+    (T x keys <= SMALL_PAIRS): one attention_rows call per lane over its heads. Else per (batch,
     head) and query block, scores = Q_h K_h^T (BLAS), softmax_masked in place, out_h =
     P V_h (BLAS). Query head h reads K/V head h // (H / Hkv). The lanes share out the
     (batch, head) pairs, consecutive ones (a K/V group) together; lane l keeps its block's
@@ -126,6 +166,15 @@ def attention_calls(out4, q4, kc, vc, n_keys, qpos0, mask, bias4, causal, window
     n_mask, n_bias = mask.shape[1], bias4.shape[3]
     width = probs.shape[-1]
     flat = probs.reshape(-1)
+    if T * n_keys <= SMALL_PAIRS:
+        # one call per lane over its heads; lane l's row of probabilities is its first
+        n = B * H
+        return [[(attention_rows, (out4, q4, kc, vc, n_keys, qpos0, mask, bias4, causal,
+                                   window, scale,
+                                   flat[lane * rows * width:(lane * rows + 1) * width]
+                                   .reshape(1, width),
+                                   lane * n // lanes, (lane + 1) * n // lanes))]
+                for lane in range(lanes)]
     blocks = query_blocks(T, n_keys, qpos0, causal, window, rows)
     pairs = [(b, h) for b in range(B) for h in range(H)]
     per_lane = []

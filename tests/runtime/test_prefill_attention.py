@@ -1,7 +1,8 @@
 """Prefill attention through BLAS (steps._attention_blas + kernels/prefill.py)
 against ref_attention: causal / window / padding mask / score bias, MHA / GQA / MQA, query
 rows T in {5, 33} over S >= T keys (and S < T: causal rows that see no key), on one lane
-and on two (runtime/lanes.py); the BLAS path is the one taken, planned, allocation-free."""
+and on two (runtime/lanes.py); per head through BLAS, or for a short prompt one compiled call
+per lane (attention_rows); planned, allocation-free."""
 from __future__ import annotations
 
 import tracemalloc
@@ -45,14 +46,8 @@ CASES = [  # H, Hkv, causal, window, masked, biased (the op takes a bias after a
 ]
 
 
-@pytest.mark.parametrize("H,Hkv,causal,window,masked,biased", CASES)
-@pytest.mark.parametrize("T,extra", [(5, 0), (5, 4), (33, 0), (33, 7), (33, -20)])
-@pytest.mark.parametrize("block,threads", [(64, 1), (8, 1), (64, 2), (8, 2)])
-def test_prefill_attention_matches_reference(arch_file, monkeypatch, H, Hkv, causal, window,
-                                             masked, biased, T, extra, block, threads):
-    # block 8: the masked products go in row blocks over the keys each block sees;
-    # 2 threads: the (batch, head) pairs are shared out between two lanes
-    monkeypatch.setattr(steps.attention, "PREFILL_BLOCK", block)
+def _run(arch_file, H, Hkv, causal, window, masked, biased, T, extra, threads):
+    """(compiled output, ref_attention's, the executor, the inputs) of one case."""
     B, S = 2, T + extra
     rng = np.random.default_rng(T * 100 + S * 10 + H + Hkv)
     inputs = {"q": rng.standard_normal((B, T, H * D)).astype(np.float32),
@@ -71,6 +66,48 @@ def test_prefill_attention_matches_reference(arch_file, monkeypatch, H, Hkv, cau
     want = ref_attention(inputs["q"], inputs["k"], inputs["v"], inputs.get("mask"),
                          inputs.get("bias"), heads=H, kv_heads=Hkv, causal=causal,
                          window=window)
+    return got, want, ex, inputs
+
+
+@pytest.mark.parametrize("H,Hkv,causal,window,masked,biased", CASES)
+@pytest.mark.parametrize("T,extra", [(5, 0), (5, 4), (33, 0), (33, 7), (33, -20)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_short_prefill_attention_is_one_call_per_lane(arch_file, monkeypatch, H, Hkv, causal,
+                                                      window, masked, biased, T, extra,
+                                                      threads):
+    # T x keys <= SMALL_PAIRS: attention_rows does a lane's every head in one call
+    monkeypatch.setattr(k_prefill, "SMALL_PAIRS", 10**9)
+    got, want, ex, _ = _run(arch_file, H, Hkv, causal, window, masked, biased, T, extra,
+                            threads)
+    np.testing.assert_allclose(got, want, atol=2e-5, rtol=0)
+    if masked and causal and extra == 0:
+        assert not got[1, 0].any()        # a fully masked row is zeros, not NaN
+    prog = next(iter(ex._programs.values()))
+    fns = [fn for fn, _ in prog.calls()]
+    assert fns.count(k_prefill.attention_rows) == prog.n_lanes == threads
+    assert np.matmul not in fns and attend not in fns and not prog.unplanned
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        prog.execute()
+        assert tracemalloc.get_traced_memory()[1] - before < 2048
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("H,Hkv,causal,window,masked,biased", CASES)
+@pytest.mark.parametrize("T,extra", [(5, 0), (5, 4), (33, 0), (33, 7), (33, -20)])
+@pytest.mark.parametrize("block,threads", [(64, 1), (8, 1), (64, 2), (8, 2)])
+def test_prefill_attention_matches_reference(arch_file, monkeypatch, H, Hkv, causal, window,
+                                             masked, biased, T, extra, block, threads):
+    # block 8: the masked products go in row blocks over the keys each block sees;
+    # 2 threads: the (batch, head) pairs are shared out between two lanes
+    monkeypatch.setattr(steps.attention, "PREFILL_BLOCK", block)
+    monkeypatch.setattr(k_prefill, "SMALL_PAIRS", 0)      # BLAS per head, however short
+    got, want, ex, inputs = _run(arch_file, H, Hkv, causal, window, masked, biased, T, extra,
+                                 threads)
+    B = 2
     np.testing.assert_allclose(got, want, atol=2e-5, rtol=0)
     if masked and causal and extra == 0:
         assert not got[1, 0].any()        # a fully masked row is zeros, not NaN
