@@ -46,6 +46,18 @@ CASES = [  # H, Hkv, causal, window, masked, biased (the op takes a bias after a
 ]
 
 
+def _assert_runs_without_allocating(prog):
+    """Steady state: the products write into planned scratch and the output's head slices."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        prog.execute()
+        assert tracemalloc.get_traced_memory()[1] - before < 2048
+    finally:
+        tracemalloc.stop()
+
+
 def _run(arch_file, H, Hkv, causal, window, masked, biased, T, extra, threads):
     """(compiled output, ref_attention's, the executor, the inputs) of one case."""
     B, S = 2, T + extra
@@ -86,14 +98,7 @@ def test_short_prefill_attention_is_one_call_per_lane(arch_file, monkeypatch, H,
     fns = [fn for fn, _ in prog.calls()]
     assert fns.count(k_prefill.attention_rows) == prog.n_lanes == threads
     assert np.matmul not in fns and attend not in fns and not prog.unplanned
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        tracemalloc.reset_peak()
-        prog.execute()
-        assert tracemalloc.get_traced_memory()[1] - before < 2048
-    finally:
-        tracemalloc.stop()
+    _assert_runs_without_allocating(prog)
 
 
 @pytest.mark.parametrize("H,Hkv,causal,window,masked,biased", CASES)
@@ -126,15 +131,7 @@ def test_prefill_attention_matches_reference(arch_file, monkeypatch, H, Hkv, cau
     if lanes > 1 and T > 5:
         assert any(s.fn == ex.lanes.run for s in prog.steps)
     assert not prog.unplanned
-    # steady state: the products write into planned scratch and the output's head slices
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        tracemalloc.reset_peak()
-        prog.execute()
-        assert tracemalloc.get_traced_memory()[1] - before < 2048
-    finally:
-        tracemalloc.stop()
+    _assert_runs_without_allocating(prog)
 
 
 def test_decode_rows_keep_the_attend_kernel(arch_file):

@@ -11,6 +11,7 @@ import pytest
 
 import archc
 from archc.runtime import tune
+from archc.runtime.kernels import _quant as k_quant
 
 
 @pytest.fixture
@@ -51,35 +52,25 @@ def test_unreadable_wisdom_is_measured_again(tmp_path):
 
 
 @pytest.mark.parametrize("winner", ["blas", *tune.KERNELS])
-def test_every_winner_computes_the_reference(wisdom, winner, monkeypatch):
-    # whichever kernel a machine picks, a model's outputs are the reference's
-    monkeypatch.setattr(tune, "measure_product",
-                        lambda M, wt, dtype, own_ok: {winner: 1.0})
-    model = archc.load("examples/gpt2.arch", seed=3, config={
-        "n_layer": 1, "d_model": 32, "n_head": 2, "vocab": 50, "n_ctx": 40})
-    ids = np.arange(24).reshape(1, 24) % 50
-    want = model.run(ids=ids, executor="reference")["logits"]
-    ex = model.compiled(2)
-    got = ex.run({"ids": ids})["logits"]
-    np.testing.assert_allclose(got, want, atol=2e-5)
-    prog = next(iter(ex._programs.values()))
-    own = {fn for fn, args in prog.calls() if fn in tune.KERNELS.values()}
-    assert own == (set() if winner == "blas" else {tune.KERNELS[winner]})
-
-
-@pytest.mark.parametrize("winner", ["blas", *tune.KERNELS])
-@pytest.mark.parametrize("kind", ["int8", "bf16"])
-def test_every_winner_computes_the_reference_with_packed_weights(wisdom, winner, kind,
-                                                                 monkeypatch):
-    # packed weights widen a panel at a time into the chosen float32 kernel (runtime/kernels
-    # /_quant.py): the kernel then writes a column slice of the product
+@pytest.mark.parametrize("kind", ["float32", "int8", "bf16"])
+def test_every_winner_computes_the_reference(wisdom, winner, kind, monkeypatch):
+    # whichever kernel a machine picks, a model's outputs are the reference's; packed
+    # weights widen a panel at a time into the chosen kernel (runtime/kernels/_quant.py),
+    # which then writes a column slice of the product (vocab 300: the head has two panels)
     monkeypatch.setattr(tune, "measure_product",
                         lambda M, wt, dtype, own_ok: {winner: 1.0})
     model = archc.load("examples/gpt2.arch", seed=3, weights_dtype=kind, config={
         "n_layer": 1, "d_model": 32, "n_head": 2, "vocab": 300, "n_ctx": 40})
     ids = np.arange(24).reshape(1, 24) % 300
     want = model.run(ids=ids, executor="reference")["logits"]
-    np.testing.assert_allclose(model.compiled(2).run({"ids": ids})["logits"], want, atol=2e-5)
+    ex = model.compiled(2)
+    got = ex.run({"ids": ids})["logits"]
+    np.testing.assert_allclose(got, want, atol=2e-5)
+    prog = next(iter(ex._programs.values()))
+    calls = prog.calls()
+    own = {fn for fn, args in calls if fn in tune.KERNELS.values()} | \
+        {args[-1] for fn, args in calls if fn is k_quant.gemm_packed and args[-1] is not None}
+    assert own == (set() if winner == "blas" else {tune.KERNELS[winner]})
 
 
 def test_rows_are_bucketed():
