@@ -45,7 +45,7 @@ def cmd_tune(args) -> int:
     for T in [*lengths, 1]:
         prog = ex.program({s: 1 if s == "B" else T for s in symbols})
         rows += [(f"T={T}", *r) for r in tune.kernel_report(prog)]
-        on_reference += [(f"T={T}", nid, model.graph.node(nid).op, why)
+        on_reference += [(f"T={T}", nid, prog.graph.node(nid).op, why)
                          for nid, why in prog.fallbacks.items()]
     width = max((len(r[1]) for r in rows), default=4)
     print(f"{'pass':<7} {'node':<{width}} {'product (M, K) x N':<22} {'kernel':<8} GFLOP/s")
