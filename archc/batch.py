@@ -145,6 +145,8 @@ class Worker:
             pad = (self.tokenizer.padding or {}).get("pad_id", 0)
             self.pad_values = {n: pad for n in ROLES["ids"] if n in self.inputs}
         self.reads = self.model.files + ([("tokenizer", job.tokenizer)] if job.tokenizer else [])
+        from .runtime.io import OutputFolder
+        self.outputs = OutputFolder(job.output_dir, self.reads)
         self.ex = None
         self.fits: set[tuple] = set()         # call sizes checked against --max-memory
         if job.executor == "numba":
@@ -257,12 +259,10 @@ class Worker:
 
     def write(self, path: str, parts: list, arrays: dict, warned: list[str]) -> Result:
         from .runtime.batch import join, rows_of
-        from .runtime.io import check_output, save_outputs
-        out = Path(self.job.output_dir) / (Path(path).stem + self.suffix)
         try:
             outputs = join(self.layout, [o for _, _, o in sorted(parts, key=lambda p: p[0])])
-            check_output(out, self.reads + [("input", path)])
-            save_outputs(out, outputs, sync=False)     # the job sweeps and checks: io.py
+            # never over a file the job reads; the job sweeps and checks: runtime/io.py
+            self.outputs.save(Path(path).stem + self.suffix, outputs, [("input", path)])
         except Exception as e:  # noqa: BLE001
             return Result(path, False, one_line(e))
         return Result(path, True, "\n".join(f"warning: {w}" for w in warned),

@@ -12,11 +12,12 @@ that was tampered with can at worst fail to load, and then the tables are built 
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import random
 import stat
-import tempfile
 from pathlib import Path
 
 import lark
@@ -114,15 +115,21 @@ def _temp_prefix(name: str) -> str:
     return f".{name.encode()[:100].decode(errors='ignore')}.archc-"
 
 
+_random = random.Random()     # temporary names: new ones, not secret ones
+# replace_atomically's `mode` for a new file: 0666 less the process's umask, as any new file
+NEW_FILE = -1
+_TEMP_TRIES = 100
+
+
 def replace_atomically(path: Path, write, *, mode: int | None = None,
                        sync: bool = True) -> None:
     """Call `write(binary file)` on a temporary file beside `path`, then rename it over
     `path`: readers see the old file or the complete new one, never a part. `mode`: the
-    file's permissions (mkstemp makes it 0600).
+    file's permissions; None: 0600 (private); NEW_FILE: a new file's (the umask's).
 
-    The temporary file is `.NAME.archc-PID-XXXX.tmp`; one left by a process that is gone
-    (killed mid-write: SIGKILL, a power cut) is removed here, the next time `path` is
-    written.
+    The temporary file is `.NAME.archc-PID-XXXX.tmp`, made with O_EXCL (never an existing
+    file or a symlink); one left by a process that is gone (killed mid-write: SIGKILL, a
+    power cut) is removed here, the next time `path` is written.
 
     `sync=False`, for a job writing many files into one folder (archc/batch.py): no fsync
     (a killed process still leaves old or new; a crashed machine may leave a torn file)
@@ -130,11 +137,10 @@ def replace_atomically(path: Path, write, *, mode: int | None = None,
     such a job sweeps the folder once (`remove_stale_temps_in`) and checks what it finds."""
     if sync:
         remove_stale_temps(path)
-    fd, tmp = tempfile.mkstemp(prefix=f"{_temp_prefix(path.name)}{os.getpid()}-",
-                               suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temp(path, 0o600 if mode is None else 0o666)
     try:
-        if mode is not None:
-            os.fchmod(fd, mode)
+        if mode is not None and mode != NEW_FILE:
+            os.fchmod(fd, mode)        # exactly this mode: the umask applied at creation
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -147,6 +153,20 @@ def replace_atomically(path: Path, write, *, mode: int | None = None,
         except OSError:
             pass
         raise
+
+
+def _create_temp(path: Path, mode: int) -> tuple[int, str]:
+    """A new temporary file beside `path`: (fd, name). A name that exists is skipped (O_EXCL);
+    the names need not be secret, only new (a creation per output file is what a batch job
+    pays most for, so no more than one system call here)."""
+    prefix = os.path.join(path.parent, f"{_temp_prefix(path.name)}{os.getpid()}-")
+    for _ in range(_TEMP_TRIES):
+        tmp = f"{prefix}{_random.getrandbits(40):010x}.tmp"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, f"no free temporary name beside {path}")
 
 
 def remove_stale_temps(target: Path) -> list[Path]:

@@ -10,9 +10,9 @@ import threading
 import numpy as np
 import pytest
 
-from archc.dsl.cache import remove_stale_temps
+from archc.dsl.cache import remove_stale_temps, remove_stale_temps_in
 from archc.dsl.errors import ArchError
-from archc.runtime.io import check_output, save_outputs, write_atomic
+from archc.runtime.io import OutputFolder, check_output, save_outputs, write_atomic
 
 
 def test_an_output_that_is_an_input_is_refused(tmp_path):
@@ -103,12 +103,17 @@ def test_a_long_name_that_fits_still_gets_a_temporary_file(tmp_path):
     assert out.is_file() and len(list(tmp_path.iterdir())) == 1
 
 
-def test_an_unwritable_directory_is_one_line(tmp_path):
+def _read_only_dir(tmp_path):
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o500)
     if os.access(ro, os.W_OK):
         pytest.skip("running as root: permissions do not apply")
+    return ro
+
+
+def test_an_unwritable_directory_is_one_line(tmp_path):
+    ro = _read_only_dir(tmp_path)
     with pytest.raises(ArchError, match="Permission denied"):
         save_outputs(ro / "x.npy", {"y": np.ones(1)})
 
@@ -128,3 +133,62 @@ def test_a_killed_writers_temporary_file_is_cleaned_next_time(tmp_path):
 def test_write_atomic_to_stdout(capfdbinary):
     write_atomic("-", lambda f: f.write(b"bytes"))
     assert capfdbinary.readouterr().out == b"bytes"
+
+
+# ---- a batch job's folder (OutputFolder): the same rules, fewer system calls -------------------
+
+def test_a_folder_refuses_outputs_that_are_files_the_job_reads(tmp_path):
+    x, w = tmp_path / "x.npy", tmp_path / "w.bin"
+    np.save(x, np.ones(2))
+    w.write_bytes(b"weights")
+    out = tmp_path / "out"
+    out.mkdir()
+    os.link(x, out / "hard.npy")                 # a hard link to this item's input
+    os.link(w, out / "w.npy")                    # ... to the job's weights
+    (out / "link.npy").symlink_to(x)             # a symlink to the input
+    folder = OutputFolder(out, [("weights", str(w))])
+    for name, what in (("hard.npy", "input"), ("w.npy", "weights"), ("link.npy", "input")):
+        with pytest.raises(ArchError, match=f"is the {what} file"):
+            folder.save(name, {"y": np.zeros(1)}, [("input", str(x))])
+    np.testing.assert_array_equal(np.load(x), np.ones(2))
+    assert w.read_bytes() == b"weights"
+
+
+def test_a_folder_writes_as_save_outputs_does(tmp_path):
+    target = tmp_path / "elsewhere.npy"
+    np.save(target, np.zeros(1))
+    (tmp_path / "link.npy").symlink_to(target)
+    (tmp_path / "dir.npy").mkdir()
+    np.save(tmp_path / "old.npy", np.zeros(1))
+    os.chmod(tmp_path / "old.npy", 0o604)
+    folder = OutputFolder(tmp_path, [])
+    old = os.umask(0o027)
+    try:
+        folder.save("new.npy", {"y": np.arange(3.0)})
+        folder.save("two.npz", {"a": np.ones(1), "b": np.zeros(2)})
+        folder.save("old.npy", {"y": np.ones(2)})
+        folder.save("link.npy", {"y": np.ones(3)})
+    finally:
+        os.umask(old)
+    np.testing.assert_array_equal(np.load(tmp_path / "new.npy"), np.arange(3.0))
+    assert stat.S_IMODE(os.stat(tmp_path / "new.npy").st_mode) == 0o640      # the umask's
+    assert sorted(np.load(tmp_path / "two.npz").files) == ["a", "b"]
+    assert stat.S_IMODE(os.stat(tmp_path / "old.npy").st_mode) == 0o604      # kept
+    np.testing.assert_array_equal(np.load(tmp_path / "old.npy"), np.ones(2))
+    assert (tmp_path / "link.npy").is_symlink()                              # target replaced
+    np.testing.assert_array_equal(np.load(target), np.ones(3))
+    with pytest.raises(ArchError, match="is a directory"):
+        folder.save("dir.npy", {"y": np.ones(1)})
+    with pytest.raises(ArchError, match="can hold only one"):
+        folder.save("x.npy", {"a": np.ones(1), "b": np.ones(1)})
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert remove_stale_temps_in(tmp_path) == []
+
+
+def test_a_folder_that_is_gone_or_unwritable_is_one_line(tmp_path):
+    with pytest.raises(ArchError, match="cannot write .*gone.*x.npy") as e:
+        OutputFolder(tmp_path / "gone", []).save("x.npy", {"y": np.ones(1)})
+    assert "\n" not in e.value.message
+    ro = _read_only_dir(tmp_path)
+    with pytest.raises(ArchError, match="Permission denied"):
+        OutputFolder(ro, []).save("x.npy", {"y": np.ones(1)})
