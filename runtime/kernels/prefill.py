@@ -14,6 +14,9 @@ normalise) before Numba had one. The reference of the op is `ref_attention`
 from __future__ import annotations
 
 import numpy as np
+from numba import carray, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from ..jit import njit
 from ._vmath import exp_
@@ -90,13 +93,31 @@ def softmax_masked(scores, qpos0, mask, bias, causal, window, scale):
 SMALL_PAIRS = 2048
 
 
+@intrinsic
+def _row_ptr(typingctx, arr, i, j, k):
+    # &arr[i, j, k, 0] of a 4-d array, no bounds check
+    sig = types.CPointer(arr.dtype)(arr, i, j, k)
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        idx = [context.cast(builder, a, t, types.intp)
+               for a, t in zip(args[1:], signature.args[1:])]
+        zero = context.get_constant(types.intp, 0)
+        return cgutils.get_item_pointer(context, builder, aryty, ary, idx + [zero])
+    return sig, codegen
+
+
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
 def attention_rows(out4, q4, kc, vc, n_keys, qpos0, mask, bias4, causal, window, scale, row,
                    p0, p1):
     # heads p0:p1 of the (batch, head) pairs, b = p // H, a query row at a time: row (1, W >=
     # n_keys) takes the row's q.k products, softmax_masked (query i at qpos0 + i), then
     # out_h[i] = row @ V_h. out4, q4: (B, T, H, D)  kc, vc: (B, Hkv, S, D)  mask: (B, S_mask)
-    # bias4: (B, H, T, S_bias)
+    # bias4: (B, H, T, S_bias). The last axis of out4, q4, kc and vc must be contiguous
+    # (`rows_contiguous`): each head row is read as a contiguous (D,) array, whose unit
+    # stride LLVM knows, so the D-long loops vectorise (through the views' run-time strides
+    # they ran scalar: 2-3x slower at MiniLM's D = 32)
     B, T, H, D = q4.shape
     group = H // kc.shape[1]
     s = row[:, :n_keys]
@@ -106,21 +127,28 @@ def attention_rows(out4, q4, kc, vc, n_keys, qpos0, mask, bias4, causal, window,
         hk = h // group
         mb = mask[b, :min(n_keys, mask.shape[1])]
         for i in range(T):
+            q = carray(_row_ptr(q4, b, i, h), D)
             for j in range(n_keys):
+                k = carray(_row_ptr(kc, b, hk, j), D)
                 acc = np.float32(0.0)
                 for d in range(D):
-                    acc += q4[b, i, h, d] * kc[b, hk, j, d]
+                    acc += q[d] * k[d]
                 s[0, j] = acc
             softmax_masked(s, qpos0 + i, mb, bias4[b, h, i:i + 1, :min(n_keys, bias4.shape[3])],
                            causal, window, scale)
-            o = out4[b, i, h]
+            o = carray(_row_ptr(out4, b, i, h), D)
             for d in range(D):
                 o[d] = 0.0
             for j in range(n_keys):
                 w = s[0, j]
-                v = vc[b, hk, j]
+                v = carray(_row_ptr(vc, b, hk, j), D)
                 for d in range(D):
                     o[d] += w * v[d]
+
+
+def rows_contiguous(*arrays) -> bool:
+    """Is the last axis of every array contiguous (what attention_rows reads as rows)?"""
+    return all(a.shape[-1] <= 1 or a.strides[-1] == a.itemsize for a in arrays)
 
 
 def query_blocks(T: int, n_keys: int, qpos0: int, causal: bool, window: int,
@@ -150,7 +178,8 @@ def block_rows(T: int, causal: bool, window: int, lanes: int, step: int) -> int:
 def attention_calls(out4, q4, kc, vc, n_keys, qpos0, mask, bias4, causal, window, scale,
                     probs, step, lanes=1) -> list[list]:
     """A prompt's attention as [(fn, args), ...] per lane (runtime/lanes.py). A short one
-    (T x keys <= SMALL_PAIRS): one attention_rows call per lane over its heads. Else per (batch,
+    (T x keys <= SMALL_PAIRS, heads' rows contiguous): one attention_rows call per lane over
+    its heads. Else per (batch,
     head) and query block, scores = Q_h K_h^T (BLAS), softmax_masked in place, out_h =
     P V_h (BLAS). Query head h reads K/V head h // (H / Hkv). The lanes share out the
     (batch, head) pairs, consecutive ones (a K/V group) together; lane l keeps its block's
@@ -166,7 +195,7 @@ def attention_calls(out4, q4, kc, vc, n_keys, qpos0, mask, bias4, causal, window
     n_mask, n_bias = mask.shape[1], bias4.shape[3]
     width = probs.shape[-1]
     flat = probs.reshape(-1)
-    if T * n_keys <= SMALL_PAIRS:
+    if T * n_keys <= SMALL_PAIRS and rows_contiguous(out4, q4, kc, vc):
         # one call per lane over its heads; lane l's row of probabilities is its first
         n = B * H
         return [[(attention_rows, (out4, q4, kc, vc, n_keys, qpos0, mask, bias4, causal,

@@ -239,3 +239,29 @@ def test_seq2seq_decoder_prompt_cross_attention(monkeypatch):
                                        "decoder_ids": d, "decoder_mask": ones},
                          model.params)["logits"]
     np.testing.assert_allclose(np.concatenate(got, axis=1), want, atol=1e-4, rtol=0)
+
+
+def test_short_attention_reads_heads_as_rows_only_where_they_are_contiguous():
+    # attention_rows reads each head's (D,) row as a contiguous array; heads whose last axis
+    # is strided go through BLAS per head, which takes any view
+    B, T, H, D = 2, 5, 2, 4
+    rng = np.random.default_rng(0)
+    wide = rng.standard_normal((B, T, H, 2 * D)).astype(np.float32)
+    k4 = rng.standard_normal((B, H, T, D)).astype(np.float32)
+    v4 = rng.standard_normal((B, H, T, D)).astype(np.float32)
+    mask = np.ones((B, T), np.bool_)
+    bias4 = np.broadcast_to(np.zeros(1, np.float32), (B, H, T, 0))
+    probs = np.empty((T, T), np.float32)
+    want = ref_attention(wide[..., ::2].reshape(B, T, H * D), k4.transpose(0, 2, 1, 3)
+                         .reshape(B, T, H * D), v4.transpose(0, 2, 1, 3).reshape(B, T, H * D),
+                         heads=H)
+    for q4, fn in ((np.ascontiguousarray(wide[..., ::2]), k_prefill.attention_rows),
+                   (wide[..., ::2], np.matmul)):
+        out4 = np.zeros((B, T, H, D), np.float32)
+        calls = k_prefill.attention_calls(out4, q4, k4, v4, T, 0, mask, bias4, False, 0,
+                                          1 / np.sqrt(D), probs, 64)
+        assert {f for lane in calls for f, _ in lane} >= {fn}
+        for lane in calls:
+            for f, args in lane:
+                f(*args)
+        np.testing.assert_allclose(out4.reshape(B, T, H * D), want, atol=2e-5, rtol=0)
