@@ -29,8 +29,8 @@ from machine import limits, run_with_threads  # noqa: E402
 def product_flops(fn, args) -> float:
     """2*M*K*N of one call when it is a matrix product, else 0."""
     import numpy as np
-    from archc.runtime.kernels.linalg import TILES
-    if fn in TILES.values():                         # (y, x, wt, n0, n1)
+    from archc.runtime.tune import KERNELS
+    if fn in KERNELS.values():                       # (y, x, wt, n0, n1)
         return 2.0 * args[1].shape[0] * args[1].shape[1] * (args[4] - args[3])
     if fn is np.dot or fn is np.matmul:              # (a, b, out)
         a, out = args[0], args[2]
@@ -40,9 +40,9 @@ def product_flops(fn, args) -> float:
 
 def describe(fn, args) -> str:
     import numpy as np
-    from archc.runtime.kernels.linalg import TILES
+    from archc.runtime.tune import KERNELS
     name = getattr(fn, "__name__", type(fn).__name__)
-    if fn in TILES.values():
+    if fn in KERNELS.values():
         return f"{name} ({args[1].shape[0]}, {args[1].shape[1]}) x {args[4] - args[3]}"
     if fn is np.dot or fn is np.matmul:
         return f"{name} {tuple(args[0].shape)} x {tuple(args[1].shape)}"

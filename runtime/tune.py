@@ -88,12 +88,21 @@ ISA = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_
 
 
 def machine() -> dict:
-    """What decides which kernel wins: the CPU, its vector ISA, its cores, the libraries."""
+    """What decides which kernel wins: the CPU, its vector ISA, its cores, the libraries,
+    and the candidates' own code (a changed kernel is measured again)."""
     import numba
     flags = cpu_flags()
     return {"cpu": cpu_model(), "isa": [f for f in ISA if f in flags],
             "cores": os.cpu_count(), "numpy": np.__version__, "numba": numba.__version__,
-            "blas": _blas_name()}
+            "blas": _blas_name(), "kernels": _kernels_digest()}
+
+
+def _kernels_digest() -> str:
+    import hashlib
+    h = hashlib.sha256()
+    for module in (k_linalg, k_uk):
+        h.update(Path(module.__file__).read_bytes())
+    return h.hexdigest()[:12]
 
 
 def _blas_name() -> str:

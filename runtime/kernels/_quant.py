@@ -17,7 +17,8 @@ the matrix.
     gemv_packed    decode (a few rows): a matrix-vector product streaming each weight row
                    once, bias + activation fused, the outputs shared out over threads
     gemm_packed    a prompt's products: 256 weight rows at a time widened into a float32
-                   panel, then float32's own product kernel (BLAS or gemm_nt's tiles)
+                   panel, then float32's own product kernel (BLAS or gemm_nt's tiles);
+                   or a micro-kernel's panel (16 or 32 rows) widened and packed at once
     gather_packed  rows of a packed table (a tied embedding read by its lookup too)
 
 The format (BLOCK, what a row stands for: `dequantize`) is runtime/packed.py's, which
@@ -32,6 +33,7 @@ from numba import types
 from numba.extending import intrinsic, overload
 
 from ..jit import njit, prange
+from . import microkernel as k_uk
 from ..packed import BLOCK, PACK_ROWS, QMAX, PackedWeight, dequantize
 from ._vmath import _float32_from_bits
 from .elementwise import _act, apply_activation
@@ -230,10 +232,38 @@ def widen_rows(w, data, scales):
 PANEL = 256
 
 
+@njit(cache=True, inline="always")
+def _load_packed(panel, rows, src, j, nr):
+    # packed output rows j:j+nr widened into `rows`, then packed as float32's are
+    data, scales = src
+    for jj in range(nr):
+        _widen(rows[jj], data[j + jj], scales[j + jj])
+    k_uk.pack_panel(panel, rows, 0, nr)
+
+
+@njit(cache=True, nogil=True)
+def gemm_packed_uk6x16(y, x, data, scales, n0, n1):
+    k_uk.drive(y, x, (data, scales), n0, n1, k_uk._uk6x16, 6, 16, _load_packed)
+
+
+@njit(cache=True, nogil=True)
+def gemm_packed_uk12x32(y, x, data, scales, n0, n1):
+    k_uk.drive(y, x, (data, scales), n0, n1, k_uk._uk12x32, 12, 32, _load_packed)
+
+
+# the micro-kernels read packed weights themselves, NR rows at a time: no 256-row panel
+# of float32 between them and the weights
+MICRO = {k_uk.gemm_uk6x16: gemm_packed_uk6x16, k_uk.gemm_uk12x32: gemm_packed_uk12x32}
+
+
 def gemm_packed(y, x, data, scales, n0, n1, kernel=None):
     """y[:, n0:n1] = x @ W[:, n0:n1], W packed as data (N, K), scales; x (M, K) float32.
-    `kernel` is a gemm_nt tile kernel (y, x, wt, n0, n1), or None: BLAS. Columns n0:n1
+    `kernel` is float32's kernel for this class (y, x, wt, n0, n1): a gemm_nt tile or a
+    micro-kernel (which then reads the packed rows itself), or None: BLAS. Columns n0:n1
     only: one lane's share (runtime/lanes.py)."""
+    if kernel in MICRO:
+        MICRO[kernel](y, x, data, scales, n0, n1)
+        return
     buf = np.empty((min(PANEL, n1 - n0), x.shape[1]), np.float32)
     for j0 in range(n0, n1, PANEL):
         j1 = min(n1, j0 + PANEL)
@@ -251,6 +281,8 @@ gemm_packed.calls_blas = True       # the executor's thread policy asks (runtime
 def gemm_packed_calls(y, x, data, scales, n0, n1, kernel) -> list[tuple]:
     """The Numba kernels gemm_packed calls, with arguments of the types it passes them:
     for a program to compile before its first run."""
+    if kernel in MICRO:
+        return [(MICRO[kernel], (y, x, data, scales, n0, n1))]
     w = np.empty((1, x.shape[1]), np.float32)
     calls = [(widen_rows, (w, data[n0:n0 + 1], scales[n0:n0 + 1]))]
     if kernel is not None:

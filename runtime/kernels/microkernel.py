@@ -16,9 +16,15 @@ here as IR with explicit vectors and llvm.fma, and LLVM only allocates the regis
 
 The driver packs NR rows of the output-major weight (N, K) into a (K, NR) panel, the
 panel stays in L2 while the rows of x go by MR at a time, and the next NR columns follow.
+Packing transposes 8 x 8 blocks in registers: done one value at a time it had cost a
+third as long as the panel's multiply-adds at M = 128 (Zen 3, 1 thread, GPT-2 small's
+shapes: 54-63 GFLOP/s packing per value, 68-76 by blocks, 74-78 with the panels packed
+ahead of time). int8 and bf16 weights (kernels/_quant.py) are widened NR rows at a time
+and packed the same way.
 Partial tiles (rows past the last whole MR, columns past the last whole NR) run the same
 kernel on a zero-padded copy and keep what is real. Each call allocates its panel and
-tile scratch (K x NR + MR x (K + NR) floats: ~70 KB at K = 768), the one buffer of a
+tile scratch (K x NR + MR x (K + NR) floats: ~70 KB at K = 768; packed weights' widened
+rows another NR x K, left untouched for float32), the one buffer of a
 compiled product that is outside the memory plan, since the tuner picks the kernel at
 run time. Every variant computes kernels/linalg.py's ref_linear(x, wt[n0:n1].T).
 """
@@ -106,6 +112,43 @@ def _micro_kernel(MR: int, VL: int):
 
 
 @intrinsic
+def _transpose8x8(typingctx, dst, ldd, src, lds):
+    """dst[c, r] = src[r, c] for r, c < 8: eight rows of 8 floats loaded as vectors and
+    transposed in registers (unpack, shuffle, swap halves: 24 shuffles), so packing a
+    weight panel costs a few shuffles per 64 values instead of 64 strided stores."""
+    sig = types.void(types.CPointer(types.float32), types.intp,
+                     types.CPointer(types.float32), types.intp)
+
+    def codegen(context, builder, signature, args):
+        dst, ldd, src, lds = args
+        V = ir.VectorType(F32, 8)
+        i64 = ldd.type
+
+        def shuffle(a, b, idx):
+            return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(ir.IntType(32), 8),
+                                                            idx))
+        r = [builder.load(builder.bitcast(builder.gep(src, [builder.mul(
+            ir.Constant(i64, i), lds)]), V.as_pointer()), align=4) for i in range(8)]
+        lo, hi = [0, 8, 1, 9, 4, 12, 5, 13], [2, 10, 3, 11, 6, 14, 7, 15]
+        t = []
+        for i in range(0, 8, 2):                   # pairs of rows interleaved
+            t += [shuffle(r[i], r[i + 1], lo), shuffle(r[i], r[i + 1], hi)]
+        even, odd = [0, 1, 8, 9, 4, 5, 12, 13], [2, 3, 10, 11, 6, 7, 14, 15]
+        u = []
+        for base in (0, 4):                        # rows 0-3, then 4-7: four per column pair
+            u += [shuffle(t[base], t[base + 2], even), shuffle(t[base], t[base + 2], odd),
+                  shuffle(t[base + 1], t[base + 3], even), shuffle(t[base + 1], t[base + 3], odd)]
+        low, high = [0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15]
+        cols = [shuffle(u[c], u[4 + c], low) for c in range(4)] + \
+            [shuffle(u[c], u[4 + c], high) for c in range(4)]
+        for c in range(8):
+            builder.store(cols[c], builder.bitcast(builder.gep(dst, [builder.mul(
+                ir.Constant(i64, c), ldd)]), V.as_pointer()), align=4)
+        return context.get_dummy_value()
+    return sig, codegen
+
+
+@intrinsic
 def _at(typingctx, arr, offset):
     # a pointer to the element `offset` elements past the start of an array's data
     sig = types.CPointer(arr.dtype)(arr, types.intp)
@@ -117,27 +160,53 @@ def _at(typingctx, arr, offset):
 
 
 @njit(cache=True, inline="always")
-def _gemm_packed(y, x, wt, n0, n1, kernel, MR, NR):
-    # y[:, n0:n1] = x @ wt[n0:n1].T   y: (M, N)  x: (M, K)  wt: (N, K), float32; y and x
-    # may be row views (a column slice of a wider y: the packed-weight product's panels),
-    # so the micro-kernel gets their row strides, not their widths
+def pack_panel(panel, w, j, nr):
+    # panel (K, NR) <- rows j:j+nr of w (N, K) as its columns, zero beyond nr; w's rows may
+    # be strided, its columns not. Whole panels 8 x 8 blocks at a time (_transpose8x8).
+    K, NR = panel.shape
+    ldw = w.strides[0] // 4
+    k8 = K - K % 8
+    if nr == NR and NR % 8 == 0 and (K < 2 or w.strides[1] == 4):
+        for jj in range(0, NR, 8):
+            for k in range(0, k8, 8):
+                _transpose8x8(_at(panel, k * NR + jj), NR, _at(w, (j + jj) * ldw + k), ldw)
+            for k in range(k8, K):
+                for c in range(jj, jj + 8):
+                    panel[k, c] = w[j + c, k]
+    else:
+        for k in range(K):
+            for jj in range(nr):
+                panel[k, jj] = w[j + jj, k]
+            for jj in range(nr, NR):
+                panel[k, jj] = 0.0
+
+
+@njit(cache=True, inline="always")
+def _load_rows(panel, rows, wt, j, nr):
+    # a float32 weight's output rows j:j+nr into the panel, straight from where they lie
+    pack_panel(panel, wt, j, nr)
+
+
+@njit(cache=True, inline="always")
+def drive(y, x, src, n0, n1, kernel, MR, NR, load):
+    # y[:, n0:n1] = x @ W[:, n0:n1]   y: (M, N)  x: (M, K); W's output rows (N, K) come from
+    # src through load(panel, rows, src, j, nr) (float32 rows as they lie: _load_rows; packed
+    # rows widened first: kernels/_quant.py). y and x may be row views (a column slice of a
+    # wider y: the packed-weight product's panels), so the micro-kernel gets their row
+    # strides, not their widths.
     M, K = x.shape
     if (K > 1 and x.strides[1] != 4) or (n1 - n0 > 1 and y.strides[1] != 4):
         raise ValueError("gemm_uk: y and x need unit column strides")
     ldy = y.strides[0] // 4
     lda = x.strides[0] // 4
     panel = np.zeros((K, NR), np.float32)          # NR weight rows, k-major
+    rows = np.empty((NR, K), np.float32)           # a packed weight's rows, widened
     tile = np.empty((MR, NR), np.float32)          # a partial tile's result
     xpad = np.zeros((MR, K), np.float32)           # the last rows, zero-padded to MR
     mfull = M - M % MR
     for j in range(n0, n1, NR):
         nr = min(NR, n1 - j)
-        for jj in range(nr):
-            for k in range(K):
-                panel[k, jj] = wt[j + jj, k]
-        for jj in range(nr, NR):
-            for k in range(K):
-                panel[k, jj] = 0.0
+        load(panel, rows, src, j, nr)
         pp = _at(panel, 0)
         for i in range(0, mfull, MR):
             if nr == NR:
@@ -163,9 +232,9 @@ _uk12x32 = _micro_kernel(12, 16)
 
 @njit(cache=True, nogil=True)
 def gemm_uk6x16(y, x, wt, n0, n1):
-    _gemm_packed(y, x, wt, n0, n1, _uk6x16, 6, 16)
+    drive(y, x, wt, n0, n1, _uk6x16, 6, 16, _load_rows)
 
 
 @njit(cache=True, nogil=True)
 def gemm_uk12x32(y, x, wt, n0, n1):
-    _gemm_packed(y, x, wt, n0, n1, _uk12x32, 12, 32)
+    drive(y, x, wt, n0, n1, _uk12x32, 12, 32, _load_rows)

@@ -44,7 +44,8 @@ def test_micro_kernel_writes_into_a_column_slice_and_reads_a_row_view(name):
     rng = np.random.default_rng(7)
     x_wide = rng.standard_normal((13, 50)).astype(np.float32)
     x = x_wide[:, 3:40]
-    wt = rng.standard_normal((37, 37)).astype(np.float32)
+    wt_wide = rng.standard_normal((37, 45)).astype(np.float32)
+    wt = wt_wide[:, 5:42]               # rows strided too: packed 8 x 8 blocks at a time
     y_wide = np.full((13, 90), np.nan, np.float32)
     y = y_wide[:, 20:57]
     KERNELS[name](y, x, wt, 0, 37)

@@ -108,8 +108,9 @@ def test_gemv_packed(M, K, N, nt, kind):
 @pytest.mark.parametrize("kernel", [None, *tune.KERNELS])
 @pytest.mark.parametrize("kind", KINDS)
 def test_gemm_packed(M, K, N, kernel, kind):
-    # through BLAS and through each kernel the tuner may choose (gemm_nt tiles, micro-
-    # kernels: each panel is a column slice of y); several panels (N = 600), one lane's columns
+    # through BLAS and through each kernel the tuner may choose (gemm_nt tiles on 256-row
+    # panels, each a column slice of y; micro-kernels reading the packed rows themselves);
+    # several panels (N = 600), one lane's columns
     assert kq.PANEL < 600
     rng = np.random.default_rng(M * 1000 + K + N)
     x = rng.standard_normal((M, K)).astype(np.float32)
@@ -123,7 +124,8 @@ def test_gemm_packed(M, K, N, kernel, kind):
         assert np.isnan(y[:, :c0]).all() and np.isnan(y[:, c1:]).all()
         # what a program compiles up front is what the product then calls
         called = {fn for fn, _ in kq.gemm_packed_calls(y, x, data, scales, c0, c1, tile)}
-        assert called == {kq.widen_rows} | ({tile} if tile else set())
+        assert called == ({kq.MICRO[tile]} if tile in kq.MICRO else
+                          {kq.widen_rows} | ({tile} if tile else set()))
 
 
 @pytest.mark.parametrize("kind", KINDS)
