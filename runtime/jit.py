@@ -33,6 +33,19 @@ from numba import prange  # noqa: F401
 from .kernel_cache import kernel_dir, use_safe_cache
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (/proc/cpuinfo; empty where there is none): which kernels
+    the machine's vector units suit."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
 def cache_dir() -> Path:
     """Where this process caches its kernels."""
     return kernel_dir()

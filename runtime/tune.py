@@ -40,6 +40,7 @@ import numpy as np
 
 from ..dsl.cache import replace_atomically
 from ..dsl.ops import trait
+from .jit import cpu_flags
 from .kernels import linalg as k_linalg, microkernel as k_uk
 
 # archc's own product kernels by name, each fn(y, x, wt, n0, n1): y[:, n0:n1] = x @ wt[n0:n1].T
@@ -60,17 +61,6 @@ def own_kernels(dtype) -> dict:
 DEFAULT_ROWS, DEFAULT_DEPTH = 192, 1024
 REPEATS = 3               # timed runs of each candidate, in turns; the best counts
 MAX_SECONDS = 0.25        # a candidate slower than this in its first run is not repeated
-
-
-def cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def cpu_model() -> str:

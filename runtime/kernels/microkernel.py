@@ -188,21 +188,41 @@ def _load_rows(panel, rows, wt, j, nr):
 
 
 @njit(cache=True, inline="always")
-def drive(y, x, src, n0, n1, kernel, MR, NR, load):
+def _load_cols(panel, rows, w, j, nr):
+    # columns j:j+nr of a (K, N) row-major weight (attention's V: keys x head dims)
+    K, NR = panel.shape
+    for k in range(K):
+        for jj in range(nr):
+            panel[k, jj] = w[k, j + jj]
+        for jj in range(nr, NR):
+            panel[k, jj] = 0.0
+
+
+@njit(cache=True, inline="always")
+def scratch(K, MR, NR, packed):
+    # drive's buffers for depth up to K: the panel (NR weight rows, k-major), a packed
+    # weight's widened rows, a partial tile's result, the last rows of x zero-padded to MR
+    return (np.zeros((K, NR), np.float32), np.empty((NR if packed else 0, K), np.float32),
+            np.empty((MR, NR), np.float32), np.zeros((MR, K), np.float32))
+
+
+@njit(cache=True, inline="always")
+def drive(y, x, src, n0, n1, kernel, MR, NR, load, buffers):
     # y[:, n0:n1] = x @ W[:, n0:n1]   y: (M, N)  x: (M, K); W's output rows (N, K) come from
     # src through load(panel, rows, src, j, nr) (float32 rows as they lie: _load_rows; packed
     # rows widened first: kernels/_quant.py). y and x may be row views (a column slice of a
     # wider y: the packed-weight product's panels), so the micro-kernel gets their row
-    # strides, not their widths.
+    # strides, not their widths. buffers: scratch(K' >= K, MR, NR, ...)
     M, K = x.shape
     if (K > 1 and x.strides[1] != 4) or (n1 - n0 > 1 and y.strides[1] != 4):
         raise ValueError("gemm_uk: y and x need unit column strides")
     ldy = y.strides[0] // 4
     lda = x.strides[0] // 4
-    panel = np.zeros((K, NR), np.float32)          # NR weight rows, k-major
-    rows = np.empty((NR, K), np.float32)           # a packed weight's rows, widened
-    tile = np.empty((MR, NR), np.float32)          # a partial tile's result
-    xpad = np.zeros((MR, K), np.float32)           # the last rows, zero-padded to MR
+    panel_buf, rows_buf, tile, xpad_buf = buffers
+    panel = panel_buf[:K]
+    rows = rows_buf[:, :K]
+    xpad = xpad_buf[:, :K]
+    ldp = xpad_buf.shape[1]
     mfull = M - M % MR
     for j in range(n0, n1, NR):
         nr = min(NR, n1 - j)
@@ -220,7 +240,7 @@ def drive(y, x, src, n0, n1, kernel, MR, NR, load):
             for r in range(M - mfull):
                 for k in range(K):
                     xpad[r, k] = x[mfull + r, k]
-            kernel(_at(tile, 0), NR, _at(xpad, 0), K, pp, K)
+            kernel(_at(tile, 0), NR, _at(xpad_buf, 0), ldp, pp, K)
             for r in range(M - mfull):
                 for jj in range(nr):
                     y[mfull + r, j + jj] = tile[r, jj]
@@ -231,10 +251,24 @@ _uk12x32 = _micro_kernel(12, 16)
 
 
 @njit(cache=True, nogil=True)
+def product_nt(y, x, wt, buffers):
+    # y = x @ wt.T (attention's Q K^T), float32, with the AVX2-sized micro-kernel;
+    # buffers: scratch(K', 6, 16, False)
+    drive(y, x, wt, 0, y.shape[1], _uk6x16, 6, 16, _load_rows, buffers)
+
+
+@njit(cache=True, nogil=True)
+def product_nn(y, x, w, buffers):
+    # y = x @ w (attention's P V), float32, with the AVX2-sized micro-kernel
+    drive(y, x, w, 0, y.shape[1], _uk6x16, 6, 16, _load_cols, buffers)
+
+
+@njit(cache=True, nogil=True)
 def gemm_uk6x16(y, x, wt, n0, n1):
-    drive(y, x, wt, n0, n1, _uk6x16, 6, 16, _load_rows)
+    drive(y, x, wt, n0, n1, _uk6x16, 6, 16, _load_rows, scratch(x.shape[1], 6, 16, False))
 
 
 @njit(cache=True, nogil=True)
 def gemm_uk12x32(y, x, wt, n0, n1):
-    drive(y, x, wt, n0, n1, _uk12x32, 12, 32, _load_rows)
+    drive(y, x, wt, n0, n1, _uk12x32, 12, 32, _load_rows,
+          scratch(x.shape[1], 12, 32, False))

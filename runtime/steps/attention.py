@@ -166,8 +166,13 @@ def _self_mask_bias(a: Call):
 def _defer_blas(P, q4, probs, m, bias4) -> None:
     # attend_blas's kernels on one block's arguments, compiled with the program's others
     T, S = probs.shape
-    P.deferred(k_prefill.softmax_masked, probs, 0, m[0, :S] if m.shape[1] else m[0],
-               bias4[0, 0, :, :S] if bias4.shape[3] else bias4[0, 0], False, 0, 1.0)
+    mb, bb = m[0, :S] if m.shape[1] else m[0], bias4[0, 0, :, :S] if bias4.shape[3] else \
+        bias4[0, 0]
+    P.deferred(k_prefill.softmax_masked, probs, 0, mb, bb, False, 0, 1.0)
+    if k_prefill.MICRO and q4.dtype == np.float32:
+        kv = np.zeros((1, 1, S, q4.shape[3]), q4.dtype)
+        P.deferred(k_prefill.attention_blocks, q4, q4, kv, kv, S, 0, m, bias4, False, 0, 1.0,
+                   probs, T, 0, 0)
 
 
 def _cached_prompt(P, a: Call) -> None:

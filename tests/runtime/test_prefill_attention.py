@@ -46,14 +46,15 @@ CASES = [  # H, Hkv, causal, window, masked, biased (the op takes a bias after a
 ]
 
 
-def _assert_runs_without_allocating(prog):
-    """Steady state: the products write into planned scratch and the output's head slices."""
+def _assert_runs_without_allocating(prog, kernel_scratch=0):
+    """Steady state: the products write into planned scratch and the output's head slices;
+    beside that, at most `kernel_scratch` bytes (a micro-kernel's panels, per call)."""
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
         tracemalloc.reset_peak()
         prog.execute()
-        assert tracemalloc.get_traced_memory()[1] - before < 2048
+        assert tracemalloc.get_traced_memory()[1] - before < 2048 + kernel_scratch
     finally:
         tracemalloc.stop()
 
@@ -104,12 +105,16 @@ def test_short_prefill_attention_is_one_call_per_lane(arch_file, monkeypatch, H,
 @pytest.mark.parametrize("H,Hkv,causal,window,masked,biased", CASES)
 @pytest.mark.parametrize("T,extra", [(5, 0), (5, 4), (33, 0), (33, 7), (33, -20)])
 @pytest.mark.parametrize("block,threads", [(64, 1), (8, 1), (64, 2), (8, 2)])
+@pytest.mark.parametrize("micro", [False, True])
 def test_prefill_attention_matches_reference(arch_file, monkeypatch, H, Hkv, causal, window,
-                                             masked, biased, T, extra, block, threads):
+                                             masked, biased, T, extra, block, threads, micro):
     # block 8: the masked products go in row blocks over the keys each block sees;
-    # 2 threads: the (batch, head) pairs are shared out between two lanes
+    # 2 threads: the (batch, head) pairs are shared out between two lanes; micro: a lane's
+    # heads in one attention_blocks call, its products by the micro-kernel; else BLAS per
+    # (head, block)
     monkeypatch.setattr(steps.attention, "PREFILL_BLOCK", block)
-    monkeypatch.setattr(k_prefill, "SMALL_PAIRS", 0)      # BLAS per head, however short
+    monkeypatch.setattr(k_prefill, "SMALL_PAIRS", 0)      # not attention_rows, however short
+    monkeypatch.setattr(k_prefill, "MICRO", micro)
     got, want, ex, inputs = _run(arch_file, H, Hkv, causal, window, masked, biased, T, extra,
                                  threads)
     B = 2
@@ -119,8 +124,15 @@ def test_prefill_attention_matches_reference(arch_file, monkeypatch, H, Hkv, cau
 
     prog = next(iter(ex._programs.values()))
     fns = [fn for fn, _ in prog.calls()]
-    assert k_prefill.softmax_masked in fns and attend not in fns
     lanes = prog.n_lanes
+    if micro:
+        assert fns.count(k_prefill.attention_blocks) == lanes == threads
+        assert np.matmul not in fns and attend not in fns and not prog.unplanned
+        # each call's panels: (K, 16) + (6, K) + (6, 16) floats, K = max(D, keys)
+        K = max(D, T + extra)
+        _assert_runs_without_allocating(prog, lanes * 4 * (22 * K + 96 + 256))
+        return
+    assert k_prefill.softmax_masked in fns and attend not in fns
     assert lanes == threads
     rows = k_prefill.block_rows(T, causal, window, lanes, block)
     assert 1 <= rows and lanes * rows <= T       # each lane has its own rows of the probs
