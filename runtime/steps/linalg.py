@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels import _quant as k_quant, elementwise as k_ew, ffn as k_ffn, linalg as k_linalg
+from ..kernels import microkernel as k_uk
 from .. import tune
 from ..packed import is_packed
 from . import fallback, rows, steps_for, zeros
@@ -25,6 +26,18 @@ def _product(P, x2, w, y2, c0: int, c1: int) -> tuple:
     if (c0, c1) == (0, y2.shape[1]):
         return np.dot, (x2, w, y2)
     return np.matmul, (x2, w[:, c0:c1], y2[:, c0:c1])
+
+
+def _product_calls(P, x2, w, y2, c0: int, c1: int, b, kind: int, epilogue: bool) -> list:
+    """[(fn, args)] computing y2[:, c0:c1] = act(x2 @ w[:, c0:c1] + b[c0:c1]): the product,
+    then the epilogue over those columns; a micro-kernel applies it panel by panel itself."""
+    fn, args = _product(P, x2, w, y2, c0, c1)
+    if not epilogue:
+        return [(fn, args)]
+    fused = k_uk.WITH_EPILOGUE.get(fn)
+    if fused is not None:
+        return [(fused, args + (b, kind))]
+    return [(fn, args), (k_ew.bias_act_cols, (y2, b, kind, c0, c1))]
 
 
 def _packed_product(P, x2, w, y2, c0: int, c1: int) -> tuple:
@@ -60,14 +73,14 @@ def _gemm(P, x, w, y2, bias, act: str | None):
     kind = k_ew.ACT[act or "identity"]
     ranges = P.column_lanes(y2.shape[1], 2.0 * x2.shape[0] * x2.shape[1] * y2.shape[1])
     if len(ranges) > 1 and y2.flags.c_contiguous:
-        P.lane_step([[_product(P, x2, w, y2, c0, c1)] +
-                     ([(k_ew.bias_act_cols, (y2, b, kind, c0, c1))] if epilogue else [])
+        P.lane_step([_product_calls(P, x2, w, y2, c0, c1, b, kind, epilogue)
                      for c0, c1 in ranges])
         return
-    fn, args = _product(P, x2, w, y2, 0, y2.shape[1])
-    P.step(fn, *args)
-    if epilogue:
-        P.step(k_ew.bias_act, y2, b, kind)
+    calls = _product_calls(P, x2, w, y2, 0, y2.shape[1], b, kind, epilogue)
+    if len(calls) == 2:                      # the epilogue over all of y: bias_act
+        calls[1] = (k_ew.bias_act, (y2, b, kind))
+    for fn, args in calls:
+        P.step(fn, *args)
 
 
 DTYPES = "compiled for float x and 2-D weights of the result's dtype"
@@ -100,9 +113,7 @@ def _glu(P, x, w, b, act, out2, tag):
         for c0, c1 in ranges:
             calls = []
             for lo, hi in ((c0, c1), (F + c0, F + c1)):
-                calls.append(_product(P, x2, w, h, lo, hi))
-                if b is not None:
-                    calls.append((k_ew.bias_act_cols, (h, b, 0, lo, hi)))
+                calls += _product_calls(P, x2, w, h, lo, hi, b, 0, b is not None)
             calls.append((k_ffn.glu_cols, (out2, h, kind, c0, c1)))
             per_lane.append(calls)
         P.lane_step(per_lane)
