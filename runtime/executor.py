@@ -113,15 +113,18 @@ class Program:
         self.fallbacks: dict[str, str] = {}          # node -> why it runs on its reference
         self._build()
         self.compiled = False
-        # thread policy (runtime/jit.py): a program with BLAS products leaves the cores to
-        # BLAS and runs its Numba kernels on one thread; one without (a decode step) gives
-        # them to Numba
+        # thread policy (runtime/jit.py): a program with BLAS products or lanes leaves the
+        # cores to them and runs its Numba kernels on one thread (in lane 0 as in the
+        # helpers: a parallel kernel there would start a second team on cores the lanes
+        # hold); one with neither (a decode step) gives them to Numba
         self.uses_blas = any(s.blas for s in self.steps)
-        self.numba_threads = jit.numba_threads(ex.threads, self.uses_blas)
+        self.uses_lanes = ex.lanes is not None and any(s.fn == ex.lanes.run
+                                                       for s in self.steps)
+        self.numba_threads = jit.numba_threads(ex.threads, self.uses_blas or self.uses_lanes)
         self.blas_threads = 1 if ex.lanes is not None else ex.threads
         # a program of parallel Numba kernels alone (a decode step) is re-timed as it runs,
         # so a busy core sends it to one thread (runtime/jit.py Pacer)
-        self.pacer = jit.Pacer(self.numba_threads if not self.uses_blas else 1)
+        self.pacer = jit.Pacer(self.numba_threads)
 
     # ----- what step builders (runtime/steps/) use
     def shape(self, node: Node | str, part: int | None = None) -> tuple[int, ...]:

@@ -100,6 +100,9 @@ def test_example_matches_reference_in_lanes(fam, monkeypatch):
     got = ex.run(inputs)
     prog = next(iter(ex._programs.values()))
     assert not prog.unplanned and prog.blas_threads == 1
+    # the lanes hold the cores: lane 0's Numba kernels run on one thread, as the helpers'
+    assert prog.uses_lanes == any(s.fn == ex.lanes.run for s in prog.steps)
+    assert prog.numba_threads == (1 if prog.uses_lanes or prog.uses_blas else 2)
     # no matrix product or norm of the dense layers ran outside the lanes (a product of
     # <= 4 rows is the decode kernel, gemv_t, on every core; attention's query blocks are
     # dealt to the lanes in test_prefill_attention.py)

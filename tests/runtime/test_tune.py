@@ -78,6 +78,32 @@ def test_every_winner_computes_the_reference(wisdom, winner, kind, monkeypatch):
         assert k_uk.WITH_EPILOGUE[tune.KERNELS[winner]] in {fn for fn, _ in calls}
 
 
+def test_lanes_without_blas_keep_numba_to_one_thread(wisdom, monkeypatch):
+    # every product on archc's own kernel and attention on the micro-kernel: no BLAS step
+    # is left, and the lanes alone hold the cores. A parallel Numba kernel in lane 0 (a
+    # norm) must not start a second thread team beside the helper lane: with it, a GPT-2
+    # small prompt's norms took 10x longer on 2 cores
+    from archc.runtime import lanes as lanes_mod
+    from archc.runtime.kernels import prefill as k_prefill
+    monkeypatch.setattr(tune, "measure_product", lambda M, wt, dtype, own_ok: {"uk6x16": 1.0})
+    monkeypatch.setattr(lanes_mod, "MIN_LANE_FLOPS", 0)
+    monkeypatch.setattr(lanes_mod, "MIN_LANE_ELEMENTS", 0)
+    monkeypatch.setattr(k_prefill, "SMALL_PAIRS", 0)
+    monkeypatch.setattr(k_prefill, "MICRO", True)
+    model = archc.load("examples/gpt2.arch", seed=3, config={
+        "n_layer": 1, "d_model": 32, "n_head": 2, "vocab": 300, "n_ctx": 40})
+    ids = np.arange(24).reshape(1, 24) % 300
+    ex = model.compiled(2)
+    if ex.lanes is None:
+        pytest.skip("one core: no lanes")
+    got = ex.run({"ids": ids})["logits"]
+    prog = next(iter(ex._programs.values()))
+    assert not prog.uses_blas and prog.uses_lanes
+    assert prog.numba_threads == 1 and not prog.pacer.enabled
+    np.testing.assert_allclose(got, model.run(ids=ids, executor="reference")["logits"],
+                               atol=2e-5)
+
+
 def test_rows_are_bucketed():
     assert [tune.bucket(n) for n in (1, 8, 9, 128, 129, 5000)] == [8, 8, 16, 128, 256, 1024]
 
