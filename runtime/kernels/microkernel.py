@@ -22,11 +22,14 @@ shapes: 54-63 GFLOP/s packing per value, 68-76 by blocks, 74-78 with the panels 
 ahead of time). int8 and bf16 weights (kernels/_quant.py) are widened NR rows at a time
 and packed the same way.
 Partial tiles (rows past the last whole MR, columns past the last whole NR) run the same
-kernel on a zero-padded copy and keep what is real. Each call allocates its panel and
-tile scratch (K x NR + MR x (K + NR) floats: ~70 KB at K = 768; packed weights' widened
-rows another NR x K, left untouched for float32), the one buffer of a
-compiled product that is outside the memory plan, since the tuner picks the kernel at
-run time. Every variant computes kernels/linalg.py's ref_linear(x, wt[n0:n1].T).
+kernel on a zero-padded copy and keep what is real. A product with a bias or activation
+(gemm_uk*_act) applies it to each panel's columns as soon as they are done, while they
+are in L1. Each call allocates its panel and tile scratch (scratch(): K x NR + MR x (K +
+NR) floats, ~70 KB at K = 768; packed weights' widened rows another NR x K), the one
+buffer of a compiled product outside the memory plan, since the tuner picks the kernel at
+run time; prompt attention (kernels/prefill.py attention_blocks) makes its scratch once per
+call and runs Q K^T and P V through the same driver. Every variant computes
+kernels/linalg.py's ref_linear(x, wt[n0:n1].T).
 """
 from __future__ import annotations
 
