@@ -162,13 +162,13 @@ def rows_contiguous(*arrays) -> bool:
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def attention_blocks(out4, q4, kc, vc, n_keys, qpos0, mask, bias4, causal, window, scale,
-                     probs, step, p0, p1):
-    # heads p0:p1 of the (batch, head) pairs, b = p // H, `step` query rows at a time over
-    # the keys the block may see (query_blocks' rule): scores = Q K^T and out = P V by the
-    # micro-kernel (float32), softmax_masked between them, probabilities in probs (step,
-    # W >= n_keys): one compiled call for a lane's heads, where BLAS per (head, block)
-    # paid a Python call per product. out4, q4: (B, T, H, D)  kc, vc: (B, Hkv, S, D)
-    # mask: (B, S_mask)  bias4: (B, H, T, S_bias)
+                     probs, blocks, p0, p1):
+    # heads p0:p1 of the (batch, head) pairs, b = p // H, one query block at a time:
+    # blocks (n, 4) rows (i0, i1, j0, j1) as query_blocks gives them. scores = Q K^T and
+    # out = P V by the micro-kernel (float32), softmax_masked between them, probabilities
+    # in probs (rows >= i1 - i0, W >= n_keys): one compiled call for a lane's heads, where
+    # BLAS per (head, block) paid a Python call per product. out4, q4: (B, T, H, D)
+    # kc, vc: (B, Hkv, S, D)  mask: (B, S_mask)  bias4: (B, H, T, S_bias)
     B, T, H, D = q4.shape
     group = H // kc.shape[1]
     n_mask, n_bias = mask.shape[1], bias4.shape[3]
@@ -178,13 +178,8 @@ def attention_blocks(out4, q4, kc, vc, n_keys, qpos0, mask, bias4, causal, windo
         b = p // H
         h = p - b * H
         hk = h // group
-        for i0 in range(0, T, step):
-            i1 = min(T, i0 + step)
-            first, last = qpos0 + i0, qpos0 + i1 - 1
-            j0 = min(max(0, first - window + 1) if window > 0 else 0, n_keys)
-            j1 = min(n_keys, last + 1) if causal else \
-                (min(n_keys, last + window) if window > 0 else n_keys)
-            j1 = max(j0, j1)
+        for blk in range(blocks.shape[0]):
+            i0, i1, j0, j1 = blocks[blk, 0], blocks[blk, 1], blocks[blk, 2], blocks[blk, 3]
             s = flat[:(i1 - i0) * (j1 - j0)].reshape(i1 - i0, j1 - j0)
             k_uk.product_nt(s, q4[b, i0:i1, h], kc[b, hk, j0:j1], buffers)
             mb = mask[b, j0:j1] if n_mask else mask[b]
@@ -222,9 +217,9 @@ def attention_calls(out4, q4, kc, vc, n_keys, qpos0, mask, bias4, causal, window
                     probs, step, lanes=1) -> list[list]:
     """A prompt's attention as [(fn, args), ...] per lane (runtime/lanes.py). A short one
     (T x keys <= SMALL_PAIRS, heads' rows contiguous): one attention_rows call per lane over
-    its heads. Else per (batch,
-    head) and query block, scores = Q_h K_h^T (BLAS), softmax_masked in place, out_h =
-    P V_h (BLAS). Query head h reads K/V head h // (H / Hkv). The lanes share out the
+    its heads. Else per (batch, head) and query block, scores = Q_h K_h^T, softmax_masked
+    in place, out_h = P V_h: for float32 on an FMA CPU one attention_blocks call per lane
+    (the micro-kernel), else BLAS per product. Query head h reads K/V head h // (H / Hkv). The lanes share out the
     (batch, head) pairs, consecutive ones (a K/V group) together; lane l keeps its block's
     probabilities in rows l*rows.. of `probs` (T, W >= n_keys), so lanes never share
     scratch. (Dealing the query blocks instead, all heads per block, took 0.86 against
@@ -247,17 +242,18 @@ def attention_calls(out4, q4, kc, vc, n_keys, qpos0, mask, bias4, causal, window
                                    .reshape(1, width),
                                    lane * n // lanes, (lane + 1) * n // lanes))]
                 for lane in range(lanes)]
-    n = B * H
+    blocks = query_blocks(T, n_keys, qpos0, causal, window, rows)
     if MICRO and all(a.dtype == np.float32 for a in (out4, q4, kc, vc, probs)) and \
             rows_contiguous(out4, q4, kc, vc):
         # one call per lane over its heads, the products by the micro-kernel
+        n = B * H
+        table = np.array(blocks, np.int64).reshape(-1, 4)
         return [[(attention_blocks, (out4, q4, kc, vc, n_keys, qpos0, mask, bias4, causal,
                                      window, scale,
                                      flat[lane * rows * width:(lane + 1) * rows * width]
-                                     .reshape(rows, width), rows,
+                                     .reshape(rows, width), table,
                                      lane * n // lanes, (lane + 1) * n // lanes))]
                 for lane in range(lanes)]
-    blocks = query_blocks(T, n_keys, qpos0, causal, window, rows)
     pairs = [(b, h) for b in range(B) for h in range(H)]
     per_lane = []
     for lane in range(lanes):

@@ -172,7 +172,7 @@ def _defer_blas(P, q4, probs, m, bias4) -> None:
     if k_prefill.MICRO and q4.dtype == np.float32:
         kv = np.zeros((1, 1, S, q4.shape[3]), q4.dtype)
         P.deferred(k_prefill.attention_blocks, q4, q4, kv, kv, S, 0, m, bias4, False, 0, 1.0,
-                   probs, T, 0, 0)
+                   probs, np.zeros((0, 4), np.int64), 0, 0)
 
 
 def _cached_prompt(P, a: Call) -> None:
