@@ -219,7 +219,15 @@ def test_ctrl_c_while_running_says_interrupted_and_leaves_no_output(work):
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    # stdin stays open until the process has gone: closing it at once (communicate) races
+    # the signal on a busy machine, and the read may see the end of input first
+    try:
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    proc.stdin.close()
+    err = proc.stderr.read()
+    proc.stdout.close(), proc.stderr.close()
     assert (proc.returncode, err) == (130, b"interrupted\n")
     assert sorted(os.listdir(work)) == ["lm.arch", "m.arch", "p.npy", "x.npy"]
 
