@@ -350,6 +350,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except ArchError as e:
+        if _interrupted:    # e.g. input that ended because the interrupt closed its pipe
+            print("interrupted", file=sys.stderr)
+            return 130
         if args.debug:
             raise
         print(e.render(), file=sys.stderr)

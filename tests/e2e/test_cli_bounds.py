@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from archc import cli
+from archc.dsl.errors import ArchError
 from archc.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -238,5 +239,14 @@ def test_an_interrupt_that_a_library_turned_into_another_error_is_still_one(work
         monkeypatch.setattr(cli, "_interrupted", True)
         raise ImportError("numpy failed to import: KeyboardInterrupt")
     monkeypatch.setitem(cli.COMMANDS, "check", interrupted_import)
+    assert main(["check", "m.arch"]) == 130
+    assert capsys.readouterr().err == "interrupted\n"
+
+
+def test_an_input_error_after_an_interrupt_is_the_interrupt(work, capsys, monkeypatch):
+    def input_cut_short(args):       # the interrupt closed the pipe archc was reading
+        monkeypatch.setattr(cli, "_interrupted", True)
+        raise ArchError("standard input is not a .npy file")
+    monkeypatch.setitem(cli.COMMANDS, "check", input_cut_short)
     assert main(["check", "m.arch"]) == 130
     assert capsys.readouterr().err == "interrupted\n"
