@@ -58,7 +58,11 @@ def relu_(v):
 @overload(relu_)
 def _relu_impl(v):
     zero = as_dtype(v).type(0)                  # 0 in v's own type: the result keeps it
-    return lambda v: v if not v < zero else zero      # NaN stays NaN, like np.maximum
+    # NaN stays NaN, like np.maximum. "+ zero": in place, `x[j] = v or 0` stores v back
+    # where it is, so LLVM made the loop a masked store of the zeros, which AMD's Zen
+    # microcodes (ReLU ran at 0.8 ns an element on Zen 3, a plain multiply at 0.06); v + 0
+    # is not v to LLVM (-0 + 0 is +0), so the store stays a plain one
+    return lambda v: (v if not v < zero else zero) + zero
 
 
 def exp_(v):

@@ -73,8 +73,9 @@ def softmax_masked(scores, qpos0, mask, bias, causal, window, scale):
             seen[j] += b[j]
         mk = mask[lo:min(hi, n_mask)]
         for j in range(mk.shape[0]):
-            if not mk[j]:
-                seen[j] = ninf
+            # "+ zero": a conditional store would be a masked store (microcoded on AMD's
+            # Zen, see _vmath.relu_); v + 0 stores every element
+            seen[j] = (seen[j] if mk[j] else ninf) + zero
         m = _max_or(seen, ninf)
         if m == ninf:                           # every key masked: a row of zeros
             m = zero

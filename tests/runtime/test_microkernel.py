@@ -28,6 +28,19 @@ def test_micro_kernel_matches_reference(M, K, N, name):
 
 
 @pytest.mark.parametrize("name", sorted(KERNELS))
+def test_every_row_count_past_the_whole_blocks(name):
+    # the rows past the last whole MR-row block go through the kernel zero-padded: every
+    # remainder, with and without whole blocks before it
+    rng = np.random.default_rng(5)
+    wt = rng.standard_normal((21, 17)).astype(np.float32)
+    for M in range(1, 27):
+        x = rng.standard_normal((M, 17)).astype(np.float32)
+        y = np.full((M, 21), np.nan, np.float32)
+        KERNELS[name](y, x, wt, 0, 21)
+        np.testing.assert_allclose(y, kl.ref_linear(x, wt.T), atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(KERNELS))
 def test_micro_kernel_propagates_nan_and_inf(name):
     x = np.ones((8, 16), np.float32)
     x[1, 3], x[6, 0] = np.nan, np.inf
