@@ -37,7 +37,10 @@ from .dsl.errors import ArchError
 
 SUFFIXES = (".npy", ".npz", ".txt", ".jsonl")
 TEXT_SUFFIXES = (".txt", ".jsonl")
-SHARD_CALLS = 8         # a shard is this many calls' worth of items: the window sorted by length
+# a shard is this many calls' worth of items: the window sorted by length. 32 (1,024 items
+# at --batch-size 32): 2,000 sentences padded 1.4% more tokens than they hold, against
+# 5.2% with 8; outputs are still written item by item as their calls end
+SHARD_CALLS = 32
 PROGRAM_BYTES = 1 << 30  # compiled programs (one per call shape) kept, by their buffers' bytes
 EXIT_SOME_FAILED = 1
 
