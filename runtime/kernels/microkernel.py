@@ -191,10 +191,29 @@ def _load_rows(panel, rows, wt, j, nr):
     pack_panel(panel, wt, j, nr)
 
 
+@intrinsic
+def _copy16(typingctx, dst, src):
+    """dst[:16] = src[:16], float32 pointers: two vector loads and stores, where a loop of
+    runtime length copied one value at a time."""
+    sig = types.void(types.CPointer(types.float32), types.CPointer(types.float32))
+
+    def codegen(context, builder, signature, args):
+        V = ir.VectorType(F32, 16)
+        dst, src = (builder.bitcast(a, V.as_pointer()) for a in args)
+        builder.store(builder.load(src, align=4), dst, align=4)
+        return context.get_dummy_value()
+    return sig, codegen
+
+
 @njit(cache=True, inline="always")
 def _load_cols(panel, rows, w, j, nr):
     # columns j:j+nr of a (K, N) row-major weight (attention's V: keys x head dims)
     K, NR = panel.shape
+    if nr == 16 and NR == 16 and (K < 2 or w.strides[1] == 4):
+        ldw = w.strides[0] // 4
+        for k in range(K):
+            _copy16(_at(panel, k * 16), _at(w, k * ldw + j))
+        return
     for k in range(K):
         for jj in range(nr):
             panel[k, jj] = w[k, j + jj]

@@ -85,3 +85,23 @@ def test_micro_kernel_with_fused_epilogue(name, act):
     fused(y, x, wt, c0, c1, bias, ke.ACT[act])
     np.testing.assert_allclose(y[:, c0:c1], want[:, c0:c1], atol=1e-4, rtol=1e-5)
     assert np.isnan(y[:, :c0]).all() and np.isnan(y[:, c1:]).all()
+
+
+@pytest.mark.parametrize("D", [64, 20, 16, 5])
+def test_attention_products_match_reference(D):
+    # product_nt (Q K^T) and product_nn (P V), V a view into a wider array as the KV cache
+    # hands it (rows D_wide apart): whole 16-column panels copied as vectors, partial ones
+    # value by value
+    rng = np.random.default_rng(D)
+    q = rng.standard_normal((13, D)).astype(np.float32)
+    k = rng.standard_normal((37, D)).astype(np.float32)
+    v_wide = rng.standard_normal((37, D + 11)).astype(np.float32)
+    v = v_wide[:, 3:3 + D]
+    buffers = uk.scratch(max(D, 37), 6, 16, False)
+    s = np.full((13, 37), np.nan, np.float32)
+    uk.product_nt(s, q, k, buffers)
+    np.testing.assert_allclose(s, kl.ref_linear(q, k.T), atol=1e-4, rtol=1e-5)
+    out = np.full((13, D), np.nan, np.float32)
+    uk.product_nn(out, s, v, buffers)
+    np.testing.assert_allclose(out, kl.ref_linear(s, np.ascontiguousarray(v)), atol=1e-3,
+                               rtol=1e-5)
