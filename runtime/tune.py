@@ -174,7 +174,10 @@ def default_product(M: int, K: int, own_ok: bool) -> str:
 
 
 def product_key(dtype, M: int, K: int, ncols: int) -> str:
-    return f"product/{np.dtype(dtype).name}/M{bucket(M)}/K{K}/N{ncols}"
+    # dtype: float products' NumPy dtype, or "packed-int8" / "packed-bf16"
+    name = dtype if isinstance(dtype, str) and dtype.startswith("packed-") else \
+        np.dtype(dtype).name
+    return f"product/{name}/M{bucket(M)}/K{K}/N{ncols}"
 
 
 def choose_product(x2: np.ndarray, wt: np.ndarray, ncols: int) -> str:
@@ -194,17 +197,31 @@ def choose_product(x2: np.ndarray, wt: np.ndarray, ncols: int) -> str:
     return best
 
 
+def choose_packed_product(x2: np.ndarray, w, c0: int, c1: int) -> str:
+    """The kernel gemm_packed runs one lane's share (rows c0:c1) of an int8 / bf16 weight
+    with, measured on the packed product itself: float32's winner does not carry over.
+    BLAS and the gemm_nt tiles are handed a panel first widened to float32, while the
+    micro-kernels widen straight into their own panels (AMD EPYC Zen 3, one thread,
+    M = 512, K = 3072, N = 384: float32 through BLAS 75.7 GFLOP/s, through the micro-kernel
+    69.6; int8 through BLAS 60.6, through the micro-kernel 67.8)."""
+    M, K = x2.shape
+    if not enabled() or M <= 4:
+        return default_product(M, K, True)
+    key = product_key(f"packed-{w.kind}", M, K, c1 - c0)
+    wis = wisdom()
+    best = wis.get(key)
+    if best is None:
+        rates = measure_packed_product(bucket(M), w.data[c0:c1], w.scales[c0:c1])
+        best = max(rates, key=rates.get)
+        wis.put(key, best, rates)
+    return best
+
+
 _said = False
 
 
 def measure_product(M: int, wt: np.ndarray, dtype, own_ok: bool) -> dict[str, float]:
     """GFLOP/s of each candidate for x (M, K) @ wt.T, one thread, on this weight."""
-    from .jit import thread_pools
-    global _said
-    if not _said and os.environ.get("ARCHC_QUIET") != "1":
-        _said = True
-        print(f"archc: measuring kernels for this CPU ({cpu_model()}), once; "
-              "ARCHC_TUNE=0 skips it", file=sys.stderr)
     N, K = wt.shape
     x = np.full((M, K), 0.01, dtype)
     y = np.empty((M, N), dtype)
@@ -213,6 +230,31 @@ def measure_product(M: int, wt: np.ndarray, dtype, own_ok: bool) -> dict[str, fl
     if own_ok:
         for name, kernel in own_kernels(dtype).items():
             calls[name] = lambda kernel=kernel: kernel(y, x, wt, 0, N)
+    return _rates(calls, 2.0 * M * K * N)
+
+
+def measure_packed_product(M: int, data: np.ndarray, scales: np.ndarray) -> dict[str, float]:
+    """GFLOP/s of each kernel gemm_packed may run x (M, K) @ W.T with, W packed as data
+    (N, K) and scales, one thread, on this weight."""
+    from .kernels import _quant as k_quant
+    N, K = data.shape
+    x = np.full((M, K), 0.01, np.float32)
+    y = np.empty((M, N), np.float32)
+    calls = {"blas": lambda: k_quant.gemm_packed(y, x, data, scales, 0, N, None)}
+    for name, kernel in own_kernels(np.float32).items():
+        calls[name] = lambda kernel=kernel: k_quant.gemm_packed(y, x, data, scales, 0, N,
+                                                                kernel)
+    return _rates(calls, 2.0 * M * K * N)
+
+
+def _rates(calls: dict, flops: float) -> dict[str, float]:
+    # each call timed in turns (A B C A B C ...) by the thread's CPU clock, best of REPEATS
+    from .jit import thread_pools
+    global _said
+    if not _said and os.environ.get("ARCHC_QUIET") != "1":
+        _said = True
+        print(f"archc: measuring kernels for this CPU ({cpu_model()}), once; "
+              "ARCHC_TUNE=0 skips it", file=sys.stderr)
     best: dict[str, float] = {}
     with thread_pools(numba=1, blas=1):
         for fn in calls.values():
@@ -225,7 +267,7 @@ def measure_product(M: int, wt: np.ndarray, dtype, own_ok: bool) -> dict[str, fl
                 fn()
                 dt = max(time.thread_time() - t, 1e-9)
                 best[name] = min(best.get(name, dt), dt)
-    return {name: 2.0 * M * K * N / dt / 1e9 for name, dt in best.items()}
+    return {name: flops / dt / 1e9 for name, dt in best.items()}
 
 
 def kernel_report(prog) -> list[tuple[str, str, str, str, str]]:

@@ -41,12 +41,9 @@ def _product_calls(P, x2, w, y2, c0: int, c1: int, b, kind: int, epilogue: bool)
 
 
 def _packed_product(P, x2, w, y2, c0: int, c1: int) -> tuple:
-    """int8 / bf16 weights (runtime/packed.py): widened a panel at a time, each panel
-    multiplied by the kernel float32 weights of this class would use here."""
-    # the tuner times float32 candidates on a weight of this shape: a zero one, which is
-    # not even touched when the class is already measured (calloc)
-    stand_in = np.zeros((c1 - c0, x2.shape[1]), np.float32)
-    kernel = tune.choose_product(x2, stand_in, c1 - c0)
+    """int8 / bf16 weights (runtime/packed.py): widened a panel at a time into the kernel
+    measured fastest for packed products of this class (tune.choose_packed_product)."""
+    kernel = tune.choose_packed_product(x2, w, c0, c1)
     args = (y2, x2, w.data, w.scales, c0, c1,
             None if kernel == "blas" else tune.KERNELS[kernel])
     for fn, example in k_quant.gemm_packed_calls(*args):

@@ -42,6 +42,28 @@ def test_a_class_is_measured_once_and_remembered(wisdom, monkeypatch):
     assert tune.Wisdom(wisdom.path).get(tune.product_key(np.float32, 30, 40, 24)) == first
 
 
+@pytest.mark.parametrize("kind", ["int8", "bf16"])
+def test_packed_products_are_measured_as_packed(wisdom, kind):
+    # float32's winner does not carry over to packed weights: their own class, measured
+    # through gemm_packed with each kernel, remembered under its own key
+    from archc.runtime.kernels._quant import pack_weight
+    rng = np.random.default_rng(1)
+    w = pack_weight(rng.standard_normal((40, 64)).astype(np.float32), kind, False)
+    x = rng.standard_normal((20, 64)).astype(np.float32)
+    best = tune.choose_packed_product(x, w, 8, 40)
+    entry = wisdom.entries[tune.product_key(f"packed-{kind}", 20, 64, 32)]
+    assert entry["best"] == best
+    assert set(entry["gflops"]) == {"blas", *tune.own_kernels(np.float32)}
+    assert tune.product_key(np.float32, 20, 64, 32) not in wisdom.entries
+    y = np.full((20, 40), np.nan, np.float32)
+    k_quant.gemm_packed(y, x, w.data, w.scales, 8, 40,
+                        None if best == "blas" else tune.KERNELS[best])
+    dense = np.empty((40, 64), np.float32)
+    k_quant.widen_rows(dense, w.data, w.scales)
+    np.testing.assert_allclose(y[:, 8:], x @ dense[8:].T, atol=1e-4, rtol=1e-5)
+    assert np.isnan(y[:, :8]).all()
+
+
 def test_unreadable_wisdom_is_measured_again(tmp_path):
     path = tmp_path / "w.json"
     path.write_text("{not json")
@@ -59,6 +81,7 @@ def test_every_winner_computes_the_reference(wisdom, winner, kind, monkeypatch):
     # which then writes a column slice of the product (vocab 300: the head has two panels)
     monkeypatch.setattr(tune, "measure_product",
                         lambda M, wt, dtype, own_ok: {winner: 1.0})
+    monkeypatch.setattr(tune, "measure_packed_product", lambda M, data, scales: {winner: 1.0})
     model = archc.load("examples/gpt2.arch", seed=3, weights_dtype=kind, config={
         "n_layer": 1, "d_model": 32, "n_head": 2, "vocab": 300, "n_ctx": 40})
     ids = np.arange(24).reshape(1, 24) % 300
