@@ -7,7 +7,9 @@ ATLAS and FFTW keep "wisdom" and oneDNN dispatches by ISA, archc times the candi
 each product shape the model meets, once per machine, and remembers the winner:
 
     a product class    dtype, rows M rounded up to a power of two (8..1024), depth K, and
-                       the columns one lane computes (N / lanes)
+                       the columns one lane computes (N / lanes); int8 / bf16 weights
+                       are classes of their own ("packed-int8"), their candidates run
+                       through kernels/_quant.py's gemm_packed (choose_packed_product)
     candidates         "blas" (NumPy's BLAS, one thread: a lane's share), and where the
                        weight is stored output-major and the operands are contiguous,
                        archc's own: gemm_nt with each tile (kernels/linalg.py TILES) and,
