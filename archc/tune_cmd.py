@@ -1,6 +1,7 @@
 """`archc tune MODEL.arch`: measure, on this machine, the kernels a model's products run.
 
     archc tune MODEL.arch [--weights W] [--set N=V ...] [--seq 128 --seq 512] [--threads N]
+                          [--weights-dtype int8|bf16]
 
 Builds the compiled programs for a prompt of each --seq length (batch 1) and a decode
 step, which measures every product class this machine has not met yet (runtime/tune.py),
@@ -13,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 
-from .args import parse_sets
+from .args import add_weights_dtype, parse_sets
 
 
 def add_tune_parser(sub, common) -> None:
@@ -27,6 +28,7 @@ def add_tune_parser(sub, common) -> None:
                         "within the model's context)")
     p.add_argument("--threads", type=int, metavar="N",
                    help="threads for kernels and BLAS (default: every free core)")
+    add_weights_dtype(p)
 
 
 def cmd_tune(args) -> int:
@@ -34,7 +36,8 @@ def cmd_tune(args) -> int:
     from .runtime import tune
     os.environ["ARCHC_TUNE"] = "1"
     model = load(args.model, weights=args.weights, model=args.model_name,
-                 config=parse_sets(args.set), allow_missing=True)
+                 config=parse_sets(args.set), allow_missing=True,
+                 weights_dtype=args.weights_dtype)
     ex = model.compiled(args.threads)
     limit = ex.toolchain.context_length(model.graph)[0]
     lengths = args.seq or [T for T in (128, 512) if limit is None or T <= limit] or [limit]
@@ -48,9 +51,10 @@ def cmd_tune(args) -> int:
         on_reference += [(f"T={T}", nid, prog.graph.node(nid).op, why)
                          for nid, why in prog.fallbacks.items()]
     width = max((len(r[1]) for r in rows), default=4)
-    print(f"{'pass':<7} {'node':<{width}} {'product (M, K) x N':<22} {'kernel':<8} GFLOP/s")
+    kw = max((len(r[4]) for r in rows), default=6)
+    print(f"{'pass':<7} {'node':<{width}} {'product (M, K) x N':<22} {'kernel':<{kw}} GFLOP/s")
     for pass_, node, _op, shape, kernel, rate in rows:
-        print(f"{pass_:<7} {node:<{width}} {shape:<22} {kernel:<8} {rate:>7}")
+        print(f"{pass_:<7} {node:<{width}} {shape:<22} {kernel:<{kw}} {rate:>7}")
     print()
     if not on_reference:
         print("every step runs a compiled kernel (none on its NumPy reference)")

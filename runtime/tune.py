@@ -272,9 +272,14 @@ def _rates(calls: dict, flops: float) -> dict[str, float]:
     return {name: flops / dt / 1e9 for name, dt in best.items()}
 
 
+# packed weights' storage dtype -> their kind (runtime/packed.py)
+PACKED_KINDS = {np.dtype(np.int8): "int8", np.dtype(np.uint16): "bf16"}
+
+
 def kernel_report(prog) -> list[tuple[str, str, str, str, str]]:
     """(node, op, product shape, kernel, GFLOP/s measured on this machine or "-") for each
     matrix product a program runs, one row per lane's share: what `archc tune` prints."""
+    from .kernels import _quant as k_quant
     tiles = {v: k for k, v in KERNELS.items()}
     tiles.update({fused: tiles[plain] for plain, fused in k_uk.WITH_EPILOGUE.items()})
     rows = []
@@ -294,13 +299,22 @@ def kernel_report(prog) -> list[tuple[str, str, str, str, str]]:
                 M, K, N, kernel = a.shape[0], a.shape[1], out.shape[-1], "blas"
             elif fn is k_linalg.gemv_t:
                 M, K, N, kernel = args[1].shape[0], args[1].shape[1], args[0].shape[1], "gemv_t"
+            elif fn is k_quant.gemm_packed:          # (y, x, data, scales, c0, c1, kernel)
+                M, K, N = args[1].shape[0], args[1].shape[1], args[5] - args[4]
+                kernel = "blas" if args[6] is None else tiles[args[6]]
+            elif fn is k_quant.gemv_packed:
+                M, K, N, kernel = args[1].shape[0], args[1].shape[1], args[0].shape[1], "gemv"
             else:
                 continue
+            packed = fn in (k_quant.gemm_packed, k_quant.gemv_packed)
+            dtype = f"packed-{PACKED_KINDS[args[2].dtype]}" if packed else \
+                args[1].dtype if fn in tiles else args[0].dtype
             rate = "-"
-            if w is not None and kernel != "gemv_t":
-                e = w.entries.get(product_key(args[1].dtype if fn in tiles else args[0].dtype,
-                                              M, K, N))
+            if w is not None and kernel not in ("gemv_t", "gemv"):
+                e = w.entries.get(product_key(dtype, M, K, N))
                 if isinstance(e, dict) and kernel in e.get("gflops", {}):
                     rate = f"{e['gflops'][kernel]:.0f}"
+            if packed:
+                kernel += f" ({dtype[len('packed-'):]})"
             rows.append((s.node, s.op, f"({M}, {K}) x {N}", kernel, rate))
     return rows

@@ -153,6 +153,24 @@ def test_archc_tune_measures_and_shows_each_product(tmp_path):
     assert "every step runs a compiled kernel (none on its NumPy reference)" in lines
 
 
+def test_archc_tune_shows_packed_products_measured_as_packed(tmp_path):
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "ARCHC_CACHE_DIR": str(tmp_path / "cache")}
+    r = subprocess.run([sys.executable, "-m", "archc", "tune", "examples/gpt2.arch",
+                        "--set", "n_layer=1", "--set", "d_model=32", "--set", "n_head=2",
+                        "--set", "vocab=50", "--set", "n_ctx=64", "--seq", "24",
+                        "--threads", "1", "--weights-dtype", "int8"], capture_output=True,
+                       text=True, env=env, cwd=Path(__file__).resolve().parents[2])
+    assert r.returncode == 0, r.stderr
+    prompt = [ln.split() for ln in r.stdout.splitlines() if ln.startswith("T=24")]
+    assert {row[1] for row in prompt} >= {"layers.0.attn.qkv", "layers.0.mlp.ffn"}
+    assert all(row[-3] in {"blas", *tune.KERNELS} and row[-2] == "(int8)"
+               and float(row[-1]) > 0 for row in prompt)
+    assert any(ln.startswith("T=1 ") and "gemv (int8)" in ln for ln in r.stdout.splitlines())
+
+
 def test_archc_tune_lists_the_steps_on_the_reference(tmp_path):
     import os
     import subprocess
