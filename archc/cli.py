@@ -20,6 +20,7 @@ from .signals import quit_now
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL = 3
+EXIT_INTERRUPTED = 130    # 128 + SIGINT, what a shell reports for Ctrl-C
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -351,15 +352,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except ArchError as e:
         if _interrupted:    # e.g. input that ended because the interrupt closed its pipe
-            print("interrupted", file=sys.stderr)
-            return 130
+            return _said_interrupted()
         if args.debug:
             raise
         print(e.render(), file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        return _said_interrupted()
     except MemoryError as e:        # past the budget's estimate: say it as the budget would
         if args.debug:
             raise
@@ -370,8 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except Exception as e:  # a bug in archc: say so plainly, traceback only on request
         if _interrupted:    # an interrupt that a library turned into another exception
-            print("interrupted", file=sys.stderr)
-            return 130
+            return _said_interrupted()
         if args.debug:
             raise
         print(f"internal error: {type(e).__name__}: {e}\n"
@@ -392,6 +390,11 @@ def out_of_memory(e: MemoryError) -> ArchError:
 
 
 _interrupted = False
+
+
+def _said_interrupted() -> int:
+    print("interrupted", file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 def _interrupt(signum, frame) -> None:
@@ -420,8 +423,7 @@ def console() -> int:
     except (KeyboardInterrupt, Exception) as e:   # between main()'s own handlers
         if not (isinstance(e, KeyboardInterrupt) or _interrupted):
             raise
-        print("interrupted", file=sys.stderr)
-        return 130
+        return _said_interrupted()
     finally:
         if handled:                  # exiting (threads, atexit): nothing left to clean
             signal.signal(signal.SIGINT, quit_now)

@@ -81,10 +81,15 @@ def is_packed(value) -> bool:
     return isinstance(value, PackedWeight)
 
 
+def kind_of(data: np.ndarray) -> str:
+    """The kind of packed rows, by how they are stored: bf16 bits as uint16, else int8."""
+    return "bf16" if data.dtype == np.uint16 else "int8"
+
+
 def dequantize(data: np.ndarray, scales: np.ndarray) -> np.ndarray:
     """The float32 values (R, C) packed rows stand for (int8 times its block's scale; bf16
     bits as the top half of a float32): the NumPy twin of every kernel's widening."""
-    if data.dtype == np.uint16:
+    if kind_of(data) == "bf16":
         return (data.astype(np.uint32) << 16).view(np.float32)
     return data.astype(np.float32) * np.repeat(scales, BLOCK, axis=1)[:, :data.shape[1]]
 

@@ -43,7 +43,8 @@ import numpy as np
 from ..dsl.cache import replace_atomically
 from ..dsl.ops import trait
 from .jit import cpu_flags
-from .kernels import linalg as k_linalg, microkernel as k_uk
+from .kernels import _quant as k_quant, linalg as k_linalg, microkernel as k_uk
+from .packed import kind_of
 
 # archc's own product kernels by name, each fn(y, x, wt, n0, n1): y[:, n0:n1] = x @ wt[n0:n1].T
 KERNELS = {**k_linalg.TILES, "uk6x16": k_uk.gemm_uk6x16, "uk12x32": k_uk.gemm_uk12x32}
@@ -189,11 +190,17 @@ def choose_product(x2: np.ndarray, wt: np.ndarray, ncols: int) -> str:
     own_ok = wt.flags.c_contiguous and x2.dtype == wt.dtype and x2.dtype.kind == "f"
     if not enabled() or M <= 4:
         return default_product(M, K, own_ok)
-    key = product_key(x2.dtype, M, K, ncols)
+    return _winner(product_key(x2.dtype, M, K, ncols),
+                   lambda: measure_product(bucket(M), wt[:ncols], x2.dtype, own_ok),
+                   usable=lambda best: best == "blas" or own_ok)
+
+
+def _winner(key: str, measure, usable=lambda best: True) -> str:
+    # the class's recorded winner when there is a usable one, else measure() and record it
     w = wisdom()
     best = w.get(key)
-    if best is None or (best != "blas" and not own_ok):
-        rates = measure_product(bucket(M), wt[:ncols], x2.dtype, own_ok)
+    if best is None or not usable(best):
+        rates = measure()
         best = max(rates, key=rates.get)
         w.put(key, best, rates)
     return best
@@ -209,14 +216,8 @@ def choose_packed_product(x2: np.ndarray, w, c0: int, c1: int) -> str:
     M, K = x2.shape
     if not enabled() or M <= 4:
         return default_product(M, K, True)
-    key = product_key(f"packed-{w.kind}", M, K, c1 - c0)
-    wis = wisdom()
-    best = wis.get(key)
-    if best is None:
-        rates = measure_packed_product(bucket(M), w.data[c0:c1], w.scales[c0:c1])
-        best = max(rates, key=rates.get)
-        wis.put(key, best, rates)
-    return best
+    return _winner(product_key(f"packed-{w.kind}", M, K, c1 - c0),
+                   lambda: measure_packed_product(bucket(M), w.data[c0:c1], w.scales[c0:c1]))
 
 
 _said = False
@@ -238,7 +239,6 @@ def measure_product(M: int, wt: np.ndarray, dtype, own_ok: bool) -> dict[str, fl
 def measure_packed_product(M: int, data: np.ndarray, scales: np.ndarray) -> dict[str, float]:
     """GFLOP/s of each kernel gemm_packed may run x (M, K) @ W.T with, W packed as data
     (N, K) and scales, one thread, on this weight."""
-    from .kernels import _quant as k_quant
     N, K = data.shape
     x = np.full((M, K), 0.01, np.float32)
     y = np.empty((M, N), np.float32)
@@ -272,14 +272,9 @@ def _rates(calls: dict, flops: float) -> dict[str, float]:
     return {name: flops / dt / 1e9 for name, dt in best.items()}
 
 
-# packed weights' storage dtype -> their kind (runtime/packed.py)
-PACKED_KINDS = {np.dtype(np.int8): "int8", np.dtype(np.uint16): "bf16"}
-
-
 def kernel_report(prog) -> list[tuple[str, str, str, str, str]]:
     """(node, op, product shape, kernel, GFLOP/s measured on this machine or "-") for each
     matrix product a program runs, one row per lane's share: what `archc tune` prints."""
-    from .kernels import _quant as k_quant
     tiles = {v: k for k, v in KERNELS.items()}
     tiles.update({fused: tiles[plain] for plain, fused in k_uk.WITH_EPILOGUE.items()})
     rows = []
@@ -307,7 +302,7 @@ def kernel_report(prog) -> list[tuple[str, str, str, str, str]]:
             else:
                 continue
             packed = fn in (k_quant.gemm_packed, k_quant.gemv_packed)
-            dtype = f"packed-{PACKED_KINDS[args[2].dtype]}" if packed else \
+            dtype = f"packed-{kind_of(args[2])}" if packed else \
                 args[1].dtype if fn in tiles else args[0].dtype
             rate = "-"
             if w is not None and kernel not in ("gemv_t", "gemv"):

@@ -131,18 +131,25 @@ def test_rows_are_bucketed():
     assert [tune.bucket(n) for n in (1, 8, 9, 128, 129, 5000)] == [8, 8, 16, 128, 256, 1024]
 
 
-def test_archc_tune_measures_and_shows_each_product(tmp_path):
+def _archc_tune(tmp_path, *args):
+    # `archc tune` in a process of its own, with a kernel cache of its own under tmp_path
     import os
     import subprocess
     import sys
     env = {**os.environ, "ARCHC_CACHE_DIR": str(tmp_path / "cache")}
-    r = subprocess.run([sys.executable, "-m", "archc", "tune", "examples/gpt2.arch",
-                        "--set", "n_layer=1", "--set", "d_model=32", "--set", "n_head=2",
-                        "--set", "vocab=50", "--set", "n_ctx=64", "--seq", "24",
-                        "--threads", "1"], capture_output=True, text=True, env=env,
-                       cwd=Path(__file__).resolve().parents[2])
+    r = subprocess.run([sys.executable, "-m", "archc", "tune", *args], capture_output=True,
+                       text=True, env=env, cwd=Path(__file__).resolve().parents[2])
     assert r.returncode == 0, r.stderr
-    lines = r.stdout.splitlines()
+    return r.stdout.splitlines()
+
+
+TINY_GPT2 = ("examples/gpt2.arch", "--set", "n_layer=1", "--set", "d_model=32", "--set",
+             "n_head=2", "--set", "vocab=50", "--set", "n_ctx=64", "--seq", "24",
+             "--threads", "1")
+
+
+def test_archc_tune_measures_and_shows_each_product(tmp_path):
+    lines = _archc_tune(tmp_path, *TINY_GPT2)
     assert lines[0].split() == ["pass", "node", "product", "(M,", "K)", "x", "N", "kernel",
                                 "GFLOP/s"]
     prompt = [ln.split() for ln in lines if ln.startswith("T=24")]
@@ -154,32 +161,17 @@ def test_archc_tune_measures_and_shows_each_product(tmp_path):
 
 
 def test_archc_tune_shows_packed_products_measured_as_packed(tmp_path):
-    import os
-    import subprocess
-    import sys
-    env = {**os.environ, "ARCHC_CACHE_DIR": str(tmp_path / "cache")}
-    r = subprocess.run([sys.executable, "-m", "archc", "tune", "examples/gpt2.arch",
-                        "--set", "n_layer=1", "--set", "d_model=32", "--set", "n_head=2",
-                        "--set", "vocab=50", "--set", "n_ctx=64", "--seq", "24",
-                        "--threads", "1", "--weights-dtype", "int8"], capture_output=True,
-                       text=True, env=env, cwd=Path(__file__).resolve().parents[2])
-    assert r.returncode == 0, r.stderr
-    prompt = [ln.split() for ln in r.stdout.splitlines() if ln.startswith("T=24")]
+    lines = _archc_tune(tmp_path, *TINY_GPT2, "--weights-dtype", "int8")
+    prompt = [ln.split() for ln in lines if ln.startswith("T=24")]
     assert {row[1] for row in prompt} >= {"layers.0.attn.qkv", "layers.0.mlp.ffn"}
     assert all(row[-3] in {"blas", *tune.KERNELS} and row[-2] == "(int8)"
                and float(row[-1]) > 0 for row in prompt)
-    assert any(ln.startswith("T=1 ") and "gemv (int8)" in ln for ln in r.stdout.splitlines())
+    assert any(ln.startswith("T=1 ") and "gemv (int8)" in ln for ln in lines)
 
 
 def test_archc_tune_lists_the_steps_on_the_reference(tmp_path):
-    import os
-    import subprocess
-    import sys
     src = tmp_path / "m.arch"
     src.write_text("model m(x: float[T, 4]) {\n    return y = softmax(x, axis=0)\n}\n")
-    env = {**os.environ, "ARCHC_CACHE_DIR": str(tmp_path / "cache")}
-    r = subprocess.run([sys.executable, "-m", "archc", "tune", str(src), "--seq", "8",
-                        "--threads", "1"], capture_output=True, text=True, env=env)
-    assert r.returncode == 0, r.stderr
+    lines = _archc_tune(tmp_path, str(src), "--seq", "8", "--threads", "1")
     assert "T=8     softmax (softmax) runs on its NumPy reference: compiled for a float x " \
-           "over its last axis" in r.stdout.splitlines()
+           "over its last axis" in lines
