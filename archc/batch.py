@@ -171,15 +171,13 @@ class Worker:
         items: list[dict] = []
         index: list[int] = []                 # item -> position in `paths`
         warnings: dict[int, list[str]] = {}
-        for k, path in enumerate(paths):
-            try:
-                arrays, warned = self.read(Path(path))
-            except Exception as e:  # noqa: BLE001 - reported as this item's failure
-                results[k] = Result(path, False, one_line(e))
+        for k, (path, read) in enumerate(zip(paths, self.read_all(paths))):
+            if isinstance(read, Exception):   # reported as this item's failure
+                results[k] = Result(path, False, one_line(read))
             else:
                 index.append(k)
-                items.append(arrays)
-                warnings[k] = warned
+                items.append(read[0])
+                warnings[k] = read[1]
         # item -> (first row, rows, outputs) of its pieces run so far
         parts: dict[int, list[tuple[int, int, dict]]] = {i: [] for i in range(len(items))}
         finished: set[int] = set()
@@ -207,25 +205,51 @@ class Worker:
                     finished.add(i)
         return [results[k] for k in range(len(paths))]
 
-    def read(self, path: Path) -> tuple[dict, list[str]]:
-        """An item's inputs, checked against the model's declared types."""
+    def read_all(self, paths: Sequence[str]) -> list:
+        """Each item's (inputs checked against the model's declared types, warnings), or
+        the exception reading it raised; the text items' lines tokenised in one call."""
         from .runtime.inputs import bind_inputs, read_array
-        if path.suffix in TEXT_SUFFIXES:
-            arrays = self.read_text(path)
-        else:
-            data = read_array(path, what="input")
-            if isinstance(data, dict):
-                arrays = data
-            elif len(self.inputs) == 1:
-                arrays = {self.inputs[0]: data}
-            else:
-                raise ArchError(f"the model has {len(self.inputs)} inputs "
-                                f"({', '.join(self.inputs)}); give them in an .npz by name")
-        arrays, _, warned = bind_inputs(self.graph, arrays)
-        return arrays, warned
+        from .text import texts_inputs
+        got: dict[int, Any] = {}
+        texts: dict[int, list[str]] = {}
+        for k, name in enumerate(paths):
+            path = Path(name)
+            try:
+                if path.suffix in TEXT_SUFFIXES:
+                    texts[k] = self.text_lines(path)
+                    continue
+                data = read_array(path, what="input")
+                if isinstance(data, dict):
+                    got[k] = data
+                elif len(self.inputs) == 1:
+                    got[k] = {self.inputs[0]: data}
+                else:
+                    raise ArchError(f"the model has {len(self.inputs)} inputs "
+                                    f"({', '.join(self.inputs)}); give them in an .npz by "
+                                    "name")
+            except Exception as e:  # noqa: BLE001 - this item's failure
+                got[k] = e
+        if texts:
+            try:
+                got.update(zip(texts, texts_inputs(self.graph, self.tokenizer,
+                                                   list(texts.values()), {})))
+            except Exception:  # noqa: BLE001 - whose? each is tokenised alone to tell
+                for k, lines in texts.items():
+                    try:
+                        got[k] = texts_inputs(self.graph, self.tokenizer, [lines], {})[0]
+                    except Exception as e:  # noqa: BLE001
+                        got[k] = e
+        for k, arrays in got.items():
+            if not isinstance(arrays, Exception):
+                try:
+                    arrays, _, warned = bind_inputs(self.graph, arrays)
+                    got[k] = (arrays, warned)
+                except Exception as e:  # noqa: BLE001
+                    got[k] = e
+        return [got[k] for k in range(len(paths))]
 
-    def read_text(self, path: Path) -> dict:
-        from .text import read_lines, text_inputs
+    def text_lines(self, path: Path) -> list[str]:
+        from .text import read_lines
         if self.tokenizer is None:
             raise ArchError(f"{path.suffix} input is text: it needs --tokenizer")
         numbered = [(n, line) for n, line in enumerate(read_lines(path, "input"), 1)
@@ -234,7 +258,7 @@ class Worker:
                  for n, line in numbered]
         if not lines:
             raise ArchError("no text in it (every line is blank)")
-        return text_inputs(self.graph, self.tokenizer, lines, {})
+        return lines
 
     def call(self, inputs: dict) -> dict:
         """One model call, refused beforehand if it would not fit in --max-memory."""

@@ -56,10 +56,48 @@ def text_inputs(graph, tokenizer, texts: list[str], given: dict) -> dict:
             raise ArchError("--tokenizer encodes text: give it with --text TEXT or "
                             "--text-file FILE")
         return {}
+    return texts_inputs(graph, tokenizer, [texts], given)[0]
+
+
+def texts_inputs(graph, tokenizer, items: list[list[str]], given: dict) -> list[dict]:
+    """text_inputs for each item (a non-empty list of texts, one batch row each, padded to
+    the item's longest), every item's texts tokenised in one call (a batch job's shard:
+    one call per file had cost as much as reading the file)."""
     if tokenizer is None:
         raise ArchError("--text needs a tokenizer to make token ids",
                         hint="--tokenizer tokenizer.json (a Hugging Face checkpoint folder "
                              "has one)")
+    slots = _token_slots(graph, given)
+    tok = load_tokenizer(tokenizer) if isinstance(tokenizer, (str, os.PathLike)) else tokenizer
+    pad = tok.padding or {}
+    # each item padded on the right to its own longest text, with the tokenizer's own pad
+    # token (not to a fixed length); by hand, as one call padding every text to the
+    # longest of all could take memory by the gigabyte (one long line among many short)
+    fill = {"ids": pad.get("pad_id", 0), "mask": 0, "types": pad.get("pad_type_id", 0)}
+    tok.no_padding()
+    try:
+        encodings = iter(tok.encode_batch([t for texts in items for t in texts]))
+    finally:
+        tok.enable_padding(pad_id=fill["ids"], pad_type_id=fill["types"],
+                           pad_token=pad.get("pad_token", "[PAD]"))
+    out = []
+    for texts in items:
+        enc = [next(encodings) for _ in texts]
+        made = {"ids": [e.ids for e in enc], "mask": [e.attention_mask for e in enc],
+                "types": [e.type_ids for e in enc]}
+        width = max(len(e.ids) for e in enc)
+        arrays = {}
+        for role, name in slots.items():
+            if name is not None:
+                a = arrays[name] = np.full((len(enc), width), fill[role], np.int64)
+                for row, values in enumerate(made[role]):
+                    a[row, :len(values)] = values
+        out.append(arrays)
+    return out
+
+
+def _token_slots(graph, given: dict) -> dict:
+    """role -> the model's input that takes it (or None), checked."""
     inputs = {graph.node(n).attrs["name"]: graph.node(n) for n in graph.inputs}
     slots = {role: next((n for n in names if n in inputs), None) for role, names in ROLES.items()}
     if slots["ids"] is None:
@@ -73,13 +111,4 @@ def text_inputs(graph, tokenizer, texts: list[str], given: dict) -> dict:
         if name is not None and name in given:
             raise ArchError(f"input `{name}` is given twice: by --input and from --text",
                             hint=f"drop --input {name}=... (--text makes it)")
-    tok = load_tokenizer(tokenizer) if isinstance(tokenizer, (str, os.PathLike)) else tokenizer
-    pad = tok.padding or {}
-    # pad to the longest text, with the tokenizer's own pad token (not to a fixed length)
-    tok.enable_padding(pad_id=pad.get("pad_id", 0), pad_type_id=pad.get("pad_type_id", 0),
-                       pad_token=pad.get("pad_token", "[PAD]"))
-    encodings = tok.encode_batch(texts)
-    made = {"ids": [e.ids for e in encodings], "mask": [e.attention_mask for e in encodings],
-            "types": [e.type_ids for e in encodings]}
-    return {name: np.array(made[role], dtype=np.int64) for role, name in slots.items()
-            if name is not None}
+    return slots
