@@ -30,8 +30,7 @@ def product_flops(fn, args) -> float:
     """2*M*K*N of one call when it is a matrix product, else 0."""
     import numpy as np
     from archc.runtime.tune import KERNELS
-    from archc.runtime.kernels.microkernel import WITH_EPILOGUE
-    if fn in KERNELS.values() or fn in WITH_EPILOGUE.values():   # (y, x, wt, n0, n1, ...)
+    if fn in KERNELS.values():                       # (y, x, wt, n0, n1)
         return 2.0 * args[1].shape[0] * args[1].shape[1] * (args[4] - args[3])
     if fn is np.dot or fn is np.matmul:              # (a, b, out)
         a, out = args[0], args[2]
@@ -42,9 +41,8 @@ def product_flops(fn, args) -> float:
 def describe(fn, args) -> str:
     import numpy as np
     from archc.runtime.tune import KERNELS
-    from archc.runtime.kernels.microkernel import WITH_EPILOGUE
     name = getattr(fn, "__name__", type(fn).__name__)
-    if fn in KERNELS.values() or fn in WITH_EPILOGUE.values():
+    if fn in KERNELS.values():
         return f"{name} ({args[1].shape[0]}, {args[1].shape[1]}) x {args[4] - args[3]}"
     if fn is np.dot or fn is np.matmul:
         return f"{name} {tuple(args[0].shape)} x {tuple(args[1].shape)}"

@@ -276,7 +276,6 @@ def kernel_report(prog) -> list[tuple[str, str, str, str, str]]:
     """(node, op, product shape, kernel, GFLOP/s measured on this machine or "-") for each
     matrix product a program runs, one row per lane's share: what `archc tune` prints."""
     tiles = {v: k for k, v in KERNELS.items()}
-    tiles.update({fused: tiles[plain] for plain, fused in k_uk.WITH_EPILOGUE.items()})
     rows = []
     w = wisdom() if enabled() else None
     for s in prog.steps:
@@ -287,7 +286,7 @@ def kernel_report(prog) -> list[tuple[str, str, str, str, str]]:
             s.fn == lanes.run else [(s.fn, s.args)]
         for fn, args in calls:
             if fn in tiles:
-                y, x, wt, c0, c1 = args[:5]         # a fused epilogue's (bias, kind) after
+                y, x, wt, c0, c1 = args
                 M, K, N, kernel = x.shape[0], x.shape[1], c1 - c0, tiles[fn]
             elif fn is np.dot or fn is np.matmul:
                 a, out = args[0], args[2]

@@ -22,10 +22,14 @@ shapes: 54-63 GFLOP/s packing per value, 68-76 by blocks, 74-78 with the panels 
 ahead of time). int8 and bf16 weights (kernels/_quant.py) are widened NR rows at a time
 and packed the same way.
 Partial tiles (rows past the last whole MR, columns past the last whole NR) run the same
-kernel on a zero-padded copy and keep what is real. A product with a bias or activation
-(gemm_uk*_act) applies it to each panel's columns as soon as they are done, while they
-are in L1. Each call allocates its panel and tile scratch (scratch(): K x NR + MR x (K +
-NR) floats, ~70 KB at K = 768; packed weights' widened rows another NR x K), the one
+kernel on a zero-padded copy and keep what is real. A bias or activation is a pass of its
+own over the call's columns after it (runtime/steps/linalg.py): applied to each panel's 16
+columns while they were in L1, it had cost 1.6-2.2 ns an element for a bias alone and
+4.2-6.4 for GELU, against 0.2-0.4 and 1.6-2.7 as one pass over rows hundreds of columns
+wide (Zen 3, 1 thread, M = 128 and 480: a loop over 16 values pays its set-up per row and
+is too short for the vectoriser's main loop). Each call allocates its panel and tile
+scratch (scratch(): K x NR + MR x (K + NR) floats, ~70 KB at K = 768; packed weights'
+widened rows another NR x K), the one
 buffer of a compiled product outside the memory plan, since the tuner picks the kernel at
 run time; prompt attention (kernels/prefill.py attention_blocks) makes its scratch once per
 call and runs Q K^T and P V through the same driver. Every variant computes
@@ -40,7 +44,6 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ..jit import njit
-from .elementwise import bias_act_cols
 
 F32 = ir.FloatType()
 
@@ -230,15 +233,12 @@ def scratch(K, MR, NR, packed):
 
 
 @njit(cache=True, inline="always")
-def drive(y, x, src, n0, n1, kernel, MR, NR, load, buffers, bias, kind):
+def drive(y, x, src, n0, n1, kernel, MR, NR, load, buffers):
     # y[:, n0:n1] = x @ W[:, n0:n1]   y: (M, N)  x: (M, K); W's output rows (N, K) come from
     # src through load(panel, rows, src, j, nr) (float32 rows as they lie: _load_rows; packed
     # rows widened first: kernels/_quant.py). y and x may be row views (a column slice of a
     # wider y: the packed-weight product's panels), so the micro-kernel gets their row
-    # strides, not their widths. buffers: scratch(K' >= K, MR, NR, ...). kind >= 0: each
-    # panel's columns get + bias and the activation (elementwise.py ACT) while they are
-    # still in L1, instead of a pass over the whole of y after it
-    # (kind -1: none, bias unread).
+    # strides, not their widths. buffers: scratch(K' >= K, MR, NR, ...)
     M, K = x.shape
     if (K > 1 and x.strides[1] != 4) or (n1 - n0 > 1 and y.strides[1] != 4):
         raise ValueError("gemm_uk: y and x need unit column strides")
@@ -270,11 +270,6 @@ def drive(y, x, src, n0, n1, kernel, MR, NR, load, buffers, bias, kind):
             for r in range(M - mfull):
                 for jj in range(nr):
                     y[mfull + r, j + jj] = tile[r, jj]
-        if kind >= 0:
-            bias_act_cols(y, bias, kind, j, j + nr)
-
-
-NO_BIAS = np.zeros(0, np.float32)
 
 
 _uk6x16 = _micro_kernel(6, 8)
@@ -285,39 +280,20 @@ _uk12x32 = _micro_kernel(12, 16)
 def product_nt(y, x, wt, buffers):
     # y = x @ wt.T (attention's Q K^T), float32, with the AVX2-sized micro-kernel;
     # buffers: scratch(K', 6, 16, False)
-    drive(y, x, wt, 0, y.shape[1], _uk6x16, 6, 16, _load_rows, buffers, NO_BIAS, -1)
+    drive(y, x, wt, 0, y.shape[1], _uk6x16, 6, 16, _load_rows, buffers)
 
 
 @njit(cache=True, nogil=True)
 def product_nn(y, x, w, buffers):
     # y = x @ w (attention's P V), float32, with the AVX2-sized micro-kernel
-    drive(y, x, w, 0, y.shape[1], _uk6x16, 6, 16, _load_cols, buffers, NO_BIAS, -1)
+    drive(y, x, w, 0, y.shape[1], _uk6x16, 6, 16, _load_cols, buffers)
 
 
 @njit(cache=True, nogil=True)
 def gemm_uk6x16(y, x, wt, n0, n1):
-    drive(y, x, wt, n0, n1, _uk6x16, 6, 16, _load_rows, scratch(x.shape[1], 6, 16, False),
-          NO_BIAS, -1)
+    drive(y, x, wt, n0, n1, _uk6x16, 6, 16, _load_rows, scratch(x.shape[1], 6, 16, False))
 
 
 @njit(cache=True, nogil=True)
 def gemm_uk12x32(y, x, wt, n0, n1):
-    drive(y, x, wt, n0, n1, _uk12x32, 12, 32, _load_rows,
-          scratch(x.shape[1], 12, 32, False), NO_BIAS, -1)
-
-
-# the same with the bias + activation epilogue fused: y[:, n0:n1] = act(x @ wt[n0:n1].T
-# + bias[n0:n1]), kind: elementwise.py's ACT code
-@njit(cache=True, nogil=True)
-def gemm_uk6x16_act(y, x, wt, n0, n1, bias, kind):
-    drive(y, x, wt, n0, n1, _uk6x16, 6, 16, _load_rows, scratch(x.shape[1], 6, 16, False),
-          bias, kind)
-
-
-@njit(cache=True, nogil=True)
-def gemm_uk12x32_act(y, x, wt, n0, n1, bias, kind):
-    drive(y, x, wt, n0, n1, _uk12x32, 12, 32, _load_rows,
-          scratch(x.shape[1], 12, 32, False), bias, kind)
-
-
-WITH_EPILOGUE = {gemm_uk6x16: gemm_uk6x16_act, gemm_uk12x32: gemm_uk12x32_act}
+    drive(y, x, wt, n0, n1, _uk12x32, 12, 32, _load_rows, scratch(x.shape[1], 12, 32, False))

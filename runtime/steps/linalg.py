@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels import _quant as k_quant, elementwise as k_ew, ffn as k_ffn, linalg as k_linalg
-from ..kernels import microkernel as k_uk
 from .. import tune
 from ..packed import is_packed
 from . import fallback, rows, steps_for, zeros
@@ -30,13 +29,11 @@ def _product(P, x2, w, y2, c0: int, c1: int) -> tuple:
 
 def _product_calls(P, x2, w, y2, c0: int, c1: int, b, kind: int, epilogue: bool) -> list:
     """[(fn, args)] computing y2[:, c0:c1] = act(x2 @ w[:, c0:c1] + b[c0:c1]): the product,
-    then the epilogue over those columns; a micro-kernel applies it panel by panel itself."""
+    then the epilogue over those columns, one pass over rows (c1 - c0) wide (the
+    micro-kernel's docstring says why not panel by panel)."""
     fn, args = _product(P, x2, w, y2, c0, c1)
     if not epilogue:
         return [(fn, args)]
-    fused = k_uk.WITH_EPILOGUE.get(fn)
-    if fused is not None:
-        return [(fused, args + (b, kind))]
     return [(fn, args), (k_ew.bias_act_cols, (y2, b, kind, c0, c1))]
 
 

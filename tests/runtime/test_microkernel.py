@@ -67,26 +67,6 @@ def test_micro_kernel_writes_into_a_column_slice_and_reads_a_row_view(name):
     assert np.isnan(y_wide[:, :20]).all() and np.isnan(y_wide[:, 57:]).all()
 
 
-@pytest.mark.parametrize("act", ["identity", "gelu_tanh", "silu", "relu"])
-@pytest.mark.parametrize("name", sorted(KERNELS))
-def test_micro_kernel_with_fused_epilogue(name, act):
-    # act(x @ wt.T + bias) over one lane's columns, the epilogue applied panel by panel
-    from archc.runtime.kernels import elementwise as ke
-    rng = np.random.default_rng(11)
-    M, K, N = 13, 40, 75
-    x = rng.standard_normal((M, K)).astype(np.float32)
-    wt = rng.standard_normal((N, K)).astype(np.float32)
-    bias = rng.standard_normal(N).astype(np.float32)
-    want = ke.apply_activation(act, kl.ref_linear(x, wt.T, bias)) if act != "identity" \
-        else kl.ref_linear(x, wt.T, bias)
-    fused = uk.WITH_EPILOGUE[KERNELS[name]]
-    c0, c1 = 9, 70
-    y = np.full((M, N), np.nan, np.float32)
-    fused(y, x, wt, c0, c1, bias, ke.ACT[act])
-    np.testing.assert_allclose(y[:, c0:c1], want[:, c0:c1], atol=1e-4, rtol=1e-5)
-    assert np.isnan(y[:, :c0]).all() and np.isnan(y[:, c1:]).all()
-
-
 @pytest.mark.parametrize("D", [64, 20, 16, 5])
 def test_attention_products_match_reference(D):
     # product_nt (Q K^T) and product_nn (P V), V a view into a wider array as the KV cache
