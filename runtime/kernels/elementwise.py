@@ -160,9 +160,12 @@ def _act_row(out, x, kind):
 
 
 ACT_BLOCK = 4096     # elements per parallel chunk of a flat activation
+# the activation loops may fuse a multiply and an add into one FMA (more exact, never less):
+# the polynomials of _vmath.py ran 1.2-1.3x faster so (GELU 2.2 -> 1.7 ns an element, Zen 3)
+FMA = {"contract"}
 
 
-@njit(cache=True, parallel=True, nogil=True, error_model="numpy")
+@njit(cache=True, parallel=True, nogil=True, error_model="numpy", fastmath=FMA)
 def activation(out, x, kind):
     # out, x: (N,) flat views; in place when out is x
     n = x.shape[0]
@@ -171,7 +174,7 @@ def activation(out, x, kind):
         _act_row(out[lo:hi], x[lo:hi], kind)
 
 
-@njit(cache=True, parallel=True, nogil=True, error_model="numpy")
+@njit(cache=True, parallel=True, nogil=True, error_model="numpy", fastmath=FMA)
 def bias_act(y, bias, kind):
     # y: (N, C) in place, bias: (C,): the epilogue of a matrix product, y = act(y + bias)
     n, c = y.shape
@@ -182,7 +185,7 @@ def bias_act(y, bias, kind):
         _act_row(row, row, kind)
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=FMA)
 def bias_act_cols(y, bias, kind, c0, c1):
     # bias_act over columns c0:c1 only: one lane's share of a product (runtime/lanes.py).
     # y stays a whole C-contiguous array so each row's slice is contiguous to LLVM

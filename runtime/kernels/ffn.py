@@ -30,10 +30,10 @@ def ref_ffn(x, w1, w2, *biases, act="relu", glu=False, bias1=False, bias2=False)
 # bias + activation (elementwise.bias_act) or, for the gated units, this.
 
 from ..jit import njit, prange  # noqa: E402
-from .elementwise import _act_row  # noqa: E402
+from .elementwise import FMA, _act_row  # noqa: E402
 
 
-@njit(cache=True, parallel=True, nogil=True, error_model="numpy")
+@njit(cache=True, parallel=True, nogil=True, error_model="numpy", fastmath=FMA)
 def glu_merged(out, h, kind):
     # out: (N, F)  h: (N, 2F) = [gate | up] -> out = act(gate) * up
     n, f = out.shape
@@ -44,7 +44,7 @@ def glu_merged(out, h, kind):
             o[j] *= up[j]
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=FMA)
 def glu_cols(out, h, kind, c0, c1):
     # glu_merged over output columns c0:c1 only (one lane's share): gate columns c0:c1 of
     # h, up columns F+c0:F+c1
