@@ -98,20 +98,9 @@ def softmax_masked(scores, qpos0, mask, bias, causal, window, scale):
 MICRO = "fma" in cpu_flags()
 
 # at most this many (query, key) pairs per head, one compiled call does a lane's every head
-# a query row at a time (attention_rows); above it, attention_blocks (or BLAS per head).
-# Short prompts (a batch of sentences) make thousands of tiny per-head products whose
-# calls cost more than their arithmetic. attention_blocks, one call per lane too, is
-# faster from ~8 x 8 pairs up: per (batch, head) pair at MiniLM's 12 heads of D = 32
-# (Zen 3, 1 thread) rows/blocks took 1.04/1.76 us at 4 x 4 pairs, 1.81/1.99 at 6 x 6,
-# 3.70/3.39 at 9 x 9, 9.31/6.21 at 15 x 15, 22.1/6.8 at 24 x 24 and 116/26 at 64 x 64
-# (this had been 2048: up to 45 x 45 rows)
-SMALL_PAIRS = 64
-# a prompt of at most this many (query, key) pairs per head whose probabilities the lanes'
-# shares of the planned scratch would cut into blocks: each attention_blocks call makes
-# its own (T x keys floats, 64 KB at most), one block per head. MiniLM's heads on two lanes
-# (Zen 3, a pass's six layers): 15 x 15 pairs 11.0 ms as 7 + 7 + 1 rows by attention_rows
-# -> 7.7 ms whole; 24 x 24 pairs 25.8 -> 10.6 ms
-PRIVATE_PROBS = 16384
+# (attention_rows); above it, BLAS per head. Short prompts (a batch of sentences) make
+# thousands of tiny per-head products whose calls cost more than their arithmetic
+SMALL_PAIRS = 2048
 
 
 @intrinsic
@@ -184,11 +173,6 @@ def attention_blocks(out4, q4, kc, vc, n_keys, qpos0, mask, bias4, causal, windo
     B, T, H, D = q4.shape
     group = H // kc.shape[1]
     n_mask, n_bias = mask.shape[1], bias4.shape[3]
-    if probs.shape[0] == 0:              # a short prompt's: the call makes its own
-        rows = 0
-        for blk in range(blocks.shape[0]):
-            rows = max(rows, blocks[blk, 1] - blocks[blk, 0])
-        probs = np.empty((rows, n_keys), probs.dtype)
     flat = probs.reshape(-1)
     buffers = k_uk.scratch(max(D, n_keys), 6, 16, False)   # the products' panels, once
     for p in range(p0, p1):
@@ -236,11 +220,10 @@ def attention_calls(out4, q4, kc, vc, n_keys, qpos0, mask, bias4, causal, window
     (T x keys <= SMALL_PAIRS, heads' rows contiguous): one attention_rows call per lane over
     its heads. Else per (batch, head) and query block, scores = Q_h K_h^T, softmax_masked
     in place, out_h = P V_h: for float32 on an FMA CPU one attention_blocks call per lane
-    (the micro-kernel), else BLAS per product. Query head h reads K/V head h // (H / Hkv).
-    The lanes share out the (batch, head) pairs, consecutive ones (a K/V group) together;
-    lane l keeps its block's probabilities in rows l*rows.. of `probs` (T, W >= n_keys), so
-    lanes never share scratch (a short prompt's attention_blocks calls make their own:
-    PRIVATE_PROBS). (Dealing the query blocks instead, all heads per block, took 0.86 against
+    (the micro-kernel), else BLAS per product. Query head h reads K/V head h // (H / Hkv). The lanes share out the
+    (batch, head) pairs, consecutive ones (a K/V group) together; lane l keeps its block's
+    probabilities in rows l*rows.. of `probs` (T, W >= n_keys), so lanes never share
+    scratch. (Dealing the query blocks instead, all heads per block, took 0.86 against
     0.62 ms a layer at T=128 on 2 lanes: twice the calls, on 32-row blocks.)
     out4, q4: (B, T, H, D)  kc, vc: (B, Hkv, S, D) views  mask: (B, S_mask) bool  bias4:
     (B, H, T, S_bias)."""
@@ -260,23 +243,11 @@ def attention_calls(out4, q4, kc, vc, n_keys, qpos0, mask, bias4, causal, window
                                    .reshape(1, width),
                                    lane * n // lanes, (lane + 1) * n // lanes))]
                 for lane in range(lanes)]
+    blocks = query_blocks(T, n_keys, qpos0, causal, window, rows)
     if MICRO and all(a.dtype == np.float32 for a in (out4, q4, kc, vc, probs)) and \
             rows_contiguous(out4, q4, kc, vc):
         # one call per lane over its heads, the products by the micro-kernel
         n = B * H
-        whole = block_rows(T, causal, window, 1, step)
-        if rows < whole and T * n_keys <= PRIVATE_PROBS:
-            # the lanes' shares of probs would cut each head into more blocks, each
-            # packing K and V again (15 rows as 7 + 7 + 1 on two lanes): each call makes
-            # its own probabilities instead (an empty probs says so)
-            table = np.array(query_blocks(T, n_keys, qpos0, causal, window, whole),
-                             np.int64).reshape(-1, 4)
-            own = np.empty((0, width), probs.dtype)
-            return [[(attention_blocks, (out4, q4, kc, vc, n_keys, qpos0, mask, bias4,
-                                         causal, window, scale, own, table,
-                                         lane * n // lanes, (lane + 1) * n // lanes))]
-                    for lane in range(lanes)]
-        blocks = query_blocks(T, n_keys, qpos0, causal, window, rows)
         table = np.array(blocks, np.int64).reshape(-1, 4)
         return [[(attention_blocks, (out4, q4, kc, vc, n_keys, qpos0, mask, bias4, causal,
                                      window, scale,
@@ -284,7 +255,6 @@ def attention_calls(out4, q4, kc, vc, n_keys, qpos0, mask, bias4, causal, window
                                      .reshape(rows, width), table,
                                      lane * n // lanes, (lane + 1) * n // lanes))]
                 for lane in range(lanes)]
-    blocks = query_blocks(T, n_keys, qpos0, causal, window, rows)
     pairs = [(b, h) for b in range(B) for h in range(H)]
     per_lane = []
     for lane in range(lanes):
