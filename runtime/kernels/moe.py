@@ -81,7 +81,7 @@ def ref_moe(x, router, w_up, w_down, w_gate=None, top_k=1, act="relu", capacity=
 # every Numba start import scipy.linalg (0.25 s), so archc does not depend on it.
 
 from ..jit import njit  # noqa: E402
-from .elementwise import _act_row  # noqa: E402
+from .elementwise import FMA, _act_row  # noqa: E402
 
 
 @njit(cache=True)
@@ -156,7 +156,7 @@ def gather_rows(out, x, idx):
         out[i] = x[idx[i]]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", fastmath=FMA)
 def expert_act(h, hg, has_gate, kind):
     # h: (n, F) <- act(hg) * h with a gate (hg: (n, F)), act(h) without
     for i in range(h.shape[0]):
