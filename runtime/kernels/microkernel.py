@@ -29,9 +29,8 @@ columns while they were in L1, it had cost 1.6-2.2 ns an element for a bias alon
 wide (Zen 3, 1 thread, M = 128 and 480: a loop over 16 values pays its set-up per row and
 is too short for the vectoriser's main loop). Each call allocates its panel and tile
 scratch (scratch(): K x NR + MR x (K + NR) floats, ~70 KB at K = 768; packed weights'
-widened rows another NR x K), the one
-buffer of a compiled product outside the memory plan, since the tuner picks the kernel at
-run time; prompt attention (kernels/prefill.py attention_blocks) makes its scratch once per
+widened rows another NR x K), the one buffer of a compiled product outside the memory
+plan, since the tuner picks the kernel at run time; prompt attention (kernels/prefill.py attention_blocks) makes its scratch once per
 call and runs Q K^T and P V through the same driver. Every variant computes
 kernels/linalg.py's ref_linear(x, wt[n0:n1].T).
 """
