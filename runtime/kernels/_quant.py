@@ -244,13 +244,13 @@ def _load_packed(panel, rows, src, j, nr):
 @njit(cache=True, nogil=True)
 def gemm_packed_uk6x16(y, x, data, scales, n0, n1):
     k_uk.drive(y, x, (data, scales), n0, n1, k_uk._uk6x16, 6, 16, _load_packed,
-               k_uk.scratch(x.shape[1], 6, 16, True))
+               k_uk.scratch(x.shape[1], 16, True))
 
 
 @njit(cache=True, nogil=True)
 def gemm_packed_uk12x32(y, x, data, scales, n0, n1):
     k_uk.drive(y, x, (data, scales), n0, n1, k_uk._uk12x32, 12, 32, _load_packed,
-               k_uk.scratch(x.shape[1], 12, 32, True))
+               k_uk.scratch(x.shape[1], 32, True))
 
 
 # the micro-kernels read packed weights themselves, NR rows at a time: no 256-row panel

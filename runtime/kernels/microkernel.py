@@ -22,16 +22,25 @@ shapes: 54-63 GFLOP/s packing per value, 68-76 by blocks, 74-78 with the panels 
 ahead of time). int8 and bf16 weights (kernels/_quant.py) are widened NR rows at a time
 and packed the same way.
 Partial tiles (rows past the last whole MR, columns past the last whole NR) run the same
-kernel on a zero-padded copy and keep what is real. A bias or activation is a pass of its
+kernel, which stores only the real rows and columns (the rows past M read x's last row):
+no padded copies. Against padding (Zen 3, 1 thread, same process, medians of 12 pairs
+in alternating order): a 15 x 32 x 15 product (attention's, per head) 1.20-1.24x, 64^3
+1.01-1.05x, GPT-2's and MiniLM's 0.97-1.01x. A bias or activation is a pass of its
 own over the call's columns after it (runtime/steps/linalg.py): applied to each panel's 16
 columns while they were in L1, it had cost 1.6-2.2 ns an element for a bias alone and
 4.2-6.4 for GELU, against 0.2-0.4 and 1.6-2.7 as one pass over rows hundreds of columns
 wide (Zen 3, 1 thread, M = 128 and 480: a loop over 16 values pays its set-up per row and
-is too short for the vectoriser's main loop). Each call allocates its panel and tile
-scratch (scratch(): K x NR + MR x (K + NR) floats, ~70 KB at K = 768; packed weights'
-widened rows another NR x K), the one buffer of a compiled product outside the memory
-plan, since the tuner picks the kernel at run time; prompt attention (kernels/prefill.py attention_blocks) makes its scratch once per
-call and runs Q K^T and P V through the same driver. Every variant computes
+is too short for the vectoriser's main loop). Each call allocates its panel (scratch():
+K x NR floats, 48 KB at K = 768; packed weights' widened rows another NR x K), the one
+buffer of a compiled product outside the memory plan, since the tuner picks the kernel at
+run time; prompt attention (kernels/prefill.py attention_blocks) makes its scratch once
+per call and runs Q K^T and P V through the same driver.
+
+Weights are not kept packed as panels between calls: tried (each 16 output columns
+stored k-major once at load, read in place, the next panel prefetched), it ran 0.94-1.01x
+of packing per call with the weights coming from memory and 0.95-1.03x with them in the
+caches (Zen 3, 1 thread, GPT-2's and MiniLM's shapes, same process, medians of 9 pairs;
+two lanes no better), so the packing's cost is paid anyway in reading the panels cold. Every variant computes
 kernels/linalg.py's ref_linear(x, wt[n0:n1].T).
 """
 from __future__ import annotations
@@ -48,49 +57,58 @@ F32 = ir.FloatType()
 
 
 def _micro_kernel(MR: int, VL: int):
-    """An intrinsic kernel(c, ldc, a, lda, b, K): c[r, :2*VL] = a[r, :K] @ b (K, 2*VL) for
-    r < MR; c, a, b float32 pointers, ldc/lda row strides in elements. Overwrites c."""
+    """An intrinsic kernel(c, ldc, a, lda, b, K, mr, nr): c[r, :nr] = a[r, :K] @ b (K, 2*VL)
+    for r < mr; c, a, b float32 pointers, ldc/lda row strides in elements. Rows past mr
+    read row mr-1 and columns past nr are computed but not stored, so an edge tile needs no
+    zero-padded copy of x or y. Overwrites c."""
     V = ir.VectorType(F32, VL)
     NV = 2
     NR = NV * VL
 
     @intrinsic
-    def kernel(typingctx, c, ldc, a, lda, b, K):
-        sig = types.void(types.CPointer(types.float32), types.intp,
-                         types.CPointer(types.float32), types.intp,
-                         types.CPointer(types.float32), types.intp)
+    def kernel(typingctx, c, ldc, a, lda, b, K, mr, nr):
+        ptr = types.CPointer(types.float32)
+        sig = types.void(ptr, types.intp, ptr, types.intp, ptr, types.intp, types.intp,
+                         types.intp)
 
         def codegen(context, builder, signature, args):
-            c, ldc, a, lda, b, K = args
+            c, ldc, a, lda, b, K, mr, nr = args
             i64 = K.type
+
+            def const(v):
+                return ir.Constant(i64, v)
             fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(V, [V, V, V]),
                                                  f"llvm.fma.v{VL}f32")
             zero = ir.Constant(V, [0.0] * VL)
             lanes0 = ir.Constant(ir.VectorType(ir.IntType(32), VL), [0] * VL)
+            last = builder.sub(mr, const(1))
+            # each row's start, rows past mr clamped to the last real one (loop-invariant)
+            arow = [builder.gep(a, [builder.mul(builder.select(
+                builder.icmp_signed("<", const(r), mr), const(r), last), lda)])
+                for r in range(MR)]
             entry = builder.block
             loop = builder.append_basic_block("uk.loop")
             done = builder.append_basic_block("uk.done")
-            builder.cbranch(builder.icmp_signed(">", K, ir.Constant(i64, 0)), loop, done)
+            builder.cbranch(builder.icmp_signed(">", K, const(0)), loop, done)
 
             builder.position_at_end(loop)
             k = builder.phi(i64)
-            k.add_incoming(ir.Constant(i64, 0), entry)
+            k.add_incoming(const(0), entry)
             acc = [[builder.phi(V) for _ in range(NV)] for _ in range(MR)]
             for row in acc:
                 for p in row:
                     p.add_incoming(zero, entry)
-            bk = builder.gep(b, [builder.mul(k, ir.Constant(i64, NR))])
-            bv = [builder.load(builder.bitcast(builder.gep(bk, [ir.Constant(i64, VL * h)]),
+            bk = builder.gep(b, [builder.mul(k, const(NR))])
+            bv = [builder.load(builder.bitcast(builder.gep(bk, [const(VL * h)]),
                                                V.as_pointer()), align=4) for h in range(NV)]
             new = []
             for r in range(MR):
-                ar = builder.load(builder.gep(a, [builder.add(
-                    builder.mul(ir.Constant(i64, r), lda), k)]))
+                ar = builder.load(builder.gep(arow[r], [k]))
                 av = builder.insert_element(ir.Constant(V, ir.Undefined), ar,
                                             ir.Constant(ir.IntType(32), 0))
                 av = builder.shuffle_vector(av, ir.Constant(V, ir.Undefined), lanes0)
                 new.append([builder.call(fma, [av, bv[h], acc[r][h]]) for h in range(NV)])
-            k1 = builder.add(k, ir.Constant(i64, 1))
+            k1 = builder.add(k, const(1))
             body_end = builder.block
             k.add_incoming(k1, body_end)
             for r in range(MR):
@@ -106,12 +124,23 @@ def _micro_kernel(MR: int, VL: int):
                     v.add_incoming(zero, entry)
                     v.add_incoming(new[r][h], body_end)
                     final.append(v)
+            whole = builder.icmp_signed(">=", nr, const(NR))
             for r in range(MR):
-                for h in range(NV):
-                    dst = builder.gep(c, [builder.add(builder.mul(ir.Constant(i64, r), ldc),
-                                                      ir.Constant(i64, VL * h))])
-                    builder.store(final[NV * r + h], builder.bitcast(dst, V.as_pointer()),
-                                  align=4)
+                with builder.if_then(builder.icmp_signed("<", const(r), mr)):
+                    row = builder.gep(c, [builder.mul(const(r), ldc)])
+                    with builder.if_else(whole) as (full, part):
+                        with full:
+                            for h in range(NV):
+                                builder.store(final[NV * r + h], builder.bitcast(
+                                    builder.gep(row, [const(VL * h)]), V.as_pointer()), align=4)
+                        with part:      # an edge tile: the real columns one at a time
+                            for h in range(NV):
+                                for lane in range(VL):
+                                    col = VL * h + lane
+                                    with builder.if_then(builder.icmp_signed("<", const(col), nr)):
+                                        builder.store(builder.extract_element(
+                                            final[NV * r + h], ir.Constant(ir.IntType(32), lane)),
+                                            builder.gep(row, [const(col)]))
             return context.get_dummy_value()
         return sig, codegen
     return kernel
@@ -224,11 +253,10 @@ def _load_cols(panel, rows, w, j, nr):
 
 
 @njit(cache=True, inline="always")
-def scratch(K, MR, NR, packed):
-    # drive's buffers for depth up to K: the panel (NR weight rows, k-major), a packed
-    # weight's widened rows, a partial tile's result, the last rows of x zero-padded to MR
-    return (np.zeros((K, NR), np.float32), np.empty((NR if packed else 0, K), np.float32),
-            np.empty((MR, NR), np.float32), np.zeros((MR, K), np.float32))
+def scratch(K, NR, packed):
+    # drive's buffers for depth up to K: the panel (NR weight rows, k-major) and a packed
+    # weight's widened rows
+    return (np.zeros((K, NR), np.float32), np.empty((NR if packed else 0, K), np.float32))
 
 
 @njit(cache=True, inline="always")
@@ -237,38 +265,21 @@ def drive(y, x, src, n0, n1, kernel, MR, NR, load, buffers):
     # src through load(panel, rows, src, j, nr) (float32 rows as they lie: _load_rows; packed
     # rows widened first: kernels/_quant.py). y and x may be row views (a column slice of a
     # wider y: the packed-weight product's panels), so the micro-kernel gets their row
-    # strides, not their widths. buffers: scratch(K' >= K, MR, NR, ...)
+    # strides, not their widths. buffers: scratch(K' >= K, NR, ...)
     M, K = x.shape
     if (K > 1 and x.strides[1] != 4) or (n1 - n0 > 1 and y.strides[1] != 4):
         raise ValueError("gemm_uk: y and x need unit column strides")
     ldy = y.strides[0] // 4
     lda = x.strides[0] // 4
-    panel_buf, rows_buf, tile, xpad_buf = buffers
+    panel_buf, rows_buf = buffers
     panel = panel_buf[:K]
     rows = rows_buf[:, :K]
-    xpad = xpad_buf[:, :K]
-    ldp = xpad_buf.shape[1]
-    mfull = M - M % MR
     for j in range(n0, n1, NR):
         nr = min(NR, n1 - j)
         load(panel, rows, src, j, nr)
         pp = _at(panel, 0)
-        for i in range(0, mfull, MR):
-            if nr == NR:
-                kernel(_at(y, i * ldy + j), ldy, _at(x, i * lda), lda, pp, K)
-            else:
-                kernel(_at(tile, 0), NR, _at(x, i * lda), lda, pp, K)
-                for r in range(MR):
-                    for jj in range(nr):
-                        y[i + r, j + jj] = tile[r, jj]
-        if mfull < M:
-            for r in range(M - mfull):
-                for k in range(K):
-                    xpad[r, k] = x[mfull + r, k]
-            kernel(_at(tile, 0), NR, _at(xpad_buf, 0), ldp, pp, K)
-            for r in range(M - mfull):
-                for jj in range(nr):
-                    y[mfull + r, j + jj] = tile[r, jj]
+        for i in range(0, M, MR):
+            kernel(_at(y, i * ldy + j), ldy, _at(x, i * lda), lda, pp, K, min(MR, M - i), nr)
 
 
 _uk6x16 = _micro_kernel(6, 8)
@@ -278,7 +289,7 @@ _uk12x32 = _micro_kernel(12, 16)
 @njit(cache=True, nogil=True)
 def product_nt(y, x, wt, buffers):
     # y = x @ wt.T (attention's Q K^T), float32, with the AVX2-sized micro-kernel;
-    # buffers: scratch(K', 6, 16, False)
+    # buffers: scratch(K', 16, False)
     drive(y, x, wt, 0, y.shape[1], _uk6x16, 6, 16, _load_rows, buffers)
 
 
@@ -290,9 +301,10 @@ def product_nn(y, x, w, buffers):
 
 @njit(cache=True, nogil=True)
 def gemm_uk6x16(y, x, wt, n0, n1):
-    drive(y, x, wt, n0, n1, _uk6x16, 6, 16, _load_rows, scratch(x.shape[1], 6, 16, False))
+    drive(y, x, wt, n0, n1, _uk6x16, 6, 16, _load_rows, scratch(x.shape[1], 16, False))
 
 
 @njit(cache=True, nogil=True)
 def gemm_uk12x32(y, x, wt, n0, n1):
-    drive(y, x, wt, n0, n1, _uk12x32, 12, 32, _load_rows, scratch(x.shape[1], 12, 32, False))
+    drive(y, x, wt, n0, n1, _uk12x32, 12, 32, _load_rows, scratch(x.shape[1], 32, False))
+

@@ -174,7 +174,7 @@ def attention_blocks(out4, q4, kc, vc, n_keys, qpos0, mask, bias4, causal, windo
     group = H // kc.shape[1]
     n_mask, n_bias = mask.shape[1], bias4.shape[3]
     flat = probs.reshape(-1)
-    buffers = k_uk.scratch(max(D, n_keys), 6, 16, False)   # the products' panels, once
+    buffers = k_uk.scratch(max(D, n_keys), 16, False)   # the products' panels, once
     for p in range(p0, p1):
         b = p // H
         h = p - b * H

@@ -29,15 +29,22 @@ def test_micro_kernel_matches_reference(M, K, N, name):
 
 @pytest.mark.parametrize("name", sorted(KERNELS))
 def test_every_row_count_past_the_whole_blocks(name):
-    # the rows past the last whole MR-row block go through the kernel zero-padded: every
-    # remainder, with and without whole blocks before it
+    # the rows past the last whole MR-row block: the kernel reads x's last row in place of
+    # the missing ones and stores only the real rows and columns. Every remainder, with and
+    # without whole blocks before it; y and x are the top-left of wider arrays, so a store
+    # past the last row or column, or a read past x's, would show
     rng = np.random.default_rng(5)
     wt = rng.standard_normal((21, 17)).astype(np.float32)
     for M in range(1, 27):
-        x = rng.standard_normal((M, 17)).astype(np.float32)
-        y = np.full((M, 21), np.nan, np.float32)
+        x_wide = np.full((M + 12, 20), np.nan, np.float32)
+        x = x_wide[:M, :17]
+        x[:] = rng.standard_normal((M, 17))
+        y_wide = np.full((M + 12, 40), np.nan, np.float32)
+        y = y_wide[:M, :21]
         KERNELS[name](y, x, wt, 0, 21)
-        np.testing.assert_allclose(y, kl.ref_linear(x, wt.T), atol=1e-4, rtol=1e-5)
+        np.testing.assert_allclose(y, kl.ref_linear(np.ascontiguousarray(x), wt.T),
+                                   atol=1e-4, rtol=1e-5)
+        assert np.isnan(y_wide[M:]).all() and np.isnan(y_wide[:, 21:]).all()
 
 
 @pytest.mark.parametrize("name", sorted(KERNELS))
@@ -77,7 +84,7 @@ def test_attention_products_match_reference(D):
     k = rng.standard_normal((37, D)).astype(np.float32)
     v_wide = rng.standard_normal((37, D + 11)).astype(np.float32)
     v = v_wide[:, 3:3 + D]
-    buffers = uk.scratch(max(D, 37), 6, 16, False)
+    buffers = uk.scratch(max(D, 37), 16, False)
     s = np.full((13, 37), np.nan, np.float32)
     uk.product_nt(s, q, k, buffers)
     np.testing.assert_allclose(s, kl.ref_linear(q, k.T), atol=1e-4, rtol=1e-5)
