@@ -84,10 +84,12 @@ def main() -> None:
         for _ in range(args.runs):
             start = clock()
             for s in prog.steps:
-                laned = ex.lanes is not None and s.fn == ex.lanes.run
-                inner = [c for lane in s.args[0] for c in lane] if laned else [(s.fn, s.args)]
-                key = (s.op, describe(*inner[0]) + (f" in {len(s.args[0])} lanes" if laned
-                                                     else ""))
+                inner = prog.step_calls(s)
+                shared = ex.lanes is not None and s.fn == ex.lanes.run_shared
+                laned = ex.lanes is not None and ex.lanes.is_lane_step(s.fn)
+                cut = f" in {len(s.args[0])} items" if shared else \
+                    f" in {len(s.args[0])} lanes" if laned else ""
+                key = (s.op, describe(*inner[0]) + cut)
                 t = clock()
                 s.fn(*s.args)
                 seconds[key] += clock() - t

@@ -118,7 +118,7 @@ class Program:
         # helpers: a parallel kernel there would start a second team on cores the lanes
         # hold); one with neither (a decode step) gives them to Numba
         self.uses_blas = any(s.blas for s in self.steps)
-        self.uses_lanes = ex.lanes is not None and any(s.fn == ex.lanes.run
+        self.uses_lanes = ex.lanes is not None and any(ex.lanes.is_lane_step(s.fn)
                                                        for s in self.steps)
         self.numba_threads = jit.numba_threads(ex.threads, self.uses_blas or self.uses_lanes)
         self.blas_threads = 1 if ex.lanes is not None else ex.threads
@@ -183,12 +183,12 @@ class Program:
         """How many lanes a step may be cut into (runtime/lanes.py); 1: no lanes."""
         return self.ex.lanes.n if self.ex.lanes is not None else 1
 
-    def column_lanes(self, n_cols: int, flops: float) -> list[tuple[int, int]]:
-        """[c0, c1) per lane for a product with n_cols output columns (one range when
-        there are no lanes or the product is too small to share)."""
+    def column_items(self, n_cols: int, flops: float) -> list[tuple[int, int]]:
+        """[c0, c1) of the items a product's columns are cut into for `shared_step` (one
+        range when there are no lanes or the product is too small to share)."""
         if self.ex.lanes is None:
             return [(0, n_cols)]
-        return self.ex.lanes.column_ranges(n_cols, flops)
+        return self.ex.lanes.column_items(n_cols, flops)
 
     def row_lanes(self, n_rows: int, elements: int) -> list[tuple[int, int]]:
         if self.ex.lanes is None:
@@ -210,6 +210,25 @@ class Program:
                     self.deferred(fn, *args)
         blas = any(_calls_blas(fn) for calls in per_lane for fn, _ in calls)
         self.step(self.ex.lanes.run, tuple(per_lane), op=op, blas=blas)
+
+    def shared_step(self, items, op: str | None = None) -> None:
+        """Append a step that runs the items (each a list of (fn, args) calls, independent
+        of the others) on every lane at once, each lane taking the next item as it
+        finishes one (Lanes.run_shared). One item becomes plain steps."""
+        from numba.core.registry import CPUDispatcher
+        items = tuple(tuple(calls) for calls in items if calls)
+        if len(items) <= 1 or self.ex.lanes is None:
+            for calls in items:
+                for fn, args in calls:
+                    self.step(fn, *args, op=op)
+            return
+        for calls in items:
+            for fn, args in calls:
+                if isinstance(fn, CPUDispatcher):
+                    self.deferred(fn, *args)
+        blas = any(_calls_blas(fn) for calls in items for fn, _ in calls)
+        # the step's own counter of items taken: made once here, reset by each run
+        self.step(self.ex.lanes.run_shared, items, np.zeros(1, np.int64), op=op, blas=blas)
 
     def deferred(self, fn: Callable, *args) -> None:
         """A kernel that a step calls indirectly: compiled up front by `compile`."""
@@ -339,13 +358,14 @@ class Program:
     def calls(self) -> list[tuple[Callable, tuple]]:
         """Every (fn, args) the program calls, a lane step's calls included (in lane
         order): what tests and profiles look inside steps with."""
-        out = []
-        for s in self.steps:
-            if self.ex.lanes is not None and s.fn == self.ex.lanes.run:
-                out += [c for calls in s.args[0] for c in calls]
-            else:
-                out.append((s.fn, s.args))
-        return out
+        return [c for s in self.steps for c in self.step_calls(s)]
+
+    def step_calls(self, s: Step) -> list[tuple[Callable, tuple]]:
+        """The (fn, args) calls a step makes: its lanes' calls or shared items' calls in
+        order, else the step itself."""
+        if self.ex.lanes is not None and self.ex.lanes.is_lane_step(s.fn):
+            return [c for calls in s.args[0] for c in calls]
+        return [(s.fn, s.args)]
 
     def output_values(self) -> dict[str, np.ndarray]:
         return {name: self.values[nid] for name, nid in self.graph.outputs.items()}

@@ -3,6 +3,8 @@
     lanes = Lanes.shared(2)                 # lane 0 is the caller, lanes 1.. are helpers
     lanes.run(([(fn, args), ...],           # lane 0's calls
                [(fn, args), ...]))          # lane 1's, at the same time; returns when all end
+    lanes.run_shared(items, counter)        # items (lists of calls) taken by whichever lane
+                                            # is free: a matrix product's column ranges
 
 Why: on this project's 2-core machines a prompt's matrix products with OpenBLAS's own
 threads reached ~150 GFLOP/s at T=128 (OpenBLAS splits each call's 128 rows between its
@@ -52,6 +54,13 @@ SPIN_POLLS = 2_000_000
 MIN_LANE_FLOPS = 4_000_000
 # lanes cut a product's output columns at multiples of this (64-byte lines of float32)
 COLUMN_ALIGN = 16
+# a product shared out as items (run_shared) is cut into this many per lane, each at
+# least MIN_ITEM_FLOPS (~0.3 ms here; a Python call per item): with static halves, a core
+# slowed by another process held the other back. Two lanes, same process, alternating (AMD
+# EPYC Zen 3, GPT-2's shapes at M = 128 and 512): static/items 0.98-1.05 quiet, 1.06-1.26
+# with a busy loop beside them; 8 items a lane no better quiet than 4
+ITEMS_PER_LANE = 4
+MIN_ITEM_FLOPS = 16_000_000
 # a row-wise kernel over fewer elements than this runs on one lane
 MIN_LANE_ELEMENTS = 32_768
 
@@ -81,6 +90,37 @@ def _compare_and_swap(typingctx, arr, idx, expected, new):
         res = builder.cmpxchg(ptr, args[2], args[3], "acq_rel", "acquire")
         return builder.extract_value(res, 1)
     return sig, codegen
+
+
+@intrinsic
+def _fetch_add(typingctx, arr, idx, value):
+    # atomically: arr[idx] += value, returning the value before
+    sig = types.int64(arr, idx, value)
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]])
+        return builder.atomic_rmw("add", ptr, args[2], "acq_rel")
+    return sig, codegen
+
+
+@njit(cache=True, nogil=True)
+def take(counter):
+    # the next item's number (counter[0], then one more): each number to one lane only
+    return _fetch_add(counter, 0, 1)
+
+
+def run_items(items: Sequence[Calls], counter: np.ndarray) -> None:
+    """Run items (each a list of calls) until none is left, taking them one at a time
+    from `counter`, which every lane of the step shares."""
+    n = len(items)
+    while True:
+        i = take(counter)
+        if i >= n:
+            return
+        for fn, args in items[i]:
+            fn(*args)
 
 
 @njit(cache=True, nogil=True)
@@ -232,17 +272,30 @@ class Lanes:
             if error is not None:
                 raise error
 
+    def run_shared(self, items: Sequence[Calls], counter: np.ndarray) -> None:
+        """Run the items (each a list of calls, independent of the others) on every lane
+        at once, each lane taking the next item as it finishes one: a lane on a core the
+        machine's other work slows takes fewer. Returns when all are done. `counter` (one
+        int64, the step's own) counts the items taken."""
+        counter[0] = 0
+        work = [(run_items, (items, counter))]
+        self.run([work] * min(self.n, len(items)))
+
+    def is_lane_step(self, fn) -> bool:
+        return fn == self.run or fn == self.run_shared
+
     # ----- cutting work into lanes
     def column_ranges(self, n_cols: int, flops: float) -> list[tuple[int, int]]:
         """[c0, c1) per lane for a product with n_cols output columns: aligned cuts, one
         range (no fork-join) when the product is small."""
-        k = self.n if flops >= MIN_LANE_FLOPS else 1
-        k = max(1, min(k, n_cols // COLUMN_ALIGN))
-        if k == 1:
-            return [(0, n_cols)]
-        cuts = [0] + [min(n_cols, round(n_cols * i / k / COLUMN_ALIGN) * COLUMN_ALIGN)
-                      for i in range(1, k)] + [n_cols]
-        return [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
+        return _aligned_cuts(n_cols, self.n if flops >= MIN_LANE_FLOPS else 1)
+
+    def column_items(self, n_cols: int, flops: float) -> list[tuple[int, int]]:
+        """[c0, c1) of the items a product's output columns are cut into for run_shared:
+        ITEMS_PER_LANE per lane, fewer when an item would be under MIN_ITEM_FLOPS; one
+        range when the product is too small to share."""
+        k = min(self.n * ITEMS_PER_LANE, max(self.n, int(flops // MIN_ITEM_FLOPS)))
+        return _aligned_cuts(n_cols, k if flops >= MIN_LANE_FLOPS else 1)
 
     def row_ranges(self, n_rows: int, elements: int) -> list[tuple[int, int]]:
         """[r0, r1) per lane for a row-wise kernel over n_rows rows (`elements` in all)."""
@@ -258,6 +311,17 @@ class Lanes:
             np.dot(a, b, out)
             return
         self.run([[(np.matmul, (a, b[:, c0:c1], out[:, c0:c1]))] for c0, c1 in ranges])
+
+
+def _aligned_cuts(n_cols: int, k: int) -> list[tuple[int, int]]:
+    # n_cols cut into k ranges (fewer where a range would be under COLUMN_ALIGN), at
+    # multiples of COLUMN_ALIGN
+    k = max(1, min(k, n_cols // COLUMN_ALIGN))
+    if k == 1:
+        return [(0, n_cols)]
+    cuts = [0] + [min(n_cols, round(n_cols * i / k / COLUMN_ALIGN) * COLUMN_ALIGN)
+                  for i in range(1, k)] + [n_cols]
+    return [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
 
 
 if hasattr(os, "register_at_fork"):

@@ -7,7 +7,8 @@ ATLAS and FFTW keep "wisdom" and oneDNN dispatches by ISA, archc times the candi
 each product shape the model meets, once per machine, and remembers the winner:
 
     a product class    dtype, rows M rounded up to a power of two (8..1024), depth K, and
-                       the columns one lane computes (N / lanes); int8 / bf16 weights
+                       the columns one call computes (an item of N: runtime/lanes.py
+                       column_items); int8 / bf16 weights
                        are classes of their own ("packed-int8"), their candidates run
                        through kernels/_quant.py's gemm_packed (choose_packed_product)
     candidates         "blas" (NumPy's BLAS, one thread: a lane's share), and where the
@@ -281,10 +282,7 @@ def kernel_report(prog) -> list[tuple[str, str, str, str, str]]:
     for s in prog.steps:
         if not trait(s.op, "weight_args"):
             continue                            # attention's per-head products, copies
-        lanes = prog.ex.lanes
-        calls = [c for per in s.args[0] for c in per] if lanes is not None and \
-            s.fn == lanes.run else [(s.fn, s.args)]
-        for fn, args in calls:
+        for fn, args in prog.step_calls(s):
             if fn in tiles:
                 y, x, wt, c0, c1 = args
                 M, K, N, kernel = x.shape[0], x.shape[1], c1 - c0, tiles[fn]

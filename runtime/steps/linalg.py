@@ -51,7 +51,8 @@ def _packed_product(P, x2, w, y2, c0: int, c1: int) -> tuple:
 def _gemm(P, x, w, y2, bias, act: str | None):
     """y2 = act(x @ w + bias): BLAS, then one fused epilogue pass when there is one; for a
     few rows with an output-major weight, one kernel streaming the weight once; with
-    lanes, each lane computes a range of output columns, epilogue included."""
+    lanes, the output columns are cut into items the lanes share out as they go
+    (Program.shared_step), each item's epilogue with it."""
     x2 = rows(P.contiguous(x, "x"))
     if y2.shape[0] <= GEMV_ROWS and y2.flags.c_contiguous and (is_packed(w) or (
             w.T.flags.c_contiguous and w.dtype.kind == "f")):
@@ -65,12 +66,14 @@ def _gemm(P, x, w, y2, bias, act: str | None):
     epilogue = bias is not None or act not in (None, "identity")
     b = bias if bias is not None else zeros(y2.shape[1], y2.dtype)
     kind = k_ew.ACT[act or "identity"]
-    ranges = P.column_lanes(y2.shape[1], 2.0 * x2.shape[0] * x2.shape[1] * y2.shape[1])
-    if len(ranges) > 1 and y2.flags.c_contiguous:
-        P.lane_step([_product_calls(P, x2, w, y2, c0, c1, b, kind, epilogue)
-                     for c0, c1 in ranges])
+    N = y2.shape[1]
+    flops = 2.0 * x2.shape[0] * x2.shape[1] * N
+    items = P.column_items(N, flops)
+    if len(items) > 1 and y2.flags.c_contiguous:
+        P.shared_step([_product_calls(P, x2, w, y2, c0, c1, b, kind, epilogue)
+                       for c0, c1 in items])
         return
-    calls = _product_calls(P, x2, w, y2, 0, y2.shape[1], b, kind, epilogue)
+    calls = _product_calls(P, x2, w, y2, 0, N, b, kind, epilogue)
     if len(calls) == 2:                      # the epilogue over all of y: bias_act
         calls[1] = (k_ew.bias_act, (y2, b, kind))
     for fn, args in calls:
@@ -98,19 +101,20 @@ def build_linear(P, node, args, attrs):
 def _glu(P, x, w, b, act, out2, tag):
     h = P.temp(tag, (out2.shape[0], w.shape[1]), out2.dtype)      # (N, 2F) = [gate | up]
     F = out2.shape[1]
-    ranges = P.column_lanes(F, 4.0 * out2.shape[0] * w.shape[0] * F)
-    if len(ranges) > 1 and out2.shape[0] > GEMV_ROWS and out2.flags.c_contiguous:
-        # lane k: gate and up columns c0:c1 of h, then act(gate) * up into out2[:, c0:c1]
+    flops = 4.0 * out2.shape[0] * w.shape[0] * F
+    items = P.column_items(F, flops)
+    if len(items) > 1 and out2.shape[0] > GEMV_ROWS and out2.flags.c_contiguous:
+        # an item: gate and up columns c0:c1 of h, then act(gate) * up into out2[:, c0:c1]
         x2 = rows(P.contiguous(x, "x"))
         kind = k_ew.ACT[act]
-        per_lane = []
-        for c0, c1 in ranges:
+        per_item = []
+        for c0, c1 in items:
             calls = []
             for lo, hi in ((c0, c1), (F + c0, F + c1)):
                 calls += _product_calls(P, x2, w, h, lo, hi, b, 0, b is not None)
             calls.append((k_ffn.glu_cols, (out2, h, kind, c0, c1)))
-            per_lane.append(calls)
-        P.lane_step(per_lane)
+            per_item.append(calls)
+        P.shared_step(per_item)
         return
     _gemm(P, x, w, h, b, None)
     P.step(k_ffn.glu_merged, out2, h, k_ew.ACT[act])

@@ -101,7 +101,7 @@ def test_example_matches_reference_in_lanes(fam, monkeypatch):
     prog = next(iter(ex._programs.values()))
     assert not prog.unplanned and prog.blas_threads == 1
     # the lanes hold the cores: lane 0's Numba kernels run on one thread, as the helpers'
-    assert prog.uses_lanes == any(s.fn == ex.lanes.run for s in prog.steps)
+    assert prog.uses_lanes == any(ex.lanes.is_lane_step(s.fn) for s in prog.steps)
     assert prog.numba_threads == (1 if prog.uses_lanes or prog.uses_blas else 2)
     # no matrix product or norm of the dense layers ran outside the lanes (a product of
     # <= 4 rows is the decode kernel, gemv_t, on every core; attention's query blocks are
@@ -109,6 +109,9 @@ def test_example_matches_reference_in_lanes(fam, monkeypatch):
     cut = ("linear", "linear_act", "linear_glu", "ffn", "add_layernorm", "add_rmsnorm",
            "layernorm", "rmsnorm")
     assert fam == "ffn" or any(s.fn == ex.lanes.run for s in prog.steps)   # ffn: 3 rows
+    # the products: column items the lanes share out as they go
+    assert fam == "ffn" or any(s.fn == ex.lanes.run_shared and s.op in cut
+                               for s in prog.steps)
     alone = [(s.op, getattr(s.fn, "__name__", s.fn)) for s in prog.steps if s.op in cut and (
         s.fn in (np.dot, np.matmul) or getattr(s.fn, "__module__", "").endswith("norm"))]
     assert not alone

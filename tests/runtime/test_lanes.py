@@ -47,6 +47,52 @@ def test_a_helper_lanes_error_reaches_the_caller_after_every_lane_ends():
     assert sorted(done) == [1, 2, 3]
 
 
+def test_shared_items_each_run_once_by_whichever_lane_is_free():
+    lanes = Lanes.shared(2)
+    counter = np.zeros(1, np.int64)
+    ran, lock = [], threading.Lock()
+
+    def item(i, slow):
+        if slow:
+            time.sleep(0.02)          # this lane is held up: the other takes the rest
+        with lock:
+            ran.append((i, threading.get_ident()))
+    for _ in range(3):                # the counter is the step's own, reset by each run
+        ran.clear()
+        lanes.run_shared([[(item, (i, i == 0))] for i in range(12)], counter)
+        assert sorted(i for i, _ in ran) == list(range(12))
+        slow_lane = next(t for i, t in ran if i == 0)
+        assert sum(t != slow_lane for _, t in ran) >= 6
+
+
+def test_a_shared_items_error_reaches_the_caller_and_the_other_items_still_run():
+    lanes = Lanes.shared(2)
+    counter = np.zeros(1, np.int64)
+    ran = []
+
+    def boom():
+        raise ValueError("item failed")
+    items = [[(ran.append, (i,))] for i in range(6)] + [[(boom, ())]] + \
+        [[(ran.append, (i,))] for i in range(6, 9)]
+    with pytest.raises(ValueError, match="item failed"):
+        lanes.run_shared(items, counter)
+    lanes.run_shared([[(ran.append, (9,))]], counter)               # still usable
+    assert 9 in ran and set(range(6)) <= set(ran)
+
+
+def test_column_items_cover_aligned_and_fewer_for_small_products():
+    lanes = Lanes(2)
+    r = lanes.column_items(2304, 1e9)
+    assert len(r) == 2 * lanes_mod.ITEMS_PER_LANE
+    assert r[0][0] == 0 and r[-1][1] == 2304
+    assert all(a == b for (_, a), (b, _) in zip(r, r[1:]))
+    assert all(c % lanes_mod.COLUMN_ALIGN == 0 for c, _ in r)
+    assert len(lanes.column_items(2304, 3.5 * lanes_mod.MIN_ITEM_FLOPS)) == 3
+    assert len(lanes.column_items(2304, lanes_mod.MIN_LANE_FLOPS)) == 2   # one a lane
+    assert lanes.column_items(2304, 1e3) == [(0, 2304)]
+    assert lanes.column_items(40, 1e9) == [(0, 16), (16, 40)]        # 16 columns at least
+
+
 def test_column_ranges_cover_aligned_and_skip_small_products():
     lanes = Lanes(3)
     r = lanes.column_ranges(1000, 1e9)
