@@ -11,7 +11,7 @@ each product shape the model meets, once per machine, and remembers the winner:
                        column_items); int8 / bf16 weights
                        are classes of their own ("packed-int8"), their candidates run
                        through kernels/_quant.py's gemm_packed (choose_packed_product)
-    candidates         "blas" (NumPy's BLAS, one thread: a lane's share), and where the
+    candidates         "blas" (NumPy's BLAS, one thread: an item of a lane), and where the
                        weight is stored output-major and the operands are contiguous,
                        archc's own: gemm_nt with each tile (kernels/linalg.py TILES) and,
                        for float32, the register-blocked micro-kernels of
