@@ -26,6 +26,9 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
                    help="KV-cache length (default: the model's declared context, e.g. n_ctx)")
     p.add_argument("--max-memory", type=parse_size, metavar="SIZE",
                    help="refuse a KV-cache plan larger than this, e.g. 2GB")
+    p.add_argument("--lanes", type=COUNT, metavar="N",
+                   help="plan per-lane scratch for N lanes (default: this machine's cores, "
+                        "as a run plans it)")
 
 
 def add_dump_args(dump: argparse.ArgumentParser) -> None:
@@ -68,6 +71,12 @@ def wants_pipeline(args) -> bool:
                 or args.explain or args.kv or any(getattr(args, f"no_{n}") for n in PASS_NAMES))
 
 
+def _plan_lanes(args) -> int:
+    # the memory plan's per-lane scratch: --lanes, else as a run on this machine plans it
+    from .runtime.budget import plan_lanes
+    return args.lanes or plan_lanes()
+
+
 def compile_graph(graph, args, dims: dict[str, int]):
     from .compiler.pipeline import run_pipeline
     only = None
@@ -75,7 +84,8 @@ def compile_graph(graph, args, dims: dict[str, int]):
         only = [p.strip() for p in args.passes.split(",") if p.strip()]
     skip = tuple(n for n in PASS_NAMES if getattr(args, f"no_{n}", False))
     options: dict[str, Any] = {"batch": args.batch, "max_seq": args.max_seq,
-                               "max_memory": args.max_memory, "dims": dims}
+                               "max_memory": args.max_memory, "dims": dims,
+                               "lanes": _plan_lanes(args)}
     return run_pipeline(graph, only=only, skip=skip, stop_after=args.after,
                         verify=args.verify, options=options)
 
@@ -111,7 +121,8 @@ def cmd_stats(args, graph, dims: dict[str, int]) -> str:
                         hint="give --seq T")
     bindings = {"B": args.batch, "T": seq, **dims}
     g = run_pipeline(graph, options={"batch": args.batch, "max_seq": args.max_seq or seq,
-                                     "max_memory": args.max_memory, "dims": bindings}).graph
+                                     "max_memory": args.max_memory, "dims": bindings,
+                                     "lanes": _plan_lanes(args)}).graph
     mp, kp = g.meta.get("memory_plan"), g.meta.get("kv_plan")
     rows = layer_rows(g, bindings, args.batch * seq)
     weights = weights_per_dtype(g, args.weights_dtype)

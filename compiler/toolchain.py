@@ -30,8 +30,8 @@ class Compiler:
                                 f"{type(e).__name__}: {e})")
             return graph
 
-    def plan_memory(self, graph: Graph, bindings: Mapping[str, int], kv=None):
-        return _memory.plan(graph, bindings, kv=kv)
+    def plan_memory(self, graph: Graph, bindings: Mapping[str, int], kv=None, lanes: int = 1):
+        return _memory.plan(graph, bindings, kv=kv, lanes=lanes)
 
     def plan_kv_cache(self, graph: Graph, batch: int, max_seq: int | None,
                       dims: Mapping[str, int] | None = None, select=None):

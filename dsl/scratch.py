@@ -5,6 +5,9 @@ at concrete sizes:
 
     rule(node, args, cache) -> [(tag, shape, dtype), ...]
 
+A size may be `LANES`: the plan gives that buffer once per lane a program may cut its
+steps into (runtime/lanes.py), so each lane has its own (a kernel's per-lane panels); the
+planner binds it, and the step builder asks for the bound shape (`Program.plan_lanes`).
 `args` are `Arg(shape, dtype, layout)` with sizes bound; layout is "C" (C-contiguous),
 "R" (rows: a last-axis slice of a contiguous value, so (B, T, H*D) still views as
 (B, T, H, D)) or "S" (other strided views). `cache` is a `Cache` when a decoding session
@@ -49,8 +52,16 @@ class Cache(NamedTuple):
     cross: bool = False  # keys from outside the decoded tokens (an encoder), laid out once
 
 
-Scratch = list[tuple[str, tuple[int, ...], str]]
+# a scratch size: one of each per lane (see above)
+LANES = "lanes"
+
+Scratch = list[tuple[str, tuple, str]]
 ScratchRule = Callable[[object, list[Arg], "Cache | None"], Scratch]
+
+
+def bind_lanes(shape: tuple, lanes: int) -> tuple[int, ...]:
+    """A declared scratch shape with its LANES sizes bound to `lanes`."""
+    return tuple(lanes if d == LANES else d for d in shape)
 
 
 def copy_unless_contiguous(tag: str, a: Arg) -> Scratch:

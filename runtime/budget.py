@@ -279,3 +279,17 @@ def check_file(path: str | os.PathLike, limit: int, what: str) -> None:
         raise ArchError(f"{what} {p} is {fmt(size)}, more than "
                         f"{getattr(limit, 'why', '--max-memory')} {fmt(limit)}",
                         hint="raise --max-memory if the machine really has the memory")
+
+
+def plan_lanes() -> int:
+    """The lanes a memory plan gives per-lane scratch (dsl/scratch.py LANES): as many as a
+    program on this machine may run (Numba's thread limit, runtime/jit.py max_threads:
+    NUMBA_NUM_THREADS, else the CPUs this process may use), whatever a run's threads, so
+    one plan serves every run and `archc dump` shows it. Read without importing Numba."""
+    env = os.environ.get("NUMBA_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:           # not on Linux
+        return max(1, os.cpu_count() or 1)

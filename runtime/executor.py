@@ -46,6 +46,7 @@ from ..dsl import progress
 from ..dsl.dims import evaluate
 from ..dsl.graph import Graph, Node
 from ..dsl.ops import OPS, trait
+from .budget import plan_lanes
 from .inputs import bind_inputs
 from .kernels import REFERENCE
 from .kernels._quant import pack_weight
@@ -104,7 +105,8 @@ class Program:
         self.session = session
         self.order = [n for n in self.graph.topo() if n not in ex.folded]
         self.plan = ex.toolchain.plan_memory(self.graph, self.bindings,
-                                             kv=getattr(session, "kv_plan", None))
+                                             kv=getattr(session, "kv_plan", None),
+                                             lanes=plan_lanes())
         self.arena_bytes = self.plan.arena_bytes
         self.naive_bytes = self.plan.naive_bytes
         self.arena = np.empty(self.arena_bytes, np.uint8)
@@ -177,6 +179,13 @@ class Program:
         first = not self.steps or self.steps[-1].node != self._node.id
         blas = blas or _calls_blas(fn)
         self.steps.append(Step(fn, args, op or self._node.op, first, self._node.id, blas))
+
+    @property
+    def plan_lanes(self) -> int:
+        """How many of each per-lane scratch buffer the plan holds (dsl/scratch.py LANES):
+        one per core, whatever this run's thread count, so one plan serves every run and
+        `archc dump` shows it."""
+        return self.plan.lanes
 
     @property
     def n_lanes(self) -> int:

@@ -4,7 +4,8 @@ these methods (compiler/toolchain.py's `COMPILER`, passed in by archc/api.py) an
 for the plans it needs at the sizes a run binds:
 
     optimise(graph, warnings)              the pipeline's graph, without the plans
-    plan_memory(graph, bindings, kv)       the activation arena for those sizes
+    plan_memory(graph, bindings, kv, lanes)  the activation arena for those sizes, per-lane
+                                           scratch for `lanes` lanes
     plan_kv_cache(graph, batch, max_seq, dims, select)   the KV cache of a session
     last_position(graph, output, axis)     (graph, changed): `output` for the last position
     param_derived(graph)                   the values computed from weights alone
@@ -20,7 +21,8 @@ from ..dsl.graph import Graph
 class Toolchain(Protocol):
     def optimise(self, graph: Graph, warnings: list[str] | None = None) -> Graph: ...
 
-    def plan_memory(self, graph: Graph, bindings: Mapping[str, int], kv=None) -> Any: ...
+    def plan_memory(self, graph: Graph, bindings: Mapping[str, int], kv=None,
+                    lanes: int = 1) -> Any: ...
 
     def plan_kv_cache(self, graph: Graph, batch: int, max_seq: int | None,
                       dims: Mapping[str, int] | None = None, select=None) -> Any: ...

@@ -56,7 +56,7 @@ import numpy as np
 from ...dsl.dims import evaluate
 from ...dsl.graph import Graph
 from ...dsl.ops import OPS, trait
-from ...dsl.scratch import Arg, Cache
+from ...dsl.scratch import Arg, Cache, bind_lanes
 from ..ir import PassResult, param_derived
 from ..sizes import align, context_length, fmt_bytes
 
@@ -65,6 +65,7 @@ from ..sizes import align, context_length, fmt_bytes
 @dataclass
 class MemoryPlan:
     bindings: dict[str, int]
+    lanes: int = 1       # the lanes each LANES-sized scratch buffer is given (dsl/scratch.py)
     arena_bytes: int = 0
     naive_bytes: int = 0
     slots: dict[str, tuple[int, int]] = field(default_factory=dict)
@@ -142,11 +143,12 @@ def default_bindings(g: Graph, dims: Mapping[str, int] | None, batch: int = 1,
 
 
 def plan(g: Graph, dims: Mapping[str, int] | None = None, batch: int = 1,
-         max_seq: int | None = None, kv=None) -> MemoryPlan:
+         max_seq: int | None = None, kv=None, lanes: int = 1) -> MemoryPlan:
     """The memory plan for these sizes; `kv` (a KVPlan) when a decoding session caches
-    the attentions it lists, whose scratch then differs (dsl/ops/attention.py attention_path)."""
+    the attentions it lists, whose scratch then differs (dsl/ops/attention.py
+    attention_path); `lanes`: how many of each per-lane scratch buffer (dsl/scratch.py)."""
     bindings = default_bindings(g, dims, batch, max_seq)
-    mp = MemoryPlan(dict(sorted(bindings.items())))
+    mp = MemoryPlan(dict(sorted(bindings.items())), max(1, int(lanes)))
     order = g.topo()
     step = {n: i for i, n in enumerate(order)}
     pd = param_derived(g)
@@ -178,7 +180,8 @@ def plan(g: Graph, dims: Mapping[str, int] | None = None, batch: int = 1,
             continue
         infos = [Arg(shapes.get(a, ()), g.node(a).dtype, layout.get(a, "C")) for a in args]
         for tag, shape, dtype in OPS[node.op].scratch(node, infos, cached.get(nid)):
-            storage(f"{nid}#{tag}", nbytes(shape, dtype, {}), step[nid], step[nid])
+            storage(f"{nid}#{tag}", nbytes(bind_lanes(shape, mp.lanes), dtype, {}),
+                    step[nid], step[nid])
         if node.dtype == "tuple":
             if trait(node.op, "view"):
                 continue            # split: its parts are views of its argument
@@ -322,9 +325,9 @@ def overlaps(mp: MemoryPlan) -> list[tuple[str, str]]:
 
 
 def plan_memory(g: Graph, dims: Mapping[str, int] | None = None, batch: int = 1,
-                max_seq: int | None = None) -> PassResult:
+                max_seq: int | None = None, lanes: int = 1) -> PassResult:
     out = g.copy()
-    mp = plan(out, dims, batch, max_seq)
+    mp = plan(out, dims, batch, max_seq, lanes=lanes)
     out.meta["memory_plan"] = mp
     stats = {"buffers": len(mp.slots), "in place": len(mp.inplace), "views": len(mp.views)}
     return PassResult(out, False, stats, notes=[mp.summary()])

@@ -10,7 +10,7 @@ other than B are allowed: every dim before the last two is a batch dim.
 from __future__ import annotations
 
 from ..dims import DimLike, dim_add, dim_div, dim_mul, numel, shape_str
-from ..scratch import Arg, Cache, Scratch, copy_unless_viewable
+from ..scratch import LANES, Arg, Cache, Scratch, copy_unless_viewable
 from . import TT, ShapeError, broadcast, is_float, op
 
 # More query rows than this go through BLAS products (a prompt), fewer through the per-row
@@ -44,6 +44,31 @@ def attention_path(T: int, cache: Cache | None, biased: bool) -> str:
     return "cached_prompt" if prompt and not cache.ring else "decode"
 
 
+# query rows per block of a masked prompt's products: each block multiplies only the keys
+# some row of it sees (causal T = S: about half the products)
+PROMPT_BLOCK = 64
+# a prompt's products go through 16-column panels of K^T and V (runtime/kernels/
+# microkernel.py): the packed panel's width
+PANEL = 16
+
+
+def prompt_rows(T: int, causal: bool, window: int) -> int:
+    """Query rows per block of a prompt's attention (runtime/kernels/prefill.py): a lane
+    works through its heads one block at a time, in its own `rows` rows of probabilities.
+    Under a causal or window mask PROMPT_BLOCK rows, else the whole head."""
+    return min(PROMPT_BLOCK, T) if causal or window else T
+
+
+def prompt_scratch(node, T: int, width: int, D: int, dtype: str) -> Scratch:
+    """A prompt's attention over `width` keys: per lane, a block's probabilities and, for
+    float32, the micro-kernel's panel of K^T or V (depth up to max(D, width))."""
+    rows = prompt_rows(T, bool(node.attrs.get("causal")), int(node.attrs.get("window") or 0))
+    out = [("probs", (LANES, rows, width), dtype)]
+    if dtype == "float32":
+        out.append(("panels", (LANES, max(D, width), PANEL), "float32"))
+    return out
+
+
 def attention_scratch(node, q: Arg, k: Arg, v: Arg, mask: Arg | None, cache: Cache | None,
                       biased: bool) -> Scratch:
     """Scratch of the attention path this node takes (q, k, v: (B, T|S, heads*D)):
@@ -60,7 +85,7 @@ def attention_scratch(node, q: Arg, k: Arg, v: Arg, mask: Arg | None, cache: Cac
     if cache is None and mask is not None:
         out.append(("mask", mask.shape, "bool"))
     if path == "prompt" or path == "cross_prompt":
-        return out + [("probs", (T, S), q.dtype)]
+        return out + prompt_scratch(node, T, S, D, q.dtype)
     if path == "transient":
         return out + [("kc", (B, Hkv, S, D), q.dtype), ("vc", (B, Hkv, S, D), q.dtype),
                       ("kpos", (S,), "int64")] + per_row
@@ -72,10 +97,10 @@ def attention_scratch(node, q: Arg, k: Arg, v: Arg, mask: Arg | None, cache: Cac
         out += [("ring_k", (B, Hkv, n, D), q.dtype), ("ring_v", (B, Hkv, n, D), q.dtype),
                 ("ring_pos", (n,), "int64")]
         if path == "ring_prompt":
-            return out + [("probs", (T, n), q.dtype)]
+            return out + prompt_scratch(node, T, n, D, q.dtype)
         return out + [("scores", (B * H, n), "float64"), ("acc", (B * H, D), "float64")]
     if path == "cached_prompt":
-        return out + [("probs", (T, slots), q.dtype)]
+        return out + prompt_scratch(node, T, slots, D, q.dtype)
     return out + [("scores", (B * H, slots), "float64"), ("acc", (B * H, D), "float64")]
 
 

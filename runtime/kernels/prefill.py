@@ -98,9 +98,13 @@ def softmax_masked(scores, qpos0, mask, bias, causal, window, scale):
 MICRO = "fma" in cpu_flags()
 
 # at most this many (query, key) pairs per head, one compiled call does a lane's every head
-# (attention_rows); above it, BLAS per head. Short prompts (a batch of sentences) make
-# thousands of tiny per-head products whose calls cost more than their arithmetic
-SMALL_PAIRS = 2048
+# a query row at a time (attention_rows); above it, attention_blocks (or BLAS per head).
+# Short prompts (a batch of sentences) make thousands of tiny per-head products whose
+# calls cost more than their arithmetic; attention_blocks, one call per lane too, is
+# faster from ~8 x 8 pairs up: per (batch, head) pair at MiniLM's 12 heads of D = 32
+# (Zen 3, 1 thread) rows/blocks took 1.04/1.76 us at 4 x 4 pairs, 1.81/1.99 at 6 x 6,
+# 3.70/3.39 at 9 x 9, 9.31/6.21 at 15 x 15, 22.1/6.8 at 24 x 24 and 116/26 at 64 x 64
+SMALL_PAIRS = 64
 
 
 @intrinsic
@@ -163,18 +167,19 @@ def rows_contiguous(*arrays) -> bool:
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def attention_blocks(out4, q4, kc, vc, n_keys, qpos0, mask, bias4, causal, window, scale,
-                     probs, blocks, p0, p1):
+                     probs, panel, blocks, p0, p1):
     # heads p0:p1 of the (batch, head) pairs, b = p // H, one query block at a time:
     # blocks (n, 4) rows (i0, i1, j0, j1) as query_blocks gives them. scores = Q K^T and
     # out = P V by the micro-kernel (float32), softmax_masked between them, probabilities
-    # in probs (rows >= i1 - i0, W >= n_keys): one compiled call for a lane's heads, where
-    # BLAS per (head, block) paid a Python call per product. out4, q4: (B, T, H, D)
-    # kc, vc: (B, Hkv, S, D)  mask: (B, S_mask)  bias4: (B, H, T, S_bias)
+    # in probs (rows >= i1 - i0, W >= n_keys), K^T's and V's panels in panel (>= max(D,
+    # n_keys), 16): one compiled call for a lane's heads, where BLAS per (head, block) paid
+    # a Python call per product. out4, q4: (B, T, H, D)  kc, vc: (B, Hkv, S, D)
+    # mask: (B, S_mask)  bias4: (B, H, T, S_bias)
     B, T, H, D = q4.shape
     group = H // kc.shape[1]
     n_mask, n_bias = mask.shape[1], bias4.shape[3]
     flat = probs.reshape(-1)
-    buffers = k_uk.scratch(max(D, n_keys), 16, False)   # the products' panels, once
+    buffers = (panel, panel[:0])              # float32: no widened rows
     for p in range(p0, p1):
         b = p // H
         h = p - b * H
@@ -205,65 +210,52 @@ def query_blocks(T: int, n_keys: int, qpos0: int, causal: bool, window: int,
     return out
 
 
-def block_rows(T: int, causal: bool, window: int, lanes: int, step: int) -> int:
-    """Query rows per block. Each lane works through its heads one block at a time in its
-    own `rows` rows of the (T, S) probabilities, so lanes x rows <= T. Under a causal or
-    window mask, `step` rows (each block multiplies only the keys it sees); without one,
-    as many rows as fit."""
-    fit = max(1, T // max(1, lanes))
-    return min(step, fit) if causal or window else fit
-
-
 def attention_calls(out4, q4, kc, vc, n_keys, qpos0, mask, bias4, causal, window, scale,
-                    probs, step, lanes=1) -> list[list]:
+                    probs, panels, lanes=1) -> list[list]:
     """A prompt's attention as [(fn, args), ...] per lane (runtime/lanes.py). A short one
     (T x keys <= SMALL_PAIRS, heads' rows contiguous): one attention_rows call per lane over
     its heads. Else per (batch, head) and query block, scores = Q_h K_h^T, softmax_masked
     in place, out_h = P V_h: for float32 on an FMA CPU one attention_blocks call per lane
-    (the micro-kernel), else BLAS per product. Query head h reads K/V head h // (H / Hkv). The lanes share out the
-    (batch, head) pairs, consecutive ones (a K/V group) together; lane l keeps its block's
-    probabilities in rows l*rows.. of `probs` (T, W >= n_keys), so lanes never share
-    scratch. (Dealing the query blocks instead, all heads per block, took 0.86 against
-    0.62 ms a layer at T=128 on 2 lanes: twice the calls, on 32-row blocks.)
+    (the micro-kernel), else BLAS per product. Query head h reads K/V head h // (H / Hkv).
+    The lanes share out the (batch, head) pairs, consecutive ones (a K/V group) together.
+    Lane l has its own scratch, as the op's rule plans it (dsl/ops/attention.py
+    prompt_scratch): probs[l] (rows, W >= n_keys), a block's probabilities, `rows` =
+    prompt_rows (a whole head unless masked, so a lane never packs a head's K and V more
+    than once a block), and panels[l] (>= max(D, n_keys), 16), the micro-kernel's (None
+    for other dtypes). (Dealing the query blocks instead, all heads per block, took 0.86
+    against 0.62 ms a layer at T=128 on 2 lanes: twice the calls, on 32-row blocks.)
     out4, q4: (B, T, H, D)  kc, vc: (B, Hkv, S, D) views  mask: (B, S_mask) bool  bias4:
     (B, H, T, S_bias)."""
     B, T, H, D = q4.shape
     group = H // kc.shape[1]
-    lanes = max(1, min(lanes, B * H))
-    rows = block_rows(T, causal, window, lanes, step)
+    lanes = max(1, min(lanes, B * H, probs.shape[0]))
+    rows = probs.shape[1]
     n_mask, n_bias = mask.shape[1], bias4.shape[3]
-    width = probs.shape[-1]
-    flat = probs.reshape(-1)
+    n = B * H
     if T * n_keys <= SMALL_PAIRS and rows_contiguous(out4, q4, kc, vc):
-        # one call per lane over its heads; lane l's row of probabilities is its first
-        n = B * H
+        # one call per lane over its heads, in the first row of its probabilities
         return [[(attention_rows, (out4, q4, kc, vc, n_keys, qpos0, mask, bias4, causal,
-                                   window, scale,
-                                   flat[lane * rows * width:(lane * rows + 1) * width]
-                                   .reshape(1, width),
+                                   window, scale, probs[lane, :1],
                                    lane * n // lanes, (lane + 1) * n // lanes))]
                 for lane in range(lanes)]
     blocks = query_blocks(T, n_keys, qpos0, causal, window, rows)
-    if MICRO and all(a.dtype == np.float32 for a in (out4, q4, kc, vc, probs)) and \
-            rows_contiguous(out4, q4, kc, vc):
+    if MICRO and panels is not None and all(a.dtype == np.float32 for a in (out4, q4, kc, vc)) \
+            and rows_contiguous(out4, q4, kc, vc):
         # one call per lane over its heads, the products by the micro-kernel
-        n = B * H
         table = np.array(blocks, np.int64).reshape(-1, 4)
         return [[(attention_blocks, (out4, q4, kc, vc, n_keys, qpos0, mask, bias4, causal,
-                                     window, scale,
-                                     flat[lane * rows * width:(lane + 1) * rows * width]
-                                     .reshape(rows, width), table,
+                                     window, scale, probs[lane], panels[lane], table,
                                      lane * n // lanes, (lane + 1) * n // lanes))]
                 for lane in range(lanes)]
     pairs = [(b, h) for b in range(B) for h in range(H)]
     per_lane = []
     for lane in range(lanes):
-        base = lane * rows * width
+        flat = probs[lane].reshape(-1)
         calls = []
-        for b, h in pairs[lane * len(pairs) // lanes:(lane + 1) * len(pairs) // lanes]:
+        for b, h in pairs[lane * n // lanes:(lane + 1) * n // lanes]:
             hk = h // group
             for i0, i1, j0, j1 in blocks:
-                p = flat[base:base + (i1 - i0) * (j1 - j0)].reshape(i1 - i0, j1 - j0)
+                p = flat[:(i1 - i0) * (j1 - j0)].reshape(i1 - i0, j1 - j0)
                 mb = mask[b, j0:j1] if n_mask else mask[b]
                 bb = bias4[b, h, i0:i1, j0:j1] if n_bias else bias4[b, h, i0:i1]
                 calls += [
@@ -276,13 +268,13 @@ def attention_calls(out4, q4, kc, vc, n_keys, qpos0, mask, bias4, causal, window
 
 
 def attend_blas(out4, q4, kc, vc, n_keys, qpos0, mask, bias4, causal, window, scale, probs,
-                step, lanes=None):
+                panels, lanes=None):
     """Prefill attention over a KV cache whose slot j holds position j (decoding sessions,
     positions known only when the step runs): attention_calls, run on `lanes` if given.
-    kc, vc: (B, Hkv, S_cap, D)  probs: (T, >= n_keys)."""
+    kc, vc: (B, Hkv, S_cap, D)  probs, panels: per lane, as attention_calls takes them."""
     from ..lanes import run_calls
     per_lane = attention_calls(out4, q4, kc, vc, n_keys, qpos0, mask, bias4, causal, window,
-                               scale, probs, step, lanes.n if lanes is not None else 1)
+                               scale, probs, panels, lanes.n if lanes is not None else 1)
     if lanes is not None:
         lanes.run(per_lane)
     else:

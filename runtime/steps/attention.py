@@ -24,14 +24,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...dsl.ops.attention import attention_path
+from ...dsl.ops.attention import PANEL, attention_path, prompt_rows
 from ...dsl.scratch import Cache
 from ..kernels import attention as k_attn, prefill as k_prefill
 from . import fallback, steps_for, view_as
 from .position import head_dim, positions_for, rope_table, rotate
-
-PREFILL_BLOCK = 64   # query rows per block of a masked prefill attention's products
-
 
 @steps_for("attention")
 def build_attention(P, node, args, attrs):
@@ -128,10 +125,21 @@ def _prompt(P, a: Call) -> None:
     lanes share out the (batch, head) pairs."""
     m, bias4 = _uncached_mask_bias(P, a)
     T, S = a.q4.shape[1], a.k4.shape[1]
-    probs = P.temp("probs", (T, S), a.q4.dtype)                         # (T, S)
+    probs, panels = _prompt_scratch(P, a, S)
     kc, vc = a.k4.transpose(0, 2, 1, 3), a.v4.transpose(0, 2, 1, 3)     # (B, Hkv, S, D) views
     P.lane_step(k_prefill.attention_calls(a.out4, a.q4, kc, vc, S, S - T, m, bias4, a.causal,
-                                          a.window, a.scale, probs, PREFILL_BLOCK, P.n_lanes))
+                                          a.window, a.scale, probs, panels, P.n_lanes))
+
+
+def _prompt_scratch(P, a: Call, width: int):
+    """A prompt's per-lane scratch over `width` keys, as its rule declares it
+    (dsl/ops/attention.py prompt_scratch): probabilities (lanes, rows, width) and, for
+    float32, the micro-kernel's panels (lanes, max(D, width), 16), else None."""
+    L, T, D = P.plan_lanes, a.q4.shape[1], a.q4.shape[3]
+    probs = P.temp("probs", (L, prompt_rows(T, a.causal, a.window), width), a.q4.dtype)
+    if a.q4.dtype != np.float32:
+        return probs, None
+    return probs, P.temp("panels", (L, max(D, width), PANEL), np.float32)
 
 
 def _transient(P, a: Call) -> None:
@@ -163,16 +171,16 @@ def _self_mask_bias(a: Call):
     return m, bias4
 
 
-def _defer_blas(P, q4, probs, m, bias4) -> None:
+def _defer_blas(P, q4, probs, panels, m, bias4) -> None:
     # attend_blas's kernels on one block's arguments, compiled with the program's others
-    T, S = probs.shape
-    mb, bb = m[0, :S] if m.shape[1] else m[0], bias4[0, 0, :, :S] if bias4.shape[3] else \
-        bias4[0, 0]
-    P.deferred(k_prefill.softmax_masked, probs, 0, mb, bb, False, 0, 1.0)
-    if k_prefill.MICRO and q4.dtype == np.float32:
+    _, T, S = probs.shape
+    mb, bb = m[0, :S] if m.shape[1] else m[0], bias4[0, 0, :T, :S] if bias4.shape[3] else \
+        bias4[0, 0, :T]
+    P.deferred(k_prefill.softmax_masked, probs[0], 0, mb, bb, False, 0, 1.0)
+    if k_prefill.MICRO and panels is not None:
         kv = np.zeros((1, 1, S, q4.shape[3]), q4.dtype)
         P.deferred(k_prefill.attention_blocks, q4, q4, kv, kv, S, 0, m, bias4, False, 0, 1.0,
-                   probs, np.zeros((0, 4), np.int64), 0, 0)
+                   probs[0], panels[0], np.zeros((0, 4), np.int64), 0, 0)
 
 
 def _cached_prompt(P, a: Call) -> None:
@@ -181,16 +189,16 @@ def _cached_prompt(P, a: Call) -> None:
     e, sess = a.entry, a.entry.session
     T = a.q4.shape[1]
     m, bias4 = _self_mask_bias(a)
-    probs = P.temp("probs", (T, e.slots), a.q4.dtype)
+    probs, panels = _prompt_scratch(P, a, e.slots)
     lanes = P.ex.lanes
 
     def run_blas():
         pos = sess.pos
         k_attn.kv_write(e.kc, e.vc, e.kpos, a.k4, a.v4, pos, pos, e.slots)
         k_prefill.attend_blas(a.out4, a.q4, e.kc, e.vc, pos + T, pos, m, bias4, a.causal,
-                              a.window, a.scale, probs, PREFILL_BLOCK, lanes)
+                              a.window, a.scale, probs, panels, lanes)
     P.step(run_blas, op="attention", blas=True)
-    _defer_blas(P, a.q4, probs, m, bias4)
+    _defer_blas(P, a.q4, probs, panels, m, bias4)
     P.deferred(k_attn.kv_write, e.kc, e.vc, e.kpos, a.k4, a.v4, 0, 0, e.slots)
 
 
@@ -233,7 +241,7 @@ def _ring_prompt(P, a: Call) -> None:
     T = a.q4.shape[1]
     m, bias4 = _self_mask_bias(a)
     tk, tv, tpos = _ring_scratch(P, a)
-    probs = P.temp("probs", (T, cap + T), a.q4.dtype)
+    probs, panels = _prompt_scratch(P, a, cap + T)
     keep = min(T, cap)
     lanes = P.ex.lanes
     k4, v4 = a.k4, a.v4
@@ -248,11 +256,11 @@ def _ring_prompt(P, a: Call) -> None:
             dst[:, :, first:held] = src[:, :, :held - first]
         k_attn.kv_write(tk, tv, tpos, k4, v4, pos, held, cap + T)
         k_prefill.attend_blas(a.out4, a.q4, tk, tv, held + T, held, m, bias4, a.causal,
-                              a.window, a.scale, probs, PREFILL_BLOCK, lanes)
+                              a.window, a.scale, probs, panels, lanes)
         k_attn.kv_write(kc, vc, kpos, k4[:, T - keep:], v4[:, T - keep:],
                         pos + T - keep, (pos + T - keep) % cap, cap)
     P.step(run_blas, op="attention", blas=True)
-    _defer_blas(P, a.q4, probs, m, bias4)
+    _defer_blas(P, a.q4, probs, panels, m, bias4)
     P.deferred(k_attn.kv_write, tk, tv, tpos, k4, v4, 0, 0, cap + T)
     P.deferred(k_attn.kv_write, kc, vc, kpos, k4[:, T - keep:], v4[:, T - keep:], 0, 0, cap)
 
@@ -305,7 +313,7 @@ def _cross(P, a: Call, prompt: bool) -> None:
         if mask is not None:
             np.not_equal(mask, 0, m)
     if prompt:
-        probs = P.temp("probs", (T, S), a.q4.dtype)
+        probs, panels = _prompt_scratch(P, a, S)
         lanes = P.ex.lanes
 
         def run_blas():
@@ -313,9 +321,9 @@ def _cross(P, a: Call, prompt: bool) -> None:
             if pos == 0:
                 lay_out()
             k_prefill.attend_blas(a.out4, a.q4, kc, vc, S, pos, m, bias4, a.causal, a.window,
-                                  a.scale, probs, PREFILL_BLOCK, lanes)
+                                  a.scale, probs, panels, lanes)
         P.step(run_blas, op="attention", blas=True)
-        _defer_blas(P, a.q4, probs, m, bias4)
+        _defer_blas(P, a.q4, probs, panels, m, bias4)
     else:
         scores = P.temp("scores", (B * H, S), np.float64)
         acc = P.temp("acc", (B * H, D), np.float64)

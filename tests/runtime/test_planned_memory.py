@@ -82,6 +82,23 @@ def _step_allocations(prog, inputs) -> dict[str, int]:
     return found
 
 
+def test_the_plan_and_the_run_agree_on_the_lanes(capsys):
+    # per-lane scratch is planned for every lane a run on this machine may have (Numba's
+    # thread limit, read without Numba), and `dump --lanes N` plans it for N
+    from archc.runtime import budget, jit
+    assert budget.plan_lanes() == jit.max_threads()
+    peaks = {}
+    for lanes in (1, 3):
+        args = ["dump", str(ROOT / "examples" / "gpt2.arch"), "-O", "--lanes", str(lanes)]
+        for k, v in MODELS["gpt2"].items():
+            args += ["--set", f"{k}={v}"]
+        assert main(args) == 0
+        out = capsys.readouterr().out
+        peaks[lanes] = int(re.search(r"planned peak (?:[\d.]+ \w+ \()?([\d,]+) B", out)
+                           .group(1).replace(",", ""))
+    assert peaks[3] > peaks[1]              # attention's probabilities and panels, per lane
+
+
 def test_the_allocation_probe_sees_an_allocating_step():
     class Fake:
         steps = [type("S", (), {"fn": staticmethod(lambda: np.ones(2048, np.float32)),
