@@ -47,6 +47,10 @@ def attention_path(T: int, cache: Cache | None, biased: bool) -> str:
 # query rows per block of a masked prompt's products: each block multiplies only the keys
 # some row of it sees (causal T = S: about half the products)
 PROMPT_BLOCK = 64
+# at most this many rows per block of an unmasked prompt: a lane's probabilities are
+# (rows, keys), one block per lane, so the plan grows with the lanes times this, not with
+# T (a block packs the head's K and V once: 1-3% of its products at 128 rows)
+PROMPT_ROWS = 128
 # a prompt's products go through 16-column panels of K^T and V (runtime/kernels/
 # microkernel.py): the packed panel's width
 PANEL = 16
@@ -55,8 +59,10 @@ PANEL = 16
 def prompt_rows(T: int, causal: bool, window: int) -> int:
     """Query rows per block of a prompt's attention (runtime/kernels/prefill.py): a lane
     works through its heads one block at a time, in its own `rows` rows of probabilities.
-    Under a causal or window mask PROMPT_BLOCK rows, else the whole head."""
-    return min(PROMPT_BLOCK, T) if causal or window else T
+    Under a causal or window mask PROMPT_BLOCK rows, else the whole head up to PROMPT_ROWS
+    (a short prompt's head in one block: cut between the lanes, 15 rows as 7 + 7 + 1 had
+    packed its K and V three times)."""
+    return min(PROMPT_BLOCK if causal or window else PROMPT_ROWS, T)
 
 
 def prompt_scratch(node, T: int, width: int, D: int, dtype: str) -> Scratch:

@@ -135,11 +135,26 @@ def test_prefill_attention_matches_reference(arch_file, monkeypatch, H, Hkv, cau
     assert lanes == threads
     rows = op_attention.prompt_rows(T, causal, window)
     # each lane has its own probabilities: masked, blocks of `block` rows; else whole heads
-    assert rows == (min(block, T) if causal or window else T)
+    # (up to PROMPT_ROWS)
+    assert rows == min(block if causal or window else op_attention.PROMPT_ROWS, T)
     assert fns.count(np.matmul) == 2 * B * H * -(-T // rows) and prog.uses_blas
     if lanes > 1 and T > 5:
         assert any(s.fn == ex.lanes.run for s in prog.steps)
     assert not prog.unplanned
+    _assert_runs_without_allocating(prog)
+
+
+@pytest.mark.parametrize("micro", [False, True])
+def test_a_long_unmasked_prompt_goes_in_blocks_of_prompt_rows(arch_file, monkeypatch, micro):
+    # the planned probabilities hold PROMPT_ROWS rows a lane, however long the prompt
+    monkeypatch.setattr(op_attention, "PROMPT_ROWS", 8)
+    monkeypatch.setattr(k_prefill, "SMALL_PAIRS", 0)
+    monkeypatch.setattr(k_prefill, "MICRO", micro)
+    got, want, ex, _ = _run(arch_file, 2, 2, False, None, True, True, 33, 7, 2)
+    np.testing.assert_allclose(got, want, atol=2e-5, rtol=0)
+    prog = next(iter(ex._programs.values()))
+    assert prog.plan.slots[next(k for k in prog.plan.slots if k.endswith("#probs"))][1] \
+        == prog.plan_lanes * 8 * 40 * 4
     _assert_runs_without_allocating(prog)
 
 
