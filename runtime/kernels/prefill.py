@@ -220,8 +220,8 @@ def attention_calls(out4, q4, kc, vc, n_keys, qpos0, mask, bias4, causal, window
     The lanes share out the (batch, head) pairs, consecutive ones (a K/V group) together.
     Lane l has its own scratch, as the op's rule plans it (dsl/ops/attention.py
     prompt_scratch): probs[l] (rows, W >= n_keys), a block's probabilities, `rows` =
-    prompt_rows (a whole head unless masked, so a lane never packs a head's K and V more
-    than once a block), and panels[l] (>= max(D, n_keys), 16), the micro-kernel's (None
+    prompt_rows (unless masked, a whole head up to 128 rows, so a short head's K and V are
+    packed once), and panels[l] (>= max(D, n_keys), 16), the micro-kernel's (None
     for other dtypes). (Dealing the query blocks instead, all heads per block, took 0.86
     against 0.62 ms a layer at T=128 on 2 lanes: twice the calls, on 32-row blocks.)
     out4, q4: (B, T, H, D)  kc, vc: (B, Hkv, S, D) views  mask: (B, S_mask) bool  bias4:
