@@ -14,8 +14,9 @@ here as IR with explicit vectors and llvm.fma, and LLVM only allocates the regis
              tuner only where the CPU has AVX-512 (untested for speed here: the tuner
              measures it before it is used).
 
-The driver packs NR rows of the output-major weight (N, K) into a (K, NR) panel, the
-panel stays in L2 while the rows of x go by MR at a time, and the next NR columns follow.
+The driver packs NR rows of the output-major weight (N, K) into a (K, NR) panel, a few
+panels at a time (GROUP_BYTES), which stay in L2 while the rows of x go by MR at a time,
+each row block through every panel of the group; then the next group of columns.
 Packing transposes 8 x 8 blocks in registers: done one value at a time it had cost a
 third as long as the panel's multiply-adds at M = 128 (Zen 3, 1 thread, GPT-2 small's
 shapes: 54-63 GFLOP/s packing per value, 68-76 by blocks, 74-78 with the panels packed
@@ -252,11 +253,24 @@ def _load_cols(panel, rows, w, j, nr):
             panel[k, jj] = 0.0
 
 
+# panels packed at a time, as many as fit in this many bytes (10 at K = 384, 5 at 768, 2 at
+# 1536): each row block of x then meets them all while it is in L1, where one panel at a
+# time read all of x again for every 16 columns. AMD EPYC Zen 3, 1 thread, one process,
+# medians of 12 alternating pairs: 1.06-1.11x at K = 384 (MiniLM's shapes, M = 480-640),
+# 1.07x at M = 512 K = 768, 1.01x at M = 128, 0.98-0.99x where K >= 1536 (1-2 panels);
+# 128 KB gained less, 384 KB no more. Whole passes on two lanes, processes alternating:
+# MiniLM (32 x 20 tokens) 1.12x by median (0.91-1.29 over 6 rounds), GPT-2 T=128 1.02x
+# (0.95-1.05 over 5)
+GROUP_BYTES = 262144
+
+
 @njit(cache=True, inline="always")
 def scratch(K, NR, packed):
-    # drive's buffers for depth up to K: the panel (NR weight rows, k-major) and a packed
-    # weight's widened rows
-    return (np.zeros((K, NR), np.float32), np.empty((NR if packed else 0, K), np.float32))
+    # drive's buffers for depth up to K: G panels (NR weight rows each, k-major) and a
+    # packed weight's widened rows
+    G = max(1, min(16, GROUP_BYTES // max(1, 4 * K * NR)))
+    return (np.empty((G, K, NR), np.float32),           # loads write every value they use
+            np.empty((NR if packed else 0, K), np.float32))
 
 
 @njit(cache=True, inline="always")
@@ -265,21 +279,26 @@ def drive(y, x, src, n0, n1, kernel, MR, NR, load, buffers):
     # src through load(panel, rows, src, j, nr) (float32 rows as they lie: _load_rows; packed
     # rows widened first: kernels/_quant.py). y and x may be row views (a column slice of a
     # wider y: the packed-weight product's panels), so the micro-kernel gets their row
-    # strides, not their widths. buffers: scratch(K' >= K, NR, ...)
+    # strides, not their widths. buffers: scratch(K' >= K, NR, ...); its G panels are
+    # packed at once, then each row block of x goes through all G
     M, K = x.shape
     if (K > 1 and x.strides[1] != 4) or (n1 - n0 > 1 and y.strides[1] != 4):
         raise ValueError("gemm_uk: y and x need unit column strides")
     ldy = y.strides[0] // 4
     lda = x.strides[0] // 4
     panel_buf, rows_buf = buffers
-    panel = panel_buf[:K]
+    G, Kp = panel_buf.shape[0], panel_buf.shape[1]
     rows = rows_buf[:, :K]
-    for j in range(n0, n1, NR):
-        nr = min(NR, n1 - j)
-        load(panel, rows, src, j, nr)
-        pp = _at(panel, 0)
+    for j0 in range(n0, n1, G * NR):
+        ng = (min(n1 - j0, G * NR) + NR - 1) // NR
+        for g in range(ng):
+            j = j0 + g * NR
+            load(panel_buf[g, :K], rows, src, j, min(NR, n1 - j))
         for i in range(0, M, MR):
-            kernel(_at(y, i * ldy + j), ldy, _at(x, i * lda), lda, pp, K, min(MR, M - i), nr)
+            for g in range(ng):
+                j = j0 + g * NR
+                kernel(_at(y, i * ldy + j), ldy, _at(x, i * lda), lda,
+                       _at(panel_buf, g * Kp * NR), K, min(MR, M - i), min(NR, n1 - j))
 
 
 _uk6x16 = _micro_kernel(6, 8)

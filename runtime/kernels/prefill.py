@@ -179,7 +179,8 @@ def attention_blocks(out4, q4, kc, vc, n_keys, qpos0, mask, bias4, causal, windo
     group = H // kc.shape[1]
     n_mask, n_bias = mask.shape[1], bias4.shape[3]
     flat = probs.reshape(-1)
-    buffers = (panel, panel[:0])              # float32: no widened rows
+    # one panel at a time (the planned one); float32: no widened rows
+    buffers = (panel.reshape((1, panel.shape[0], panel.shape[1])), panel[:0])
     for p in range(p0, p1):
         b = p // H
         h = p - b * H

@@ -10,7 +10,8 @@ KERNELS = {"uk6x16": uk.gemm_uk6x16, "uk12x32": uk.gemm_uk12x32}
 
 
 @pytest.mark.parametrize("M,K,N", [(1, 1, 1), (6, 8, 16), (7, 33, 20), (13, 64, 37),
-                                   (24, 5, 64), (130, 300, 71), (5, 0, 9)])
+                                   (24, 5, 64), (130, 300, 71), (5, 0, 9),
+                                   (9, 300, 300), (7, 3000, 40)])   # several groups of panels
 @pytest.mark.parametrize("name", sorted(KERNELS))
 def test_micro_kernel_matches_reference(M, K, N, name):
     rng = np.random.default_rng(M * 1000 + K + N)
