@@ -31,11 +31,11 @@ own over the call's columns after it (runtime/steps/linalg.py): applied to each 
 columns while they were in L1, it had cost 1.6-2.2 ns an element for a bias alone and
 4.2-6.4 for GELU, against 0.2-0.4 and 1.6-2.7 as one pass over rows hundreds of columns
 wide (Zen 3, 1 thread, M = 128 and 480: a loop over 16 values pays its set-up per row and
-is too short for the vectoriser's main loop). Each call allocates its panel (scratch():
-K x NR floats, 48 KB at K = 768; packed weights' widened rows another NR x K), the one
-buffer of a compiled product outside the memory plan, since the tuner picks the kernel at
-run time; prompt attention (kernels/prefill.py attention_blocks) makes its scratch once
-per call and runs Q K^T and P V through the same driver.
+is too short for the vectoriser's main loop). Each call allocates its group of panels
+(scratch(): up to GROUP_BYTES, 256 KB; packed weights' widened rows another NR x K), the
+one buffer of a compiled product outside the memory plan, since the tuner picks the kernel
+at run time; prompt attention (kernels/prefill.py attention_blocks) takes one planned
+panel per lane and runs Q K^T and P V through the same driver.
 
 Weights are not kept packed as panels between calls: tried (each 16 output columns
 stored k-major once at load, read in place, the next panel prefetched), it ran 0.94-1.01x
