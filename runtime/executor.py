@@ -207,37 +207,32 @@ class Program:
     def lane_step(self, per_lane, op: str | None = None) -> None:
         """Append a step that runs per_lane[k] (a list of (fn, args) calls) on lane k, all
         lanes at once. One lane's calls become plain steps."""
-        from numba.core.registry import CPUDispatcher
-        per_lane = [tuple(calls) for calls in per_lane if calls]
-        if len(per_lane) <= 1:
-            for fn, args in (per_lane[0] if per_lane else ()):
-                self.step(fn, *args, op=op)
-            return
-        for calls in per_lane:
-            for fn, args in calls:
-                if isinstance(fn, CPUDispatcher):
-                    self.deferred(fn, *args)
-        blas = any(_calls_blas(fn) for calls in per_lane for fn, _ in calls)
-        self.step(self.ex.lanes.run, tuple(per_lane), op=op, blas=blas)
+        self._fork_join(self.ex.lanes.run if self.ex.lanes else None, per_lane, (), op)
 
     def shared_step(self, items, op: str | None = None) -> None:
         """Append a step that runs the items (each a list of (fn, args) calls, independent
         of the others) on every lane at once, each lane taking the next item as it
         finishes one (Lanes.run_shared). One item becomes plain steps."""
+        # the step's own counter of items taken: made once here, reset by each run
+        self._fork_join(self.ex.lanes.run_shared if self.ex.lanes else None, items,
+                        (np.zeros(1, np.int64),), op)
+
+    def _fork_join(self, run, groups, extra: tuple, op: str | None) -> None:
+        # one step run(groups, *extra) over groups of calls (its Numba kernels compiled up
+        # front, BLAS said); one group, or no lanes, as plain steps
         from numba.core.registry import CPUDispatcher
-        items = tuple(tuple(calls) for calls in items if calls)
-        if len(items) <= 1 or self.ex.lanes is None:
-            for calls in items:
+        groups = tuple(tuple(calls) for calls in groups if calls)
+        if len(groups) <= 1 or run is None:
+            for calls in groups:
                 for fn, args in calls:
                     self.step(fn, *args, op=op)
             return
-        for calls in items:
+        for calls in groups:
             for fn, args in calls:
                 if isinstance(fn, CPUDispatcher):
                     self.deferred(fn, *args)
-        blas = any(_calls_blas(fn) for calls in items for fn, _ in calls)
-        # the step's own counter of items taken: made once here, reset by each run
-        self.step(self.ex.lanes.run_shared, items, np.zeros(1, np.int64), op=op, blas=blas)
+        blas = any(_calls_blas(fn) for calls in groups for fn, _ in calls)
+        self.step(run, groups, *extra, op=op, blas=blas)
 
     def deferred(self, fn: Callable, *args) -> None:
         """A kernel that a step calls indirectly: compiled up front by `compile`."""
